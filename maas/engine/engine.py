@@ -1,0 +1,234 @@
+"""The synchronous engine: `step()` = schedule, run, update; plus text output with stop strings.
+
+    from maas.engine.engine import Engine, EngineConfig
+    eng = Engine.from_path("model.gguf", EngineConfig())
+    print(eng.generate(["Hello"], SamplingParams(temperature=0, max_tokens=8)))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maas.engine.kv_cache import BlockManager
+from maas.engine.loader import LoadedLM, load_lm
+from maas.engine.model_runner import ModelRunner
+from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
+from maas.engine.sampling_params import SamplingParams
+from maas.engine.scheduler import Scheduler
+from maas.errors import ContextLengthError, InvalidRequestError
+from maas.text.detokenizer import IncrementalDetokenizer
+
+log = logging.getLogger("maas.engine")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Capacity limits fixed at start-up."""
+
+    max_num_seqs: int = 32
+    max_model_len: int = 4096
+    kv_cache_tokens: int = 0  # 0: max_num_seqs * max_model_len, at most 131072
+    max_num_batched_tokens: int = 256
+    block_size: int = 16
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass
+class _TextState:
+    """Per-request text bookkeeping: detokenizer and stop-string hold-back."""
+
+    detok: IncrementalDetokenizer
+    text: str = ""
+    emitted: int = 0
+    pending_ids: list[int] = field(default_factory=list)
+    pending_lps: list[TokenLogprob] = field(default_factory=list)
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+class Engine:
+    """Continuous-batching LLM engine. Not thread-safe: the async front drives it from one thread."""
+
+    def __init__(self, lm: LoadedLM, config: EngineConfig):
+        self.lm = lm
+        self.tokenizer = lm.tokenizer
+        ctx = lm.config.max_position_embeddings
+        max_len = min(config.max_model_len, ctx) if config.max_model_len else ctx
+        cache_tokens = config.kv_cache_tokens or min(config.max_num_seqs * max_len, 131072)
+        cache_tokens = max(cache_tokens, max_len)
+        num_blocks = -(-cache_tokens // config.block_size)
+        self.config = config
+        self.max_model_len = max_len
+        self.blocks = BlockManager(num_blocks, config.block_size)
+        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens, max_len)
+        self.runner = ModelRunner(lm.model, num_blocks, config.block_size, lm.device, lm.dtype)
+        self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
+        self._seqs: dict[str, Sequence] = {}
+        self._text: dict[str, _TextState] = {}
+        log.info(
+            "engine: max_num_seqs=%d max_model_len=%d kv_cache=%d tokens (%.0f MiB) chunk=%d",
+            config.max_num_seqs,
+            max_len,
+            num_blocks * config.block_size,
+            self.runner.cache.num_bytes / 2**20,
+            config.max_num_batched_tokens,
+        )
+
+    @classmethod
+    def from_path(cls, path: str | Path, config: EngineConfig | None = None) -> Engine:
+        """Load a model file and build an engine for it."""
+        config = config or EngineConfig()
+        return cls(load_lm(path, config.device, config.dtype), config)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
+        """Validate the length budget; return the effective max_tokens."""
+        if prompt_len == 0:
+            raise InvalidRequestError("the prompt is empty", param=param)
+        limit = self.max_model_len
+        if prompt_len >= limit:
+            raise ContextLengthError(
+                f"This model's maximum context length is {limit} tokens. However, your prompt has "
+                f"{prompt_len} tokens, leaving no room for output. Please shorten the prompt.",
+                param=param,
+            )
+        if max_tokens is None:
+            return limit - prompt_len
+        if prompt_len + max_tokens > limit:
+            raise ContextLengthError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the "
+                "completion). Please reduce the prompt or max_tokens.",
+                param="max_tokens",
+            )
+        return max_tokens
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Queue a request (n must be 1 here; the async front fans out n > 1)."""
+        if request_id in self._seqs:
+            raise InvalidRequestError(f"duplicate request id {request_id!r}")
+        vocab = self.lm.config.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_token_ids):
+            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        max_tokens = self.check_prompt(len(prompt_token_ids), params.max_tokens, "prompt")
+        seq = Sequence(request_id, list(prompt_token_ids), params, max_tokens)
+        self._seqs[request_id] = seq
+        self._text[request_id] = _TextState(IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens))
+        self.scheduler.add(seq)
+
+    def abort_request(self, request_id: str) -> None:
+        """Stop a request now and free its cache."""
+        seq = self._seqs.pop(request_id, None)
+        self._text.pop(request_id, None)
+        if seq is not None:
+            self.scheduler.finish(seq, "abort")
+            self.runner.release(request_id)
+
+    def has_unfinished(self) -> bool:
+        """True while requests wait or run."""
+        return self.scheduler.has_unfinished()
+
+    @property
+    def num_running(self) -> int:
+        """Sequences in the running batch."""
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        """Sequences queued."""
+        return len(self.scheduler.waiting)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """One scheduling round and forward pass; outputs for requests that produced something."""
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        out = self.runner.run(batch)
+        touched = self.scheduler.update(batch, out.tokens, self.eos_ids)
+        lp_by_seq = {id(it.seq): lp for it, lp in zip(batch.items, out.logprobs, strict=True) if lp is not None}
+        now = time.monotonic()
+        results = []
+        for seq in touched:
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+            r = self._emit(seq, lp_by_seq.get(id(seq)))
+            if r is not None:
+                results.append(r)
+        return results
+
+    def _emit(self, seq: Sequence, lp: TokenLogprob | None) -> RequestOutput | None:
+        st = self._text.get(seq.seq_id)
+        if st is None:
+            return None
+        tok = seq.output_token_ids[-1]
+        p = seq.params
+        is_stop_token = seq.finish_reason == "stop" and (tok in p.stop_token_ids or tok in self.eos_ids)
+        if not is_stop_token:
+            st.text += st.detok.add(tok)
+            st.pending_ids.append(tok)
+            if lp is not None:
+                st.pending_lps.append(lp)
+        if seq.finished:
+            st.text += st.detok.flush()
+        limit = len(st.text)
+        if p.stop:
+            hit = min(((i, s) for s in p.stop if (i := st.text.find(s, max(0, st.emitted - len(s)))) >= 0), default=None)
+            if hit is not None:
+                i, s = hit
+                limit = i + len(s) if p.include_stop_str_in_output else i
+                st.text = st.text[:limit]
+                if not seq.finished:
+                    self.scheduler.finish(seq, "stop")
+            elif not seq.finished:
+                limit = len(st.text) - _held_back(st.text, p.stop)
+        delta = st.text[st.emitted : limit]
+        if not delta and not seq.finished and not st.pending_lps:
+            return None
+        st.emitted = max(st.emitted, limit)
+        out = RequestOutput(
+            request_id=seq.seq_id,
+            text=delta,
+            token_ids=st.pending_ids,
+            finished=seq.finished,
+            finish_reason=seq.finish_reason,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_output_tokens=len(seq.output_token_ids),
+            logprobs=st.pending_lps,
+        )
+        st.pending_ids, st.pending_lps = [], []
+        if seq.finished:
+            self._seqs.pop(seq.seq_id, None)
+            self._text.pop(seq.seq_id, None)
+            self.runner.release(seq.seq_id)
+        return out
+
+    def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams) -> list[str]:
+        """Run prompts to completion (text or token ids); return the texts in order."""
+        ids = [f"gen-{time.monotonic_ns()}-{i}" for i in range(len(prompts))]
+        for rid, p in zip(ids, prompts, strict=True):
+            toks = self.tokenizer.encode(p) if isinstance(p, str) else p
+            self.add_request(rid, toks, params)
+        texts = dict.fromkeys(ids, "")
+        while self.has_unfinished():
+            for o in self.step():
+                texts[o.request_id] += o.text
+        return [texts[i] for i in ids]
+
+
+__all__ = ["Engine", "EngineConfig", "Status"]

@@ -1,0 +1,108 @@
+"""Load a decoder LM and its tokenizer from a path: build on meta, load weights once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from maas.errors import ModelFormatError
+from maas.formats import ModelFiles, open_model_files
+from maas.models.architectures import build_decoder
+from maas.text.chat_template import ChatTemplate
+from maas.text.tokenizer import Tokenizer
+
+log = logging.getLogger("maas.loader")
+
+
+@dataclass
+class LoadedLM:
+    """A ready decoder model with its tokenizer and chat template."""
+
+    files: ModelFiles
+    config: Any
+    model: nn.Module
+    tokenizer: Tokenizer
+    chat_template: ChatTemplate
+    device: torch.device
+    dtype: torch.dtype
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto` -> cuda when present, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` -> bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelFormatError(f"unknown dtype {dtype!r} (float32, bfloat16, float16, auto)") from None
+
+
+def load_weights(model: nn.Module, files: ModelFiles, dtype: torch.dtype, device: torch.device) -> None:
+    """Assign tensors from `files` to a meta-device model; fail clearly on missing or odd tensors."""
+    wanted = dict(model.state_dict())
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in files.iter_tensors():
+        if name not in wanted:
+            continue
+        if tuple(tensor.shape) != tuple(wanted[name].shape):
+            raise ModelFormatError(
+                f"tensor {name!r} has shape {tuple(tensor.shape)}, the config implies {tuple(wanted[name].shape)}"
+            )
+        state[name] = tensor.to(device=device, dtype=dtype).contiguous()
+    if "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        tied = True
+    missing = sorted(set(wanted) - set(state))
+    if missing:
+        raise ModelFormatError(f"{str(files.path)!r} lacks tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    model.load_state_dict(state, assign=True, strict=True)
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[union-attr]
+    inv = getattr(model, "inv_freq", None)
+    if inv is not None and inv.is_meta:
+        from maas.models.llama import rope_inv_freq
+
+        model.inv_freq = rope_inv_freq(model.config).to(device)  # type: ignore[union-attr,arg-type]
+    elif inv is not None:
+        model.inv_freq = inv.to(device)  # type: ignore[union-attr]
+
+
+def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedLM:
+    """Open files, build the model on meta, load weights, build tokenizer and chat template."""
+    t0 = time.perf_counter()
+    files = open_model_files(path)
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    cfg, model = build_decoder(files.architecture, files.config)
+    # buffers built on meta need real values: recreate inv_freq on the target device
+    load_weights(model, files, dt, dev)
+    model.eval().requires_grad_(False)
+    tok = Tokenizer.from_source(files.tokenizer)
+    template = ChatTemplate(files.tokenizer.chat_template, tok.bos_token, tok.eos_token)
+    log.info(
+        "loaded %s (%s, %d layers, %.0fM params) on %s/%s in %.1fs",
+        files.path.name,
+        files.format,
+        cfg.num_hidden_layers,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        dev,
+        str(dt).removeprefix("torch."),
+        time.perf_counter() - t0,
+    )
+    return LoadedLM(files, cfg, model, tok, template, dev, dt)

@@ -1,0 +1,144 @@
+"""Continuous batching: which sequences run this step and how many tokens each. Plain Python.
+
+Every step has a token budget. Running sequences go first (a decode needs one token; a prompt
+still being prefilled takes a chunk), then waiting ones are admitted while the budget, the
+sequence limit and the KV cache allow. When the cache cannot hold a running sequence's next
+token, the most recently admitted sequence is preempted: its blocks are freed and it goes back
+to the front of the queue to be recomputed later.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from maas.engine.kv_cache import BlockManager
+from maas.engine.request import Sequence, Status
+
+
+@dataclass
+class ScheduledSeq:
+    """One sequence's share of a step: tokens [start, start + num_tokens) are computed."""
+
+    seq: Sequence
+    start: int
+    num_tokens: int
+    sample: bool  # True when this chunk reaches the sequence's last token
+
+
+@dataclass
+class Batch:
+    """The scheduler's answer for one step."""
+
+    items: list[ScheduledSeq] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens computed this step."""
+        return sum(i.num_tokens for i in self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+class Scheduler:
+    """Owns the waiting queue and running list, and the block accounting for them."""
+
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int):
+        self.blocks = blocks
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a new sequence."""
+        seq.status = Status.WAITING
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        """True while anything waits or runs."""
+        return bool(self.waiting or self.running)
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Stop a sequence now (stop string, abort) and free its cache."""
+        if seq.status is Status.FINISHED:
+            return
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.blocks.free(seq)
+        seq.status = Status.FINISHED
+        seq.finish_reason = reason
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = Status.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def schedule(self) -> Batch:
+        """Pick this step's work."""
+        batch = Batch()
+        budget = self.max_num_batched_tokens
+        scheduled: set[int] = set()
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            target = seq.num_computed_tokens + n
+            while not self.blocks.can_grow(seq, target):
+                victim = self.running[-1]
+                self._preempt(victim)
+                batch.preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not Status.RUNNING:
+                break
+            self.blocks.grow(seq, target)
+            batch.items.append(ScheduledSeq(seq, seq.num_computed_tokens, n, target == seq.num_tokens))
+            scheduled.add(id(seq))
+            budget -= n
+            i += 1
+        while self.waiting and not batch.preempted and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            target = seq.num_computed_tokens + n
+            if not self.blocks.can_grow(seq, target):
+                break
+            self.waiting.popleft()
+            self.blocks.grow(seq, target)
+            seq.status = Status.RUNNING
+            self.running.append(seq)
+            batch.items.append(ScheduledSeq(seq, seq.num_computed_tokens, n, target == seq.num_tokens))
+            budget -= n
+        return batch
+
+    def update(self, batch: Batch, sampled: list[int | None], eos_token_ids: frozenset[int]) -> list[Sequence]:
+        """Record a step's results: advance computed tokens, append sampled ones, finish on stops.
+
+        Returns the sequences that received a token this step.
+        """
+        touched: list[Sequence] = []
+        for item, tok in zip(batch.items, sampled, strict=True):
+            seq = item.seq
+            if seq.status is not Status.RUNNING:
+                continue  # aborted while the step ran
+            seq.num_computed_tokens = item.start + item.num_tokens
+            if not item.sample or tok is None:
+                continue
+            seq.output_token_ids.append(tok)
+            touched.append(seq)
+            p = seq.params
+            if tok in p.stop_token_ids or (not p.ignore_eos and tok in eos_token_ids):
+                self.finish(seq, "stop")
+            elif len(seq.output_token_ids) >= seq.max_tokens or seq.num_tokens >= self.max_model_len:
+                self.finish(seq, "length")
+        return touched

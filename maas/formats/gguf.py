@@ -1,0 +1,202 @@
+"""GGUF files (llama.cpp): metadata -> HF-style config, tensors dequantized to float32.
+
+    python -c "from maas.formats.gguf import open_gguf; print(open_gguf('model.gguf').config)"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from maas.errors import ModelFormatError, UnsupportedModelError
+from maas.formats.base import ModelFiles, TokenizerSource
+
+# Architectures whose blocks are the Llama block (RMSNorm, RoPE, GQA, SwiGLU); qwen2 adds qkv bias.
+LLAMA_LIKE = {"llama", "mistral", "qwen2", "smollm"}
+
+# Tensor types we turn into float32. Tested: F32, F16, BF16, Q8_0, Q4_0, Q4_1; the others go through
+# the same `gguf` dequantizer.
+SUPPORTED_TYPES = {
+    "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+}  # fmt: skip
+
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TOP_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """Map a llama.cpp tensor name to the HF Llama name (None for tensors we do not use)."""
+    if gguf_name in _TOP_NAMES:
+        return _TOP_NAMES[gguf_name]
+    m = _BLOCK_RE.match(gguf_name)
+    if not m or m.group(2) not in _LAYER_NAMES:
+        return None
+    return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+
+
+def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's Q/K row permutation so that HF's rotate-half RoPE applies."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def _open_reader(path: Path) -> Any:
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as e:  # the gguf reader raises ValueError/IndexError/struct errors on bad bytes
+        size = path.stat().st_size
+        raise ModelFormatError(
+            f"cannot read GGUF file {str(path)!r} ({size} bytes): {type(e).__name__}: {e}. "
+            "The file is corrupt or truncated."
+        ) from None
+
+
+def _check_complete(reader: Any, path: Path) -> None:
+    size = path.stat().st_size
+    for t in reader.tensors:
+        end = int(t.data_offset) + int(t.n_bytes)
+        if end > size:
+            raise ModelFormatError(
+                f"GGUF file {str(path)!r} is truncated: tensor {t.name!r} needs bytes up to {end}, "
+                f"file has {size}"
+            )
+
+
+def _config(reader: Any, arch: str, n_tokens: int) -> dict[str, Any]:
+    def k(name: str, default: Any = None) -> Any:
+        return _field(reader, f"{arch}.{name}", default)
+
+    n_heads = int(k("attention.head_count"))
+    hidden = int(k("embedding_length"))
+    cfg: dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "qwen2" if arch == "qwen2" else "llama",
+        "hidden_size": hidden,
+        "intermediate_size": int(k("feed_forward_length")),
+        "num_hidden_layers": int(k("block_count")),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": int(k("attention.head_count_kv", n_heads)),
+        "head_dim": int(k("attention.key_length", hidden // n_heads)),
+        "rms_norm_eps": float(k("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float(k("rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(k("context_length", 2048)),
+        "vocab_size": int(k("vocab_size", n_tokens) or n_tokens),
+        "attention_bias": arch == "qwen2",
+    }
+    scaling = k("rope.scaling.type")
+    if scaling and scaling != "none":
+        cfg["rope_scaling"] = {
+            "rope_type": str(scaling),
+            "factor": float(k("rope.scaling.factor", 1.0)),
+            "original_max_position_embeddings": int(
+                k("rope.scaling.original_context_length", cfg["max_position_embeddings"])
+            ),
+        }
+    return cfg
+
+
+def _tokenizer_source(reader: Any) -> TokenizerSource:
+    fields = {
+        key.removeprefix("tokenizer.ggml."): _field(reader, key)
+        for key in reader.fields
+        if key.startswith("tokenizer.ggml.")
+    }
+    tokens = fields.get("tokens") or []
+    bos_id = fields.get("bos_token_id")
+    eos_id = fields.get("eos_token_id")
+    eos_ids = [int(eos_id)] if eos_id is not None else []
+    eot = fields.get("eot_token_id")
+    if eot is not None and int(eot) not in eos_ids:
+        eos_ids.append(int(eot))
+    return TokenizerSource(
+        gguf_fields=fields,
+        bos_token=tokens[bos_id] if bos_id is not None and bos_id < len(tokens) else None,
+        eos_token=tokens[eos_id] if eos_id is not None and eos_id < len(tokens) else None,
+        eos_token_ids=eos_ids,
+        add_bos_token=bool(fields.get("add_bos_token", False)),
+        chat_template=_field(reader, "tokenizer.chat_template"),
+    )
+
+
+def open_gguf(path: str | Path) -> ModelFiles:
+    """Open a GGUF file: validate it, read config and tokenizer; tensors are read lazily."""
+    path = Path(path)
+    reader = _open_reader(path)
+    arch = _field(reader, "general.architecture")
+    if arch is None:
+        raise ModelFormatError(f"GGUF file {str(path)!r} has no general.architecture field")
+    if arch not in LLAMA_LIKE:
+        raise UnsupportedModelError(
+            f"GGUF architecture {arch!r} is not supported (supported: {', '.join(sorted(LLAMA_LIKE))})"
+        )
+    _check_complete(reader, path)
+    for t in reader.tensors:
+        if hf_name(t.name) is not None and t.tensor_type.name not in SUPPORTED_TYPES:
+            raise UnsupportedModelError(
+                f"tensor {t.name!r} in {str(path)!r} has type {t.tensor_type.name}, which maas cannot "
+                f"dequantize (supported: {', '.join(sorted(SUPPORTED_TYPES))})"
+            )
+    tok = _tokenizer_source(reader)
+    n_tokens = len((tok.gguf_fields or {}).get("tokens") or [])
+    config = _config(reader, arch, n_tokens)
+    config["tie_word_embeddings"] = not any(t.name == "output.weight" for t in reader.tensors)
+
+    def iter_tensors() -> Iterator[tuple[str, torch.Tensor]]:
+        import gguf
+
+        for t in reader.tensors:
+            name = hf_name(t.name)
+            if name is None:
+                continue
+            data = np.asarray(t.data)
+            if t.tensor_type.name not in ("F32", "F16"):
+                data = gguf.quants.dequantize(data, t.tensor_type)
+            shape = tuple(int(d) for d in reversed(list(t.shape)))
+            w = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).reshape(shape)
+            if name.endswith("q_proj.weight") or name.endswith("q_proj.bias"):
+                if arch != "qwen2":
+                    w = _unpermute(w, config["num_attention_heads"])
+            elif name.endswith("k_proj.weight") or name.endswith("k_proj.bias"):
+                if arch != "qwen2":
+                    w = _unpermute(w, config["num_key_value_heads"])
+            yield name, w
+
+    return ModelFiles(
+        path=path,
+        format="gguf",
+        architecture="llama" if arch != "qwen2" else "qwen2",
+        config=config,
+        iter_tensors=iter_tensors,
+        tokenizer=tok,
+        num_bytes=path.stat().st_size,
+    )

@@ -1,0 +1,1 @@
+"""nn.Modules only. Nothing here knows about serving or training."""

@@ -1,0 +1,142 @@
+"""A thin wrapper over HF `tokenizers`, built from tokenizer.json or GGUF metadata."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+
+from maas.errors import UnsupportedModelError
+from maas.formats.base import TokenizerSource
+
+# llama.cpp's `tokenizer.ggml.pre` names -> the split regex its merges were learned with.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_SPLITS = {
+    "llama3": _LLAMA3_SPLIT,
+    "llama-v3": _LLAMA3_SPLIT,
+    "llama-bpe": _LLAMA3_SPLIT,
+    "smaug-bpe": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT,
+    "deepseek-r1-qwen": _QWEN2_SPLIT,
+}
+# Pre-tokenizers that split every digit on its own before GPT-2's byte-level regex.
+_DIGIT_SPLITTERS = {"smollm", "starcoder", "refact", "jais", "codeshell"}
+
+
+@lru_cache(maxsize=1)
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def _gguf_pre_tokenizer(pre: str | None) -> Any:
+    if pre in _SPLITS:
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_SPLITS[pre]), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in _DIGIT_SPLITTERS:
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    return byte_level
+
+
+def tokenizer_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
+    """Build a byte-level BPE tokenizer from GGUF `tokenizer.ggml.*` fields."""
+    kind = fields.get("model")
+    if kind != "gpt2":
+        raise UnsupportedModelError(
+            f"GGUF tokenizer model {kind!r} is not supported yet (supported: 'gpt2' byte-level BPE); "
+            "serve the HF directory with tokenizer.json instead"
+        )
+    alphabet = _bytes_to_unicode()
+    letters = set(alphabet.values())
+    tokens: list[str] = list(fields["tokens"])
+    vocab = {
+        (t if set(t) <= letters else "".join(alphabet[b] for b in t.encode("utf-8"))): i
+        for i, t in enumerate(tokens)
+    }
+    merges = [tuple(m.split(" ", 1)) for m in fields.get("merges") or []]
+    tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    tk.pre_tokenizer = _gguf_pre_tokenizer(fields.get("pre"))
+    tk.decoder = decoders.ByteLevel()
+    types = list(fields.get("token_type") or [])
+    control = [
+        AddedToken(t, special=True, normalized=False)
+        for t, ty in zip(tokens, types, strict=False)
+        if ty == 3 and set(t) <= letters
+    ]
+    user = [
+        AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types, strict=False) if ty == 4
+    ]
+    if control:
+        tk.add_special_tokens(control)
+    if user:
+        tk.add_tokens(user)
+    return tk
+
+
+class Tokenizer:
+    """Text <-> token ids, plus the special tokens an engine needs (bos, eos/stop ids)."""
+
+    def __init__(self, hf: HFTokenizer, source: TokenizerSource):
+        self.hf = hf
+        self.source = source
+        self.bos_token = source.bos_token
+        self.eos_token = source.eos_token
+        self.bos_token_id = hf.token_to_id(source.bos_token) if source.bos_token else None
+        eos = list(source.eos_token_ids)
+        if source.eos_token and (i := hf.token_to_id(source.eos_token)) is not None and i not in eos:
+            eos.append(i)
+        self.eos_token_ids: list[int] = eos
+        self.add_bos = source.add_bos_token and self.bos_token_id is not None
+        self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def from_source(cls, source: TokenizerSource) -> Tokenizer:
+        """Build from a tokenizer.json path or GGUF fields."""
+        if source.tokenizer_json is not None:
+            hf = HFTokenizer.from_file(str(source.tokenizer_json))
+            hf.no_padding()
+            hf.no_truncation()
+        elif source.gguf_fields is not None:
+            hf = tokenizer_from_gguf(source.gguf_fields)
+        else:
+            raise UnsupportedModelError("the model has no tokenizer (no tokenizer.json, no GGUF vocabulary)")
+        return cls(hf, source)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`; with add_special_tokens, a BOS where the model wants one."""
+        ids: list[int] = self.hf.encode(text, add_special_tokens=False).ids
+        if add_special_tokens and self.add_bos and self.bos_token_id is not None:
+            if not ids or ids[0] != self.bos_token_id:
+                ids = [self.bos_token_id, *ids]
+        return ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """Text of `ids`."""
+        return str(self.hf.decode(ids, skip_special_tokens=skip_special_tokens))
+
+    def id_to_token(self, i: int) -> str:
+        """The vocabulary string of one id (for logprobs)."""
+        return self.hf.id_to_token(i) or ""
