@@ -18,9 +18,9 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     max_num_seqs: int = 32
-    max_model_len: int = 4096
+    max_model_len: int = 2048
     kv_cache_tokens: int = 0  # 0: max_num_seqs * max_model_len, capped by memory
-    max_num_batched_tokens: int = 512
+    max_num_batched_tokens: int = 256
     block_size: int = 16
     threads: int = 0  # 0: torch default
     log_level: str = "info"

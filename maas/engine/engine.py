@@ -29,8 +29,8 @@ class EngineConfig:
     """Capacity limits fixed at start-up."""
 
     max_num_seqs: int = 32
-    max_model_len: int = 4096
-    kv_cache_tokens: int = 0  # 0: max_num_seqs * max_model_len, at most 131072
+    max_model_len: int = 2048
+    kv_cache_tokens: int = 0  # 0: max_num_seqs * max_model_len, at most 32768
     max_num_batched_tokens: int = 256
     block_size: int = 16
     device: str = "auto"
@@ -67,7 +67,7 @@ class Engine:
         self.tokenizer = lm.tokenizer
         ctx = lm.config.max_position_embeddings
         max_len = min(config.max_model_len, ctx) if config.max_model_len else ctx
-        cache_tokens = config.kv_cache_tokens or min(config.max_num_seqs * max_len, 131072)
+        cache_tokens = config.kv_cache_tokens or min(config.max_num_seqs * max_len, 32768)
         cache_tokens = max(cache_tokens, max_len)
         num_blocks = -(-cache_tokens // config.block_size)
         self.config = config

@@ -182,7 +182,7 @@ def open_gguf(path: str | Path) -> ModelFiles:
             if t.tensor_type.name not in ("F32", "F16"):
                 data = gguf.quants.dequantize(data, t.tensor_type)
             shape = tuple(int(d) for d in reversed(list(t.shape)))
-            w = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).reshape(shape)
+            w = torch.from_numpy(np.array(data, dtype=np.float32, copy=True)).reshape(shape)
             if name.endswith("q_proj.weight") or name.endswith("q_proj.bias"):
                 if arch != "qwen2":
                     w = _unpermute(w, config["num_attention_heads"])

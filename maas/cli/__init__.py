@@ -1,0 +1,1 @@
+"""The `maas` command: one module per verb group."""

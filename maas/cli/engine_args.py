@@ -1,0 +1,49 @@
+"""Engine flags shared by `serve` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+
+from maas.config import get_settings
+from maas.engine.engine import EngineConfig
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """Capacity and device flags (defaults from MAAS_* settings)."""
+    s = get_settings()
+    g = p.add_argument_group("engine")
+    g.add_argument("--max-num-seqs", type=int, default=s.max_num_seqs, help="sequences decoded together (default %(default)s)")
+    g.add_argument(
+        "--max-model-len", type=int, default=s.max_model_len, help="prompt + output limit in tokens (default %(default)s)"
+    )
+    g.add_argument(
+        "--kv-cache-tokens",
+        type=int,
+        default=s.kv_cache_tokens,
+        help="KV-cache budget in tokens; 0 = max-num-seqs x max-model-len, at most 32768 (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=s.max_num_batched_tokens,
+        help="tokens per step; long prompts are prefilled in chunks of this size (default %(default)s)",
+    )
+    g.add_argument("--device", default=s.device, help="auto, cpu or cuda (default %(default)s)")
+    g.add_argument("--dtype", default=s.dtype, help="auto, float32, bfloat16, float16 (default %(default)s)")
+    g.add_argument("--threads", type=int, default=s.threads, help="CPU threads for torch; 0 = all cores")
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """EngineConfig from parsed flags; also applies --threads."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return EngineConfig(
+        max_num_seqs=args.max_num_seqs,
+        max_model_len=args.max_model_len,
+        kv_cache_tokens=args.kv_cache_tokens,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        device=args.device,
+        dtype=args.dtype,
+    )

@@ -1,0 +1,53 @@
+"""`maas` entry point: parse the verb, set up logging, turn user errors into one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from maas import __version__
+from maas.errors import MaasError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every verb has --help)."""
+    from maas.cli import run, serve
+
+    p = argparse.ArgumentParser(prog="maas", description="maas: model as a service (serve, run, ...)")
+    p.add_argument("--version", action="version", version=f"maas {__version__}")
+    p.add_argument("--log-level", default=os.environ.get("MAAS_LOG_LEVEL", "info"), help="debug, info, warning")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    serve.add_parser(sub)
+    run.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `maas` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except MaasError as e:
+        print(f"maas: error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Request schemas of the OpenAI API (plus vLLM's sampling extras), validated by pydantic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from maas.engine.sampling_params import SamplingParams
+from maas.errors import InvalidRequestError
+
+Number = float
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Base):
+    """`stream_options`."""
+
+    include_usage: StrictBool = False
+
+
+class ContentPart(_Base):
+    """A part of a message's content; only text is supported."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Base):
+    """One message of a conversation."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class _SamplingFields(_Base):
+    """Fields shared by chat and completions."""
+
+    model: str
+    n: StrictInt = 1
+    temperature: Number | None = None
+    top_p: Number | None = None
+    max_tokens: StrictInt | None = None
+    stop: str | list[str] | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: Number = 0.0
+    frequency_penalty: Number = 0.0
+    seed: StrictInt | None = None
+    user: str | None = None
+    logit_bias: dict[str, float] | None = None
+    # vLLM extras
+    top_k: StrictInt = 0
+    min_p: Number = 0.0
+    repetition_penalty: Number = 1.0
+    stop_token_ids: list[StrictInt] | None = None
+    ignore_eos: StrictBool = False
+    skip_special_tokens: StrictBool = True
+    include_stop_str_in_output: StrictBool = False
+
+    def _sampling(self, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+        if self.logit_bias:
+            raise InvalidRequestError("logit_bias is not supported", param="logit_bias")
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return SamplingParams(
+            n=self.n,
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty,
+            stop=tuple(stop),
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+            skip_special_tokens=self.skip_special_tokens,
+            include_stop_str_in_output=self.include_stop_str_in_output,
+        )
+
+
+class ChatCompletionRequest(_SamplingFields):
+    """POST /v1/chat/completions."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: StrictInt | None = None
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = None
+    add_generation_prompt: StrictBool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def sampling_params(self) -> SamplingParams:
+        """The engine's view of this request."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequestError("top_logprobs requires logprobs=true", param="top_logprobs")
+        lp = (self.top_logprobs or 0) if self.logprobs else None
+        mt = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        return self._sampling(mt, lp)
+
+
+class CompletionRequest(_SamplingFields):
+    """POST /v1/completions."""
+
+    prompt: str | list[str] | list[StrictInt] | list[list[StrictInt]]
+    echo: StrictBool = False
+    logprobs: StrictInt | None = None
+    suffix: str | None = None
+    best_of: StrictInt | None = None
+
+    def sampling_params(self) -> SamplingParams:
+        """The engine's view of this request (OpenAI's default max_tokens for completions is 16)."""
+        if self.suffix:
+            raise InvalidRequestError("suffix is not supported", param="suffix")
+        if self.best_of is not None and self.best_of != self.n:
+            raise InvalidRequestError("best_of other than n is not supported", param="best_of")
+        return self._sampling(16 if self.max_tokens is None else self.max_tokens, self.logprobs)

@@ -1,0 +1,30 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from maas.server.deps import Models
+from maas.server.protocol import ChatCompletionRequest
+from maas.server.serving import Job, respond
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible)")
+async def chat_completions(body: ChatCompletionRequest, request: Request, models: Models) -> Any:
+    """Answer a conversation with the model's chat template; streams as SSE when `stream` is true."""
+    m = models.get(body.model, "llm")
+    params = body.sampling_params()
+    eng = m.engine
+    messages = [msg.model_dump(exclude_none=True) for msg in body.messages]
+    prompt = eng.chat_template.render(
+        messages, add_generation_prompt=body.add_generation_prompt, **(body.chat_template_kwargs or {})
+    )
+    ids = eng.tokenizer.encode(prompt, add_special_tokens=True)
+    params = params.with_(max_tokens=eng.check_prompt(len(ids), params.max_tokens, "messages"))
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    job = Job("chat", m.name, eng, ids, params, body.stream, include_usage)
+    return await respond(job, request)

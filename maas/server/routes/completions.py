@@ -1,0 +1,40 @@
+"""POST /v1/completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from maas.engine.async_engine import request_id
+from maas.errors import InvalidRequestError
+from maas.server.deps import Models
+from maas.server.protocol import CompletionRequest
+from maas.server.serving import Job, respond
+
+router = APIRouter()
+
+
+@router.post("/v1/completions", summary="Text completion (OpenAI-compatible)")
+async def completions(body: CompletionRequest, request: Request, models: Models) -> Any:
+    """Continue a prompt (text or token ids); streams as SSE when `stream` is true."""
+    m = models.get(body.model, "llm")
+    params = body.sampling_params()
+    eng = m.engine
+    prompt = body.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
+        if len(prompt) != 1:
+            raise InvalidRequestError("batched prompts are not supported; send one prompt per request", param="prompt")
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        ids = eng.tokenizer.encode(prompt, add_special_tokens=True)
+        text = prompt
+    else:
+        ids = list(prompt)  # type: ignore[arg-type]
+        text = eng.tokenizer.decode(ids) if body.echo else ""
+    params = params.with_(max_tokens=eng.check_prompt(len(ids), params.max_tokens, "prompt"))
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    job = Job(
+        "text", m.name, eng, ids, params, body.stream, include_usage, text if body.echo else "", id=request_id("cmpl")
+    )
+    return await respond(job, request)

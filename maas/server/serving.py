@@ -1,0 +1,202 @@
+"""Turn engine streams into OpenAI chat/completion responses, streamed (SSE) or whole."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from maas.engine.async_engine import AsyncEngine, request_id
+from maas.engine.request import RequestOutput, TokenLogprob
+from maas.engine.sampling_params import SamplingParams
+from maas.errors import MaasError
+from maas.server.errors import error_body, status_of
+
+
+@dataclass
+class Job:
+    """One validated generation request, ready to run."""
+
+    kind: str  # "chat" | "text"
+    model: str
+    engine: AsyncEngine
+    prompt_ids: list[int]
+    params: SamplingParams
+    stream: bool
+    include_usage: bool
+    echo_text: str = ""
+    id: str = field(default_factory=lambda: request_id("chatcmpl"))
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class _Choice:
+    text: str = ""
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    completion_tokens: int = 0
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+class Formatter:
+    """Builds response bodies for one job (chat or text completion)."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.decode: Callable[[int], str] = lambda t: job.engine.tokenizer.decode([t], skip_special_tokens=False)
+        self._offsets: dict[int, int] = {}
+
+    def chat_logprobs(self, lps: list[TokenLogprob]) -> dict[str, Any]:
+        def entry(tid: int, lp: float) -> dict[str, Any]:
+            s = self.decode(tid)
+            return {"token": s, "logprob": lp, "bytes": list(s.encode("utf-8"))}
+
+        return {
+            "content": [
+                {**entry(t.token_id, t.logprob), "top_logprobs": [entry(i, v) for i, v in t.top]} for t in lps
+            ]
+        }
+
+    def text_logprobs(self, index: int, lps: list[TokenLogprob]) -> dict[str, Any]:
+        tokens, offsets = [], []
+        off = self._offsets.get(index, len(self.job.echo_text))
+        for t in lps:
+            s = self.decode(t.token_id)
+            tokens.append(s)
+            offsets.append(off)
+            off += len(s)
+        self._offsets[index] = off
+        return {
+            "tokens": tokens,
+            "token_logprobs": [t.logprob for t in lps],
+            "top_logprobs": [{self.decode(i): v for i, v in t.top} for t in lps],
+            "text_offset": offsets,
+        }
+
+    def logprobs(self, index: int, lps: list[TokenLogprob]) -> dict[str, Any] | None:
+        if self.job.params.logprobs is None:
+            return None
+        return self.chat_logprobs(lps) if self.job.kind == "chat" else self.text_logprobs(index, lps)
+
+    def usage(self, prompt: int, completion: int) -> dict[str, int]:
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
+        j = self.job
+        obj = "chat.completion.chunk" if j.kind == "chat" else "text_completion"
+        body: dict[str, Any] = {"id": j.id, "object": obj, "created": j.created, "model": j.model, "choices": choices}
+        if j.include_usage:
+            body["usage"] = usage
+        return body
+
+
+async def _stream(job: Job) -> AsyncIterator[str]:
+    f = Formatter(job)
+    n_prompt = len(job.prompt_ids)
+    completion = [0] * job.params.n
+    gen = job.engine.generate(job.id, job.prompt_ids, job.params)
+    try:
+        if job.kind == "chat":
+            for i in range(job.params.n):
+                delta = {"role": "assistant", "content": ""}
+                yield _sse(f.chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]))
+        elif job.echo_text:
+            for i in range(job.params.n):
+                yield _sse(f.chunk([{"index": i, "text": job.echo_text, "logprobs": None, "finish_reason": None}]))
+        async for idx, out in gen:
+            completion[idx] = out.num_output_tokens
+            lp = f.logprobs(idx, out.logprobs)
+            if job.kind == "chat":
+                delta = {"content": out.text} if out.text or not out.finished else {}
+                choice = {"index": idx, "delta": delta, "logprobs": lp, "finish_reason": out.finish_reason}
+            else:
+                choice = {"index": idx, "text": out.text, "logprobs": lp, "finish_reason": out.finish_reason}
+            yield _sse(f.chunk([choice]))
+        if job.include_usage:
+            body = f.chunk([], f.usage(n_prompt * job.params.n, sum(completion)))
+            yield _sse(body)
+    except MaasError as e:
+        yield _sse(error_body(e.message, e.kind, e.param, e.code))
+    finally:
+        await gen.aclose()
+    yield "data: [DONE]\n\n"
+
+
+async def _collect(job: Job) -> dict[str, Any]:
+    choices = [_Choice() for _ in range(job.params.n)]
+    n_prompt = len(job.prompt_ids)
+    async for idx, out in job.engine.generate(job.id, job.prompt_ids, job.params):
+        c = choices[idx]
+        c.text += out.text
+        c.logprobs += out.logprobs
+        c.completion_tokens = out.num_output_tokens
+        if out.finished:
+            c.finish_reason = out.finish_reason
+    f = Formatter(job)
+    usage = f.usage(n_prompt * job.params.n, sum(c.completion_tokens for c in choices))
+    if job.kind == "chat":
+        return {
+            "id": job.id,
+            "object": "chat.completion",
+            "created": job.created,
+            "model": job.model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": c.text},
+                    "logprobs": f.logprobs(i, c.logprobs),
+                    "finish_reason": c.finish_reason,
+                }
+                for i, c in enumerate(choices)
+            ],
+            "usage": usage,
+        }
+    return {
+        "id": job.id,
+        "object": "text_completion",
+        "created": job.created,
+        "model": job.model,
+        "choices": [
+            {
+                "index": i,
+                "text": job.echo_text + c.text,
+                "logprobs": f.logprobs(i, c.logprobs),
+                "finish_reason": c.finish_reason,
+            }
+            for i, c in enumerate(choices)
+        ],
+        "usage": usage,
+    }
+
+
+async def respond(job: Job, request: Request) -> Any:
+    """Run a job: an SSE stream (client disconnect cancels it) or one JSON body."""
+    if job.stream:
+        return StreamingResponse(
+            _stream(job), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+    task = asyncio.ensure_future(_collect(job))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                break
+            if await request.is_disconnected():
+                task.cancel()
+                return JSONResponse(error_body("client disconnected", "client_closed"), status_code=499)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    try:
+        return task.result()
+    except MaasError as e:
+        return JSONResponse(error_body(e.message, e.kind, e.param, e.code), status_code=status_of(e))

@@ -1,0 +1,1 @@
+"""Where models live: built-in defaults now; the registry (blobs, catalog) grows here."""
