@@ -67,8 +67,9 @@ class PagedAttention:
         if nd:
             assert m.decode_gather is not None
             B, L = m.decode_gather.shape
-            kk = kc[m.decode_gather.reshape(-1)].view(B, L, -1, D).transpose(1, 2)  # (B, KV, L, hd)
-            vv = vc[m.decode_gather.reshape(-1)].view(B, L, -1, D).transpose(1, 2)
+            flat = m.decode_gather.view(-1)
+            kk = kc.index_select(0, flat).view(B, L, -1, D).transpose(1, 2)  # (B, KV, L, hd)
+            vv = vc.index_select(0, flat).view(B, L, -1, D).transpose(1, 2)
             qq = q[:nd].unsqueeze(2)  # (B, H, 1, hd)
             o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=m.decode_mask, enable_gqa=True)
             out[:nd] = o.squeeze(2)
@@ -79,8 +80,8 @@ class PagedAttention:
                 vv = v[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)
                 o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
             else:
-                kk = kc[c.gather].transpose(0, 1).unsqueeze(0)  # (1, KV, start + n, hd)
-                vv = vc[c.gather].transpose(0, 1).unsqueeze(0)
+                kk = kc.index_select(0, c.gather).transpose(0, 1).unsqueeze(0)  # (1, KV, start + n, hd)
+                vv = vc.index_select(0, c.gather).transpose(0, 1).unsqueeze(0)
                 L = c.start + c.n
                 qpos = torch.arange(c.start, L, device=q.device).unsqueeze(1)
                 mask = torch.arange(L, device=q.device).unsqueeze(0) <= qpos  # (n, L)

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from maas.engine.kv_cache import BlockManager
 from maas.engine.loader import LoadedLM, load_lm
 from maas.engine.model_runner import ModelRunner
@@ -19,6 +21,7 @@ from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.scheduler import Scheduler
 from maas.errors import ContextLengthError, InvalidRequestError
+from maas.kernels.linear import pack_linears
 from maas.text.detokenizer import IncrementalDetokenizer
 
 log = logging.getLogger("maas.engine")
@@ -35,6 +38,7 @@ class EngineConfig:
     block_size: int = 16
     device: str = "auto"
     dtype: str = "auto"
+    weights: str = "auto"  # CPU only: float32 | float16 | int8 (fbgemm-packed); auto = float16
 
 
 @dataclass
@@ -91,7 +95,13 @@ class Engine:
     def from_path(cls, path: str | Path, config: EngineConfig | None = None) -> Engine:
         """Load a model file and build an engine for it."""
         config = config or EngineConfig()
-        return cls(load_lm(path, config.device, config.dtype), config)
+        lm = load_lm(path, config.device, config.dtype)
+        if lm.device.type == "cpu" and lm.dtype == torch.float32:
+            mode = "float16" if config.weights == "auto" else config.weights
+            if mode != "float32":
+                pack_linears(lm.model, mode)
+                log.info("linear weights packed as %s for the CPU", mode)
+        return cls(lm, config)
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Low-level ops with a torch reference and faster native versions."""
