@@ -95,11 +95,16 @@ class Scheduler:
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
             target = seq.num_computed_tokens + n
             while not self.blocks.can_grow(seq, target):
+                if len(self.running) == 1:  # alone and still too big: the cache cannot hold it
+                    self.finish(seq, "length")
+                    break
                 victim = self.running[-1]
                 self._preempt(victim)
                 batch.preempted.append(victim)
                 if victim is seq:
                     break
+            if seq.status is Status.FINISHED:
+                continue
             if seq.status is not Status.RUNNING:
                 break
             self.blocks.grow(seq, target)

@@ -8,7 +8,7 @@ from typing import Any
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
-from maas.errors import UnsupportedModelError
+from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats.base import TokenizerSource
 
 # llama.cpp's `tokenizer.ggml.pre` names -> the split regex its merges were learned with.
@@ -77,7 +77,10 @@ def tokenizer_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
         for i, t in enumerate(tokens)
     }
     merges = [tuple(m.split(" ", 1)) for m in fields.get("merges") or []]
-    tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    try:
+        tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    except Exception as e:  # tokenizers raises a bare Exception on inconsistent vocab/merges
+        raise ModelFormatError(f"the GGUF vocabulary is inconsistent: {e}") from None
     tk.pre_tokenizer = _gguf_pre_tokenizer(fields.get("pre"))
     tk.decoder = decoders.ByteLevel()
     types = list(fields.get("token_type") or [])

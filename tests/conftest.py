@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny random Llama with a byte-level tokenizer (no files, fast)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers
+
+from maas.engine.engine import Engine, EngineConfig
+from maas.engine.loader import LoadedLM
+from maas.formats.base import ModelFiles, TokenizerSource
+from maas.models.llama import LlamaConfig, LlamaForCausalLM
+from maas.text.chat_template import ChatTemplate
+from maas.text.tokenizer import Tokenizer, _bytes_to_unicode
+
+EOS = "<eos>"
+
+
+def byte_tokenizer() -> Tokenizer:
+    """One token per byte (ids 0..255) plus <eos> = 256: emoji split over several tokens."""
+    chars = _bytes_to_unicode()
+    vocab = {chars[b]: b for b in range(256)}
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=[]))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([EOS])
+    return Tokenizer(hf, TokenizerSource(eos_token=EOS))
+
+
+def tiny_lm(seed: int = 0, **cfg: object) -> LoadedLM:
+    """A random tiny decoder with the byte tokenizer."""
+    torch.manual_seed(seed)
+    config = LlamaConfig.tiny(vocab_size=264, tie_word_embeddings=False, **cfg)  # type: ignore[arg-type]
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # sharper logits so that greedy decoding is not a coin toss
+        model.lm_head.weight.mul_(8.0)
+    model.eval().requires_grad_(False)
+    tok = byte_tokenizer()
+    files = ModelFiles(
+        path=__import__("pathlib").Path("tiny"),
+        format="test",
+        architecture="llama",
+        config={},
+        iter_tensors=lambda: iter(()),
+        tokenizer=tok.source,
+    )
+    return LoadedLM(files, config, model, tok, ChatTemplate(None), torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture
+def lm() -> LoadedLM:
+    """A fresh tiny model."""
+    return tiny_lm()
+
+
+def make_engine(lm: LoadedLM, **kw: object) -> Engine:
+    """An engine over `lm` with small limits (overridable)."""
+    base: dict[str, object] = dict(max_num_seqs=8, max_model_len=256, kv_cache_tokens=2048, max_num_batched_tokens=64)
+    base.update(kw)
+    return Engine(lm, EngineConfig(**base))  # type: ignore[arg-type]
+
+
+def reference_greedy(lm: LoadedLM, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding by full recompute with plain causal attention (no cache)."""
+    ids = list(prompt)
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = lm.model(torch.tensor([ids]))[0, -1]
+            t = int(logits.argmax())
+            out.append(t)
+            ids.append(t)
+    return out
