@@ -1,0 +1,77 @@
+"""A real `maas serve` process with the default model, shared by the integration tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+
+def start_server(*args: str, timeout: float = 180.0) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "maas.cli.main", "serve", "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return Server(url, proc)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not become healthy in time")
+
+
+def stop_server(s: Server) -> None:
+    s.proc.terminate()
+    try:
+        s.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    """The default model behind a real HTTP server process."""
+    s = start_server("--max-model-len", "1024", "--max-num-seqs", "32")
+    yield s
+    stop_server(s)
+
+
+@pytest.fixture(scope="session")
+def client(server: Server):
+    """The official OpenAI client pointed at our server."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
+
+
+MODEL = "smollm2-135m-instruct"

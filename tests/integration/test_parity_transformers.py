@@ -1,0 +1,84 @@
+"""Our SmolLM2 against Hugging Face transformers' reference implementation on the same GGUF file."""
+
+import pytest
+import torch
+
+from maas.engine.engine import Engine, EngineConfig
+from maas.engine.loader import load_lm
+from maas.engine.sampling_params import SamplingParams
+from maas.store.builtin import builtin_path
+
+transformers = pytest.importorskip("transformers")
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Write a haiku about autumn leaves."}],
+    [{"role": "user", "content": "Explain what a neural network is in simple words."}],
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "List three planets."}],
+]
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    path = builtin_path("smollm2-135m-instruct")
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return load_lm(builtin_path("smollm2-135m-instruct"), device="cpu", dtype="float32")
+
+
+def hf_greedy(model, ids, n):
+    """Greedy decoding with transformers' own KV cache, not stopping at EOS."""
+    out: list[int] = []
+    past = None
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            r = model(x, past_key_values=past, use_cache=True)
+            past = r.past_key_values
+            t = int(r.logits[0, -1].argmax())
+            out.append(t)
+            x = torch.tensor([[t]])
+    return out
+
+
+def prompt_ids(lm, messages):
+    return lm.tokenizer.encode(lm.chat_template.render(messages))
+
+
+def test_logits_match_transformers(hf_model, ours):
+    for messages in PROMPTS:
+        ids = torch.tensor([prompt_ids(ours, messages)])
+        with torch.no_grad():
+            ref = hf_model(ids).logits[0]
+            got = ours.model(ids)[0]
+        err = (got - ref).abs().max().item()
+        assert err < 2e-3, err  # logits span about +-30
+        assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_tokenizer_matches_transformers_gguf_tokenizer(ours):
+    path = builtin_path("smollm2-135m-instruct")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    for text in ["Hello world", "naïve café 日本語 🙂", "  spaces\n\nnew lines\t tabs", "<|im_start|>user\nhi<|im_end|>"]:
+        assert ours.tokenizer.encode(text) == hf_tok(text)["input_ids"], text
+
+
+@pytest.mark.parametrize("weights", ["float16", "float32"])
+def test_greedy_32_tokens_identical_to_transformers(hf_model, weights):
+    engine = Engine.from_path(builtin_path("smollm2-135m-instruct"), EngineConfig(max_model_len=512, weights=weights))
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    for messages in PROMPTS:
+        ids = prompt_ids(engine.lm, messages)
+        ref = hf_greedy(hf_model, ids, 32)
+        engine.add_request("r", ids, params)
+        got: list[int] = []
+        while engine.has_unfinished():
+            for o in engine.step():
+                got += o.token_ids
+        assert got == ref, (messages, engine.tokenizer.decode(got), engine.tokenizer.decode(ref))
