@@ -56,7 +56,9 @@ def lm() -> LoadedLM:
 
 def make_engine(lm: LoadedLM, **kw: object) -> Engine:
     """An engine over `lm` with small limits (overridable)."""
-    base: dict[str, object] = dict(max_num_seqs=8, max_model_len=256, kv_cache_tokens=2048, max_num_batched_tokens=64)
+    base: dict[str, object] = dict(
+        max_num_seqs=8, max_model_len=256, kv_cache_tokens=2048, max_num_batched_tokens=64
+    )
     base.update(kw)
     return Engine(lm, EngineConfig(**base))  # type: ignore[arg-type]
 

@@ -12,9 +12,17 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Capacity and device flags (defaults from MAAS_* settings)."""
     s = get_settings()
     g = p.add_argument_group("engine")
-    g.add_argument("--max-num-seqs", type=int, default=s.max_num_seqs, help="sequences decoded together (default %(default)s)")
     g.add_argument(
-        "--max-model-len", type=int, default=s.max_model_len, help="prompt + output limit in tokens (default %(default)s)"
+        "--max-num-seqs",
+        type=int,
+        default=s.max_num_seqs,
+        help="sequences decoded together (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-model-len",
+        type=int,
+        default=s.max_model_len,
+        help="prompt + output limit in tokens (default %(default)s)",
     )
     g.add_argument(
         "--kv-cache-tokens",

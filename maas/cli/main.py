@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="maas", description="maas: model as a service (serve, run, ...)")
     p.add_argument("--version", action="version", version=f"maas {__version__}")
-    p.add_argument("--log-level", default=os.environ.get("MAAS_LOG_LEVEL", "info"), help="debug, info, warning")
+    p.add_argument(
+        "--log-level", default=os.environ.get("MAAS_LOG_LEVEL", "info"), help="debug, info, warning"
+    )
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     serve.add_parser(sub)
     run.add_parser(sub)

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 from maas.engine.engine import Engine
 from maas.engine.request import RequestOutput
@@ -96,7 +97,7 @@ class AsyncEngine:
             except queue.Empty:
                 return
             if op == "add":
-                rid, ids, params = arg  # type: ignore[misc]
+                rid, ids, params = cast(tuple[str, list[int], SamplingParams], arg)
                 try:
                     self.engine.add_request(rid, ids, params)
                 except Exception as e:  # validation failed after queueing: tell the caller
@@ -117,7 +118,9 @@ class AsyncEngine:
                 self.num_steps += 1
             except Exception as e:  # a bug or out-of-memory: fail what is in flight, keep serving
                 log.exception("engine step failed; aborting %d requests", len(self._subs))
-                err = EngineDeadError(f"the engine failed while running this request: {type(e).__name__}: {e}")
+                err = EngineDeadError(
+                    f"the engine failed while running this request: {type(e).__name__}: {e}"
+                )
                 for rid in list(self._subs):
                     self.engine.abort_request(rid)
                     self._deliver(rid, err)

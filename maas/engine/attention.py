@@ -37,7 +37,15 @@ class AttentionMetadata:
 class KVCache:
     """Per-layer key and value tensors of shape (num_slots, n_kv, head_dim)."""
 
-    def __init__(self, num_layers: int, num_slots: int, n_kv: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        num_layers: int,
+        num_slots: int,
+        n_kv: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         shape = (num_slots, n_kv, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]

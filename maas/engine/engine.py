@@ -1,8 +1,8 @@
 """The synchronous engine: `step()` = schedule, run, update; plus text output with stop strings.
 
-    from maas.engine.engine import Engine, EngineConfig
-    eng = Engine.from_path("model.gguf", EngineConfig())
-    print(eng.generate(["Hello"], SamplingParams(temperature=0, max_tokens=8)))
+from maas.engine.engine import Engine, EngineConfig
+eng = Engine.from_path("model.gguf", EngineConfig())
+print(eng.generate(["Hello"], SamplingParams(temperature=0, max_tokens=8)))
 """
 
 from __future__ import annotations
@@ -137,7 +137,9 @@ class Engine:
         max_tokens = self.check_prompt(len(prompt_token_ids), params.max_tokens, "prompt")
         seq = Sequence(request_id, list(prompt_token_ids), params, max_tokens)
         self._seqs[request_id] = seq
-        self._text[request_id] = _TextState(IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens))
+        self._text[request_id] = _TextState(
+            IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens)
+        )
         self.scheduler.add(seq)
 
     def abort_request(self, request_id: str) -> None:
@@ -171,7 +173,9 @@ class Engine:
             return []
         out = self.runner.run(batch)
         touched = self.scheduler.update(batch, out.tokens, self.eos_ids)
-        lp_by_seq = {id(it.seq): lp for it, lp in zip(batch.items, out.logprobs, strict=True) if lp is not None}
+        lp_by_seq = {
+            id(it.seq): lp for it, lp in zip(batch.items, out.logprobs, strict=True) if lp is not None
+        }
         now = time.monotonic()
         results = []
         for seq in touched:
@@ -198,7 +202,10 @@ class Engine:
             st.text += st.detok.flush()
         limit = len(st.text)
         if p.stop:
-            hit = min(((i, s) for s in p.stop if (i := st.text.find(s, max(0, st.emitted - len(s)))) >= 0), default=None)
+            hit = min(
+                ((i, s) for s in p.stop if (i := st.text.find(s, max(0, st.emitted - len(s)))) >= 0),
+                default=None,
+            )
             if hit is not None:
                 i, s = hit
                 limit = i + len(s) if p.include_stop_str_in_output else i
@@ -232,7 +239,7 @@ class Engine:
         """Run prompts to completion (text or token ids); return the texts in order."""
         ids = [f"gen-{time.monotonic_ns()}-{i}" for i in range(len(prompts))]
         for rid, p in zip(ids, prompts, strict=True):
-            toks = self.tokenizer.encode(p) if isinstance(p, str) else p
+            toks = self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
             self.add_request(rid, toks, params)
         texts = dict.fromkeys(ids, "")
         while self.has_unfinished():

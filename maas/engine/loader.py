@@ -70,7 +70,9 @@ def load_weights(model: nn.Module, files: ModelFiles, dtype: torch.dtype, device
         tied = True
     missing = sorted(set(wanted) - set(state))
     if missing:
-        raise ModelFormatError(f"{str(files.path)!r} lacks tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise ModelFormatError(
+            f"{str(files.path)!r} lacks tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        )
     model.load_state_dict(state, assign=True, strict=True)
     if tied:
         model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,13 +25,20 @@ class RunnerOutput:
 class ModelRunner:
     """Holds the model and its KV cache; turns a `Batch` into sampled tokens."""
 
-    def __init__(self, model: nn.Module, num_blocks: int, block_size: int, device: torch.device, dtype: torch.dtype):
-        cfg = model.config  # type: ignore[attr-defined]
+    def __init__(
+        self, model: nn.Module, num_blocks: int, block_size: int, device: torch.device, dtype: torch.dtype
+    ):
+        cfg: Any = model.config
         self.model = model
         self.device = device
         self.block_size = block_size
         self.cache = KVCache(
-            cfg.num_hidden_layers, num_blocks * block_size, cfg.num_key_value_heads, cfg.head_dim, dtype, device
+            cfg.num_hidden_layers,
+            num_blocks * block_size,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            dtype,
+            device,
         )
         self._generators: dict[str, torch.Generator] = {}
 
@@ -38,7 +46,9 @@ class ModelRunner:
         bs = self.block_size
         return [table[p // bs] * bs + p % bs for p in range(start, end)]
 
-    def _prepare(self, batch: Batch) -> tuple[list[ScheduledSeq], torch.Tensor, torch.Tensor, AttentionMetadata]:
+    def _prepare(
+        self, batch: Batch
+    ) -> tuple[list[ScheduledSeq], torch.Tensor, torch.Tensor, AttentionMetadata]:
         decodes = [it for it in batch.items if it.num_tokens == 1 and it.start > 0]
         prefills = [it for it in batch.items if not (it.num_tokens == 1 and it.start > 0)]
         order = decodes + prefills
@@ -109,7 +119,12 @@ class ModelRunner:
                 ends.append(off - 1)
                 s = it.seq
                 rows.append(
-                    SampleRow(s.params, s.prompt_token_ids, s.output_token_ids, self._generator(s.seq_id, s.params.seed))
+                    SampleRow(
+                        s.params,
+                        s.prompt_token_ids,
+                        s.output_token_ids,
+                        self._generator(s.seq_id, s.params.seed),
+                    )
                 )
                 sampled_items.append(idx)
         by_item: dict[int, tuple[int, TokenLogprob | None]] = {}

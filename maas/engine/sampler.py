@@ -72,7 +72,8 @@ def sample(logits: torch.Tensor, rows: list[SampleRow]) -> tuple[list[int], list
     want_lp = [r.params.logprobs is not None for r in rows]
     raw_logprobs = logits.log_softmax(-1) if any(want_lp) else None
     needs_penalty = any(
-        r.params.repetition_penalty != 1.0 or r.params.presence_penalty or r.params.frequency_penalty for r in rows
+        r.params.repetition_penalty != 1.0 or r.params.presence_penalty or r.params.frequency_penalty
+        for r in rows
     )
     if needs_penalty:
         logits = _apply_penalties(logits.clone(), rows)

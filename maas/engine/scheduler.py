@@ -45,7 +45,9 @@ class Batch:
 class Scheduler:
     """Owns the waiting queue and running list, and the block accounting for them."""
 
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int):
+    def __init__(
+        self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int
+    ):
         self.blocks = blocks
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -126,7 +128,9 @@ class Scheduler:
             budget -= n
         return batch
 
-    def update(self, batch: Batch, sampled: list[int | None], eos_token_ids: frozenset[int]) -> list[Sequence]:
+    def update(
+        self, batch: Batch, sampled: list[int | None], eos_token_ids: frozenset[int]
+    ) -> list[Sequence]:
         """Record a step's results: advance computed tokens, append sampled ones, finish on stops.
 
         Returns the sequences that received a token this step.

@@ -31,4 +31,6 @@ def open_model_files(path: str | Path) -> ModelFiles:
         from maas.formats.gguf import open_gguf
 
         return open_gguf(p)
-    raise ModelFormatError(f"{str(p)!r} is neither a GGUF file (bad magic {magic!r}) nor an HF model directory")
+    raise ModelFormatError(
+        f"{str(p)!r} is neither a GGUF file (bad magic {magic!r}) nor an HF model directory"
+    )

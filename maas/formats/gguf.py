@@ -1,6 +1,6 @@
 """GGUF files (llama.cpp): metadata -> HF-style config, tensors dequantized to float32.
 
-    python -c "from maas.formats.gguf import open_gguf; print(open_gguf('model.gguf').config)"
+python -c "from maas.formats.gguf import open_gguf; print(open_gguf('model.gguf').config)"
 """
 
 from __future__ import annotations
@@ -182,12 +182,14 @@ def open_gguf(path: str | Path) -> ModelFiles:
             if t.tensor_type.name not in ("F32", "F16"):
                 data = gguf.quants.dequantize(data, t.tensor_type)
             shape = tuple(int(d) for d in reversed(list(t.shape)))
-            w = torch.from_numpy(np.array(data, dtype=np.float32, copy=True)).reshape(shape)
-            if name.endswith("q_proj.weight") or name.endswith("q_proj.bias"):
-                if arch != "qwen2":
+            data = np.asarray(data, dtype=np.float32)
+            if not data.flags.writeable:  # memory-mapped F32 tensors: copy out of the map
+                data = data.copy()
+            w = torch.from_numpy(data).reshape(shape)
+            if arch != "qwen2":  # llama.cpp permutes Llama's Q/K rows for its RoPE; undo that
+                if name.startswith("model.layers.") and ".self_attn.q_proj." in name:
                     w = _unpermute(w, config["num_attention_heads"])
-            elif name.endswith("k_proj.weight") or name.endswith("k_proj.bias"):
-                if arch != "qwen2":
+                elif name.startswith("model.layers.") and ".self_attn.k_proj." in name:
                     w = _unpermute(w, config["num_key_value_heads"])
             yield name, w
 

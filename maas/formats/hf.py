@@ -78,8 +78,7 @@ def open_hf_dir(path: str | Path) -> ModelFiles:
         raise ModelFormatError(f"no *.safetensors files in {str(d)!r}")
 
     def iter_tensors() -> Iterator[tuple[str, torch.Tensor]]:
-        from safetensors import safe_open
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
 
         for f in files:
             try:

@@ -31,7 +31,11 @@ def pack_linears(model: nn.Module, mode: str) -> nn.Module:
     dtype = torch.float16 if mode == "float16" else torch.qint8
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+        from torch.ao.quantization import (
+            float16_dynamic_qconfig,
+            per_channel_dynamic_qconfig,
+            quantize_dynamic,
+        )
 
         qconfig = float16_dynamic_qconfig if mode == "float16" else per_channel_dynamic_qconfig
         return quantize_dynamic(model, {nn.Linear: qconfig}, dtype=dtype, inplace=True)

@@ -9,7 +9,7 @@ from torch import nn
 from maas.errors import UnsupportedModelError
 from maas.models.llama import LlamaConfig, LlamaForCausalLM
 
-DECODERS: dict[str, tuple[type, type]] = {
+DECODERS: dict[str, tuple[Any, type[nn.Module]]] = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "qwen2": (LlamaConfig, LlamaForCausalLM),
 }

@@ -213,7 +213,8 @@ class LlamaForCausalLM(nn.Module):
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (*lead,) -> cos, sin (*lead, head_dim)."""
-        freqs = positions.float().unsqueeze(-1) * self.inv_freq  # (*lead, hd/2)
+        inv_freq: torch.Tensor = self.inv_freq  # type: ignore[assignment]
+        freqs = positions.float().unsqueeze(-1) * inv_freq  # (*lead, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 

@@ -1,6 +1,6 @@
 """create_app: the FastAPI application, with models loaded in its lifespan.
 
-    uvicorn --factory maas.server.app:app_from_env   # or, as users do: maas serve
+uvicorn --factory maas.server.app:app_from_env   # or, as users do: maas serve
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ from maas.errors import (
 log = logging.getLogger("maas.server")
 
 
-def error_body(message: str, kind: str, param: str | None = None, code: str | int | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, kind: str, param: str | None = None, code: str | int | None = None
+) -> dict[str, Any]:
     """The OpenAI error envelope."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 

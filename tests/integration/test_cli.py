@@ -32,7 +32,11 @@ def test_run_interactive_chat_keeps_the_conversation():
 def test_user_mistakes_are_one_line_errors(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 20)
-    for args in (["run", "no-such-model", "hi"], ["serve", str(tmp_path / "missing.gguf")], ["run", str(bad), "hi"]):
+    for args in (
+        ["run", "no-such-model", "hi"],
+        ["serve", str(tmp_path / "missing.gguf")],
+        ["run", str(bad), "hi"],
+    ):
         r = run(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr and r.stderr.startswith("maas: error:"), r.stderr

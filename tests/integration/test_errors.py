@@ -10,7 +10,13 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def post(server, path, body=None, content=None):
-    return httpx.post(server.url + path, json=body, content=content, headers={"content-type": "application/json"}, timeout=60)
+    return httpx.post(
+        server.url + path,
+        json=body,
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
 
 
 def check_error(r, status, param=None):

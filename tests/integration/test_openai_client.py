@@ -17,7 +17,12 @@ def test_streamed_chat_equals_non_streamed_at_temperature_0(client):
     msgs = [{"role": "user", "content": "Write two sentences about the moon."}]
     whole = client.chat.completions.create(model=MODEL, messages=msgs, temperature=0, max_tokens=48)
     stream = client.chat.completions.create(
-        model=MODEL, messages=msgs, temperature=0, max_tokens=48, stream=True, stream_options={"include_usage": True}
+        model=MODEL,
+        messages=msgs,
+        temperature=0,
+        max_tokens=48,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     parts, finish, usage = [], None, None
     for chunk in stream:
@@ -36,7 +41,9 @@ def test_completions_streaming_and_not(client):
     whole = client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=20)
     streamed = "".join(
         c.choices[0].text
-        for c in client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=20, stream=True)
+        for c in client.completions.create(
+            model=MODEL, prompt=prompt, temperature=0, max_tokens=20, stream=True
+        )
         if c.choices
     )
     assert whole.choices[0].text == streamed and len(streamed) > 10
@@ -50,7 +57,9 @@ def test_stop_strings_n_seed_and_logprobs(client):
     a = client.completions.create(**{**base, "temperature": 1.0}, seed=42, n=2)
     b = client.completions.create(**{**base, "temperature": 1.0}, seed=42, n=2)
     assert [c.text for c in a.choices] == [c.text for c in b.choices] and len(a.choices) == 2
-    lp = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=5, logprobs=True, top_logprobs=3)
+    lp = client.chat.completions.create(
+        model=MODEL, messages=FRANCE, temperature=0, max_tokens=5, logprobs=True, top_logprobs=3
+    )
     content = lp.choices[0].logprobs.content
     assert len(content) == lp.usage.completion_tokens
     assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in content)

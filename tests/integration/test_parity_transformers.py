@@ -65,13 +65,20 @@ def test_logits_match_transformers(hf_model, ours):
 def test_tokenizer_matches_transformers_gguf_tokenizer(ours):
     path = builtin_path("smollm2-135m-instruct")
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    for text in ["Hello world", "naïve café 日本語 🙂", "  spaces\n\nnew lines\t tabs", "<|im_start|>user\nhi<|im_end|>"]:
+    for text in [
+        "Hello world",
+        "naïve café 日本語 🙂",
+        "  spaces\n\nnew lines\t tabs",
+        "<|im_start|>user\nhi<|im_end|>",
+    ]:
         assert ours.tokenizer.encode(text) == hf_tok(text)["input_ids"], text
 
 
 @pytest.mark.parametrize("weights", ["float16", "float32"])
 def test_greedy_32_tokens_identical_to_transformers(hf_model, weights):
-    engine = Engine.from_path(builtin_path("smollm2-135m-instruct"), EngineConfig(max_model_len=512, weights=weights))
+    engine = Engine.from_path(
+        builtin_path("smollm2-135m-instruct"), EngineConfig(max_model_len=512, weights=weights)
+    )
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
     for messages in PROMPTS:
         ids = prompt_ids(engine.lm, messages)

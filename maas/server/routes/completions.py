@@ -24,7 +24,9 @@ async def completions(body: CompletionRequest, request: Request, models: Models)
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
         if len(prompt) != 1:
-            raise InvalidRequestError("batched prompts are not supported; send one prompt per request", param="prompt")
+            raise InvalidRequestError(
+                "batched prompts are not supported; send one prompt per request", param="prompt"
+            )
         prompt = prompt[0]
     if isinstance(prompt, str):
         ids = eng.tokenizer.encode(prompt, add_special_tokens=True)
@@ -35,6 +37,14 @@ async def completions(body: CompletionRequest, request: Request, models: Models)
     params = params.with_(max_tokens=eng.check_prompt(len(ids), params.max_tokens, "prompt"))
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     job = Job(
-        "text", m.name, eng, ids, params, body.stream, include_usage, text if body.echo else "", id=request_id("cmpl")
+        "text",
+        m.name,
+        eng,
+        ids,
+        params,
+        body.stream,
+        include_usage,
+        text if body.echo else "",
+        id=request_id("cmpl"),
     )
     return await respond(job, request)

@@ -66,7 +66,15 @@ def test_logprobs_are_normalised_and_top_sorted():
 
 @pytest.mark.parametrize(
     "kw",
-    [{"max_tokens": 0}, {"top_p": 1.5}, {"top_p": 0.0}, {"temperature": -1}, {"n": 0}, {"logprobs": 50}, {"stop": ("",)}],
+    [
+        {"max_tokens": 0},
+        {"top_p": 1.5},
+        {"top_p": 0.0},
+        {"temperature": -1},
+        {"n": 0},
+        {"logprobs": 50},
+        {"stop": ("",)},
+    ],
 )
 def test_nonsense_parameters_are_refused(kw):
     with pytest.raises(InvalidRequestError):

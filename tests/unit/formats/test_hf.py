@@ -32,7 +32,10 @@ def save_hf(d, model, model_type="llama"):
     (d / "config.json").write_text(json.dumps(cfg))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
     byte_tokenizer().hf.save(str(d / "tokenizer.json"))
-    tc = {"eos_token": "<eos>", "chat_template": "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"}
+    tc = {
+        "eos_token": "<eos>",
+        "chat_template": "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}",
+    }
     (d / "tokenizer_config.json").write_text(json.dumps(tc))
     return d
 
