@@ -235,11 +235,11 @@ class Engine:
             self.runner.release(seq.seq_id)
         return out
 
-    def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams) -> list[str]:
+    def generate(self, prompts: list[str | list[int]], params: SamplingParams) -> list[str]:
         """Run prompts to completion (text or token ids); return the texts in order."""
         ids = [f"gen-{time.monotonic_ns()}-{i}" for i in range(len(prompts))]
         for rid, p in zip(ids, prompts, strict=True):
-            toks = self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
+            toks = self.tokenizer.encode(p) if isinstance(p, str) else p
             self.add_request(rid, toks, params)
         texts = dict.fromkeys(ids, "")
         while self.has_unfinished():
