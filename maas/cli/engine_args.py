@@ -38,6 +38,13 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", default=s.device, help="auto, cpu or cuda (default %(default)s)")
     g.add_argument("--dtype", default=s.dtype, help="auto, float32, bfloat16, float16 (default %(default)s)")
+    g.add_argument(
+        "--weights",
+        default="auto",
+        choices=["auto", "float32", "float16", "int8"],
+        help="CPU linear-layer weights: float16 (default: fbgemm-packed, half the memory traffic, "
+        "same answer at any batch size), float32 (exact), int8 (fastest, lossy, experimental)",
+    )
     g.add_argument("--threads", type=int, default=s.threads, help="CPU threads for torch; 0 = all cores")
 
 
@@ -54,4 +61,5 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_num_batched_tokens=args.max_num_batched_tokens,
         device=args.device,
         dtype=args.dtype,
+        weights=args.weights,
     )

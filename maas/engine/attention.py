@@ -1,26 +1,32 @@
-"""Attention over a paged KV cache for a flattened batch of decodes and prefill chunks.
+"""Attention over the KV cache for a flattened batch of decodes and prefill chunks.
 
-The runner lays a step's tokens out flat: first one token for each decoding sequence, then the
-chunks of sequences still prefilling. New keys/values are written into the cache by slot, then
-decodes attend together in one batched call and each prefill chunk attends on its own.
+Every running sequence owns a cache slot: a contiguous (n_kv, max_len, head_dim) region per
+layer, so decodes attend to a plain view of the cache (no gather). Slots are allocated lowest
+first, so the decodes of a step sit in the first few slots; rows of that view that are not
+decoding this step get a dummy query and are ignored. The memory is reserved but only touched
+as tokens are written (the block manager's budget decides how much may be in use at once).
+
+The runner lays a step's tokens out flat: first one token per decoding sequence, then the
+chunks of sequences still prefilling.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
 @dataclass
 class PrefillChunk:
-    """A prefill chunk: tokens [offset, offset + n) of the flat batch, at positions [start, start + n)."""
+    """Tokens [offset, offset + n) of the flat batch, at positions [start, start + n) of `slot`."""
 
     offset: int
     n: int
     start: int
-    gather: torch.Tensor | None  # (start + n,) cache slots of its whole context, None when start == 0
+    slot: int
 
 
 @dataclass
@@ -28,31 +34,41 @@ class AttentionMetadata:
     """Where a step's tokens go in the cache and what each attends to."""
 
     slots: torch.Tensor  # (T,) cache slot of every new token
+    positions: torch.Tensor  # (T,) position of every new token
     num_decodes: int
-    decode_gather: torch.Tensor | None  # (D, L) slots of each decode's context, padded
-    decode_mask: torch.Tensor | None  # (D, 1, 1, L) True where a slot is real
+    decode_slots: torch.Tensor | None  # (D,) slot of each decode
+    decode_rows: int  # S: decodes attend over cache slots [0, S)
+    decode_len: int  # L: longest decode context
+    decode_mask: torch.Tensor | None  # (S, 1, 1, L) True where a position is visible
     prefills: list[PrefillChunk]
 
 
 class KVCache:
-    """Per-layer key and value tensors of shape (num_slots, n_kv, head_dim)."""
+    """Per-layer key and value tensors of shape (num_slots, n_kv, max_len, head_dim)."""
 
     def __init__(
         self,
         num_layers: int,
         num_slots: int,
+        max_len: int,
         n_kv: int,
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device,
     ):
-        shape = (num_slots, n_kv, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        shape = (num_slots, n_kv, max_len, head_dim)
+        self.k = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
+        self.v = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
+
+    @staticmethod
+    def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        if device.type == "cpu" and dtype == torch.float32:
+            return torch.from_numpy(np.zeros(shape, dtype=np.float32))  # calloc: pages committed on write
+        return torch.zeros(shape, dtype=dtype, device=device)
 
     @property
     def num_bytes(self) -> int:
-        """Memory held by the cache."""
+        """Memory reserved by the cache (committed only as it fills)."""
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
 
@@ -66,31 +82,30 @@ class PagedAttention:
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q: (T, H, hd); k, v: (T, KV, hd)
         m = self.meta
-        kc, vc = self.cache.k[layer], self.cache.v[layer]
-        kc.index_copy_(0, m.slots, k)
-        vc.index_copy_(0, m.slots, v)
+        kc, vc = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, max_len, hd)
+        kc[m.slots, :, m.positions] = k
+        vc[m.slots, :, m.positions] = v
         T, H, D = q.shape
         out = q.new_empty(T, H, D)
         nd = m.num_decodes
         if nd:
-            assert m.decode_gather is not None
-            B, L = m.decode_gather.shape
-            flat = m.decode_gather.view(-1)
-            kk = kc.index_select(0, flat).view(B, L, -1, D).transpose(1, 2)  # (B, KV, L, hd)
-            vv = vc.index_select(0, flat).view(B, L, -1, D).transpose(1, 2)
-            qq = q[:nd].unsqueeze(2)  # (B, H, 1, hd)
-            o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=m.decode_mask, enable_gqa=True)
-            out[:nd] = o.squeeze(2)
+            assert m.decode_slots is not None
+            S, L = m.decode_rows, m.decode_len
+            qq = q.new_zeros(S, H, 1, D)
+            qq[m.decode_slots, :, 0] = q[:nd]
+            o = F.scaled_dot_product_attention(
+                qq, kc[:S, :, :L], vc[:S, :, :L], attn_mask=m.decode_mask, enable_gqa=True
+            )  # (S, H, 1, hd)
+            out[:nd] = o[m.decode_slots, :, 0]
         for c in m.prefills:
             qq = q[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, H, n, hd)
-            if c.gather is None:
+            if c.start == 0:
                 kk = k[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, KV, n, hd)
                 vv = v[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)
                 o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
             else:
-                kk = kc.index_select(0, c.gather).transpose(0, 1).unsqueeze(0)  # (1, KV, start + n, hd)
-                vv = vc.index_select(0, c.gather).transpose(0, 1).unsqueeze(0)
                 L = c.start + c.n
+                kk, vv = kc[c.slot : c.slot + 1, :, :L], vc[c.slot : c.slot + 1, :, :L]  # (1, KV, L, hd)
                 qpos = torch.arange(c.start, L, device=q.device).unsqueeze(1)
                 mask = torch.arange(L, device=q.device).unsqueeze(0) <= qpos  # (n, L)
                 o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, enable_gqa=True)

@@ -78,12 +78,13 @@ class Engine:
         self.max_model_len = max_len
         self.blocks = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens, max_len)
-        self.runner = ModelRunner(lm.model, num_blocks, config.block_size, lm.device, lm.dtype)
+        self.runner = ModelRunner(lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype)
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
         self._seqs: dict[str, Sequence] = {}
         self._text: dict[str, _TextState] = {}
         log.info(
-            "engine: max_num_seqs=%d max_model_len=%d kv_cache=%d tokens (%.0f MiB) chunk=%d",
+            "engine: max_num_seqs=%d max_model_len=%d kv budget=%d tokens, cache %.0f MiB reserved "
+            "(committed as used) chunk=%d",
             config.max_num_seqs,
             max_len,
             num_blocks * config.block_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,29 +27,36 @@ class ModelRunner:
     """Holds the model and its KV cache; turns a `Batch` into sampled tokens."""
 
     def __init__(
-        self, model: nn.Module, num_blocks: int, block_size: int, device: torch.device, dtype: torch.dtype
+        self, model: nn.Module, num_slots: int, max_len: int, device: torch.device, dtype: torch.dtype
     ):
         cfg: Any = model.config
         self.model = model
         self.device = device
-        self.block_size = block_size
         self.cache = KVCache(
-            cfg.num_hidden_layers,
-            num_blocks * block_size,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-            dtype,
-            device,
+            cfg.num_hidden_layers, num_slots, max_len, cfg.num_key_value_heads, cfg.head_dim, dtype, device
         )
+        self._free_slots = list(range(num_slots))  # a heap: lowest slot first
+        self._slot_of: dict[str, int] = {}
         self._generators: dict[str, torch.Generator] = {}
 
-    def _slots(self, table: list[int], start: int, end: int) -> list[int]:
-        bs = self.block_size
-        return [table[p // bs] * bs + p % bs for p in range(start, end)]
+    def _slot(self, seq_id: str) -> int:
+        s = self._slot_of.get(seq_id)
+        if s is None:
+            s = heapq.heappop(self._free_slots)
+            self._slot_of[seq_id] = s
+        return s
+
+    def free_slot(self, seq_id: str) -> None:
+        """Give back a sequence's cache slot (finished, aborted or preempted)."""
+        s = self._slot_of.pop(seq_id, None)
+        if s is not None:
+            heapq.heappush(self._free_slots, s)
 
     def _prepare(
         self, batch: Batch
     ) -> tuple[list[ScheduledSeq], torch.Tensor, torch.Tensor, AttentionMetadata]:
+        for seq in batch.preempted:
+            self.free_slot(seq.seq_id)
         decodes = [it for it in batch.items if it.num_tokens == 1 and it.start > 0]
         prefills = [it for it in batch.items if not (it.num_tokens == 1 and it.start > 0)]
         order = decodes + prefills
@@ -59,36 +67,35 @@ class ModelRunner:
             end = it.start + it.num_tokens
             ids += it.seq.token_ids(it.start, end)
             pos += range(it.start, end)
-            slots += self._slots(it.seq.block_table, it.start, end)
+            slots += [self._slot(it.seq.seq_id)] * it.num_tokens
         dev = self.device
-        gather = mask = None
+        dslots = mask = None
+        S = L = 0
         if decodes:
-            L = max(it.start + 1 for it in decodes)
-            rows = [self._slots(it.seq.block_table, 0, it.start + 1) for it in decodes]
-            gather = torch.tensor([r + [0] * (L - len(r)) for r in rows], dtype=torch.long, device=dev)
-            lens = torch.tensor([len(r) for r in rows], device=dev)
-            mask = (torch.arange(L, device=dev).unsqueeze(0) < lens.unsqueeze(1)).view(len(rows), 1, 1, L)
+            ds = slots[: len(decodes)]
+            S, L = max(ds) + 1, max(it.start + 1 for it in decodes)
+            lens = [1] * S  # rows that do not decode see one position (their output is ignored)
+            for s, it in zip(ds, decodes, strict=True):
+                lens[s] = it.start + 1
+            lens_t = torch.tensor(lens, device=dev)
+            mask = (torch.arange(L, device=dev).unsqueeze(0) < lens_t.unsqueeze(1)).view(S, 1, 1, L)
+            dslots = torch.tensor(ds, dtype=torch.long, device=dev)
         chunks = []
         off = len(decodes)
         for it in prefills:
-            g = None
-            if it.start > 0:
-                g = torch.tensor(self._slots(it.seq.block_table, 0, it.start + it.num_tokens), device=dev)
-            chunks.append(PrefillChunk(off, it.num_tokens, it.start, g))
+            chunks.append(PrefillChunk(off, it.num_tokens, it.start, slots[off]))
             off += it.num_tokens
         meta = AttentionMetadata(
             slots=torch.tensor(slots, dtype=torch.long, device=dev),
+            positions=torch.tensor(pos, dtype=torch.long, device=dev),
             num_decodes=len(decodes),
-            decode_gather=gather,
+            decode_slots=dslots,
+            decode_rows=S,
+            decode_len=L,
             decode_mask=mask,
             prefills=chunks,
         )
-        return (
-            order,
-            torch.tensor(ids, dtype=torch.long, device=dev),
-            torch.tensor(pos, dtype=torch.long, device=dev),
-            meta,
-        )
+        return order, torch.tensor(ids, dtype=torch.long, device=dev), meta.positions, meta
 
     def _generator(self, seq_id: str, seed: int | None) -> torch.Generator | None:
         if seed is None:
@@ -101,7 +108,8 @@ class ModelRunner:
         return g
 
     def release(self, seq_id: str) -> None:
-        """Forget per-sequence state (its seeded generator)."""
+        """Forget a finished sequence: its slot and its seeded generator."""
+        self.free_slot(seq_id)
         self._generators.pop(seq_id, None)
 
     @torch.inference_mode()

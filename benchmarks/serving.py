@@ -1,0 +1,277 @@
+"""Serving benchmark: maas (a real server over HTTP) next to llama.cpp on the same GGUF file.
+
+    python benchmarks/serving.py                        # maas, plus llama.cpp when available
+    python benchmarks/serving.py --concurrency 1,32 --gen 64 --llamacpp none
+
+Measures, for each concurrency C: aggregate decode tokens/s (the sum over streams of each
+stream's tokens after the first divided by its time after the first token, like llama.cpp's
+S_TG), and end-to-end output tokens/s; then time to first token for one 512-token prompt and
+the server's peak resident memory.
+
+llama.cpp comes from `../shared/tools/llamacpp-anchor` (llama.cpp's own batched bench, built
+once from the llama-cpp-python sources) or, failing that, from the `llama_cpp` Python package
+(one sequence at a time, so only C=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+ANCHOR = ROOT.parent / "shared" / "tools" / "llamacpp-anchor"
+
+
+@dataclass
+class Row:
+    concurrency: int
+    decode_tps: float
+    e2e_tps: float
+
+
+class PeakRSS:
+    """Samples a process tree's resident memory in a thread; `peak` in MiB."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.peak = 0.0
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs) / 2**20
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def stop(self) -> float:
+        self._stop = True
+        self._t.join()
+        return self.peak
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def synthetic_prompt(n: int, seed: int) -> list[int]:
+    """n token ids of ordinary vocabulary (ids 1000..20000), different per stream."""
+    return [1000 + (seed * 7919 + i * 104729) % 19000 for i in range(n)]
+
+
+async def one_stream(
+    client: httpx.AsyncClient, url: str, model: str, prompt: list[int], gen: int
+) -> tuple[float, float, float, int]:
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": gen,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    t0 = time.perf_counter()
+    first = last = 0.0
+    n = 0
+    async with client.stream("POST", url + "/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            obj = json.loads(line[6:])
+            if obj.get("usage"):
+                n = obj["usage"]["completion_tokens"]
+            if obj["choices"] and obj["choices"][0]["text"]:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+    return t0, first, last, n
+
+
+async def run_level(url: str, model: str, c: int, prompt_len: int, gen: int) -> Row:
+    async with httpx.AsyncClient(timeout=600) as client:
+        t0 = time.perf_counter()
+        res = await asyncio.gather(
+            *(one_stream(client, url, model, synthetic_prompt(prompt_len, i), gen) for i in range(c))
+        )
+        wall = time.perf_counter() - t0
+    decode = sum((n - 1) / (last - first) for _, first, last, n in res if last > first)
+    return Row(c, decode, sum(r[3] for r in res) / wall)
+
+
+async def ttft(url: str, model: str, prompt_len: int, repeats: int = 3) -> float:
+    async with httpx.AsyncClient(timeout=600) as client:
+        times = []
+        for i in range(repeats):
+            t0, first, _, _ = await one_stream(client, url, model, synthetic_prompt(prompt_len, 100 + i), 2)
+            times.append(first - t0)
+    return statistics.median(times)
+
+
+def bench_maas(args: argparse.Namespace, levels: list[int]) -> dict:
+    port = free_port()
+    cmd = [sys.executable, "-m", "maas.cli.main", "serve", args.model, "--port", str(port),
+           "--max-num-seqs", str(max(levels)), "--max-model-len", str(max(args.prompt_len + args.gen, args.ttft_len) + 16),
+           *args.maas_args.split()]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise SystemExit(f"maas serve exited with {proc.returncode}: {' '.join(cmd)}")
+            time.sleep(0.5)
+        model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
+        asyncio.run(run_level(url, model, 1, 16, 4))  # warm-up
+        mem = PeakRSS(proc.pid)
+        rows = []
+        for c in levels:
+            rows.append(asyncio.run(run_level(url, model, c, args.prompt_len, args.gen)))
+            print(f"  maas C={c}: decode {rows[-1].decode_tps:.1f} tok/s", file=sys.stderr)
+        t = asyncio.run(ttft(url, model, args.ttft_len))
+        return {"rows": rows, "ttft": t, "peak_mib": mem.stop()}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _model_path(name: str) -> Path:
+    from maas.store.builtin import resolve
+
+    return resolve(name)[1]
+
+
+def bench_anchor(args: argparse.Namespace, levels: list[int]) -> dict | None:
+    if not ANCHOR.exists():
+        return None
+    gguf = str(_model_path(args.model))
+
+    def run(*extra: str) -> tuple[str, float]:
+        p = subprocess.Popen(
+            ["bash", str(ANCHOR), gguf, *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        mem = PeakRSS(p.pid)
+        out, _ = p.communicate()
+        return out, mem.stop()
+
+    npl = ",".join(map(str, levels))
+    out, peak = run("-npp", str(args.prompt_len), "-ntg", str(args.gen), "-npl", npl)
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 10 and cells[0].isdigit():
+            tg, b = int(cells[1]), int(cells[2])
+            t_total = float(cells[8])
+            rows.append(Row(b, float(cells[7]), b * tg / t_total))
+    out2, _ = run("-npp", str(args.ttft_len), "-ntg", "1", "-npl", "1")
+    t = None
+    for line in out2.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 10 and cells[0].isdigit():
+            t = float(cells[4])
+    if not rows:
+        return None
+    return {"rows": rows, "ttft": t, "peak_mib": peak, "source": "llama.cpp llama-batched-bench"}
+
+
+def bench_llama_cpp_python(args: argparse.Namespace) -> dict | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(str(_model_path(args.model)), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    prompt = synthetic_prompt(args.prompt_len, 0)
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(prompt)
+    tokens = 0
+    t1 = time.perf_counter()
+    for _ in range(args.gen):
+        tok = llm.sample(temp=0)
+        llm.eval([tok])
+        tokens += 1
+    decode = tokens / (time.perf_counter() - t1)
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(synthetic_prompt(args.ttft_len, 1))
+    llm.sample(temp=0)
+    t = time.perf_counter() - t0
+    return {"rows": [Row(1, decode, decode)], "ttft": t, "peak_mib": psutil.Process().memory_info().rss / 2**20,
+            "source": "llama-cpp-python (one sequence at a time)"}  # fmt: skip
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or GGUF path")
+    p.add_argument("--concurrency", default="1,4,16,32", help="comma-separated stream counts")
+    p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per stream")
+    p.add_argument("--gen", type=int, default=64, help="generated tokens per stream")
+    p.add_argument("--ttft-len", type=int, default=512, help="prompt tokens for the time-to-first-token run")
+    p.add_argument("--llamacpp", choices=["auto", "anchor", "python", "none"], default="auto")
+    p.add_argument("--maas-args", default="", help="extra flags for `maas serve` (e.g. '--weights float32')")
+    args = p.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+
+    ours = bench_maas(args, levels)
+    other = None
+    if args.llamacpp in ("auto", "anchor"):
+        other = bench_anchor(args, levels)
+    if other is None and args.llamacpp in ("auto", "python"):
+        other = bench_llama_cpp_python(args)
+
+    name = other["source"] if other else "llama.cpp (not available)"
+    print(f"\nmodel {args.model}, prompt {args.prompt_len} tokens, {args.gen} generated per stream; "
+          f"{os.cpu_count()} CPU cores; baseline: {name}")  # fmt: skip
+    print(
+        f"{'streams':>8} | {'maas decode tok/s':>18} | {'llama.cpp decode tok/s':>22} | {'ratio':>6} | {'maas e2e tok/s':>14}"
+    )
+    by = {r.concurrency: r for r in (other or {}).get("rows", [])}
+    for r in ours["rows"]:
+        o = by.get(r.concurrency)
+        od = f"{o.decode_tps:.1f}" if o else "-"
+        print(
+            f"{r.concurrency:>8} | {r.decode_tps:>18.1f} | {od:>22} | {ratio(r.decode_tps, o.decode_tps if o else None):>6} | {r.e2e_tps:>14.1f}"
+        )
+    ot = other.get("ttft") if other else None
+    print(f"time to first token, {args.ttft_len}-token prompt: maas {ours['ttft'] * 1000:.0f} ms"
+          + (f", llama.cpp {ot * 1000:.0f} ms ({ratio(ours['ttft'], ot)} of its time)" if ot else ""))  # fmt: skip
+    op = other.get("peak_mib") if other else None
+    print(
+        f"peak resident memory: maas server {ours['peak_mib']:.0f} MiB"
+        + (f", llama.cpp {op:.0f} MiB" if op else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
