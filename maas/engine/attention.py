@@ -39,7 +39,8 @@ class AttentionMetadata:
     decode_slots: torch.Tensor | None  # (D,) slot of each decode
     decode_rows: int  # S: decodes attend over cache slots [0, S)
     decode_len: int  # L: longest decode context
-    decode_mask: torch.Tensor | None  # (S, 1, 1, L) True where a position is visible
+    decode_mask: torch.Tensor | None  # (S, 1, 1, L) True where visible; None when all see L
+    decode_in_order: bool  # decode i sits in slot i
     prefills: list[PrefillChunk]
 
 
@@ -91,12 +92,15 @@ class PagedAttention:
         if nd:
             assert m.decode_slots is not None
             S, L = m.decode_rows, m.decode_len
-            qq = q.new_zeros(S, H, 1, D)
-            qq[m.decode_slots, :, 0] = q[:nd]
+            if m.decode_in_order:  # decodes fill slots 0..S-1 in order: no scatter/gather
+                qq = q[:nd].unsqueeze(2)
+            else:
+                qq = q.new_zeros(S, H, 1, D)
+                qq[m.decode_slots, :, 0] = q[:nd]
             o = F.scaled_dot_product_attention(
                 qq, kc[:S, :, :L], vc[:S, :, :L], attn_mask=m.decode_mask, enable_gqa=True
             )  # (S, H, 1, hd)
-            out[:nd] = o[m.decode_slots, :, 0]
+            out[:nd] = o[:, :, 0] if m.decode_in_order else o[m.decode_slots, :, 0]
         for c in m.prefills:
             qq = q[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, H, n, hd)
             if c.start == 0:

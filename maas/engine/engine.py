@@ -97,6 +97,9 @@ class Engine:
         """Load a model file and build an engine for it."""
         config = config or EngineConfig()
         lm = load_lm(path, config.device, config.dtype)
+        fuse = getattr(lm.model, "fuse_projections", None)
+        if fuse is not None:
+            fuse()
         if lm.device.type == "cpu" and lm.dtype == torch.float32:
             mode = "float16" if config.weights == "auto" else config.weights
             if mode != "float32":

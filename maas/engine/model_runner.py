@@ -71,15 +71,18 @@ class ModelRunner:
         dev = self.device
         dslots = mask = None
         S = L = 0
+        in_order = False
         if decodes:
             ds = slots[: len(decodes)]
             S, L = max(ds) + 1, max(it.start + 1 for it in decodes)
             lens = [1] * S  # rows that do not decode see one position (their output is ignored)
             for s, it in zip(ds, decodes, strict=True):
                 lens[s] = it.start + 1
-            lens_t = torch.tensor(lens, device=dev)
-            mask = (torch.arange(L, device=dev).unsqueeze(0) < lens_t.unsqueeze(1)).view(S, 1, 1, L)
+            if min(lens) < L:
+                lens_t = torch.tensor(lens, device=dev)
+                mask = (torch.arange(L, device=dev).unsqueeze(0) < lens_t.unsqueeze(1)).view(S, 1, 1, L)
             dslots = torch.tensor(ds, dtype=torch.long, device=dev)
+            in_order = ds == list(range(S))
         chunks = []
         off = len(decodes)
         for it in prefills:
@@ -93,6 +96,7 @@ class ModelRunner:
             decode_rows=S,
             decode_len=L,
             decode_mask=mask,
+            decode_in_order=in_order,
             prefills=chunks,
         )
         return order, torch.tensor(ids, dtype=torch.long, device=dev), meta.positions, meta

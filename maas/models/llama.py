@@ -146,16 +146,32 @@ class SelfAttention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
+        self.qkv_proj: nn.Linear | None = None  # set by `fuse_projections`
+
+    def fuse(self) -> None:
+        """Replace q/k/v projections by one matmul (same math, fewer and larger GEMMs)."""
+        qs, ks, vs = self.q_proj, self.k_proj, self.v_proj
+        fused = nn.Linear(qs.in_features, qs.out_features + 2 * ks.out_features, bias=qs.bias is not None)
+        fused = fused.to(device=qs.weight.device, dtype=qs.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([qs.weight, ks.weight, vs.weight]))
+            if qs.bias is not None and fused.bias is not None:
+                fused.bias.copy_(torch.cat([qs.bias, ks.bias, vs.bias]))
+        self.qkv_proj = fused
+        del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: Attention) -> torch.Tensor:
         lead = x.shape[:-1]
-        q = self.q_proj(x).view(*lead, self.n_heads, self.hd)  # (*lead, H, hd)
-        k = self.k_proj(x).view(*lead, self.n_kv, self.hd)  # (*lead, KV, hd)
-        v = self.v_proj(x).view(*lead, self.n_kv, self.hd)
+        H, KV, hd = self.n_heads, self.n_kv, self.hd
+        if self.qkv_proj is not None:
+            qk, v = self.qkv_proj(x).split([(H + KV) * hd, KV * hd], dim=-1)
+        else:
+            qk, v = torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1), self.v_proj(x)
+        qk = qk.view(*lead, H + KV, hd)  # rotate queries and keys together
         cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # (*lead, 1, hd)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        return self.o_proj(attn(self.layer, q, k, v))
+        qk = qk * cos + rotate_half(qk) * sin
+        q, k = qk.split([H, KV], dim=-2)  # (*lead, H, hd), (*lead, KV, hd)
+        return self.o_proj(attn(self.layer, q, k, v.view(*lead, KV, hd)))
 
 
 class MLP(nn.Module):
@@ -166,8 +182,23 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up_proj: nn.Linear | None = None  # set by `fuse_projections`
+
+    def fuse(self) -> None:
+        """Replace gate and up projections by one matmul."""
+        g, u = self.gate_proj, self.up_proj
+        fused = nn.Linear(g.in_features, 2 * g.out_features, bias=False).to(
+            device=g.weight.device, dtype=g.weight.dtype
+        )
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([g.weight, u.weight]))
+        self.gate_up_proj = fused
+        del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up_proj is not None:
+            g, u = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -205,6 +236,12 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+
+    def fuse_projections(self) -> None:
+        """Inference transformation: q/k/v and gate/up become single matmuls (HF names are lost)."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse()  # type: ignore[union-attr,operator]
+            layer.mlp.fuse()  # type: ignore[union-attr,operator]
 
     def tie_weights(self) -> None:
         """Share the input embedding with the output projection when the config says so."""
