@@ -81,7 +81,7 @@ def synthetic_prompt(n: int, seed: int) -> list[int]:
 
 async def one_stream(
     client: httpx.AsyncClient, url: str, model: str, prompt: list[int], gen: int
-) -> tuple[float, float, float, int]:
+) -> tuple[float, list[float], int]:
     body = {
         "model": model,
         "prompt": prompt,
@@ -92,7 +92,7 @@ async def one_stream(
         "stream_options": {"include_usage": True},
     }
     t0 = time.perf_counter()
-    first = last = 0.0
+    stamps: list[float] = []
     n = 0
     async with client.stream("POST", url + "/v1/completions", json=body) as r:
         r.raise_for_status()
@@ -103,10 +103,8 @@ async def one_stream(
             if obj.get("usage"):
                 n = obj["usage"]["completion_tokens"]
             if obj["choices"] and obj["choices"][0]["text"]:
-                now = time.perf_counter()
-                first = first or now
-                last = now
-    return t0, first, last, n
+                stamps.append(time.perf_counter())
+    return t0, stamps, n
 
 
 async def run_level(url: str, model: str, c: int, prompt_len: int, gen: int) -> Row:
@@ -116,16 +114,21 @@ async def run_level(url: str, model: str, c: int, prompt_len: int, gen: int) -> 
             *(one_stream(client, url, model, synthetic_prompt(prompt_len, i), gen) for i in range(c))
         )
         wall = time.perf_counter() - t0
-    decode = sum((n - 1) / (last - first) for _, first, last, n in res if last > first)
-    return Row(c, decode, sum(r[3] for r in res) / wall)
+    # decode throughput over the window in which every stream is past its prefill and still
+    # generating (what llama.cpp's S_TG measures; prefill chunks of late arrivals are excluded)
+    start = max(st[0] for _, st, _ in res)
+    end = min(st[-1] for _, st, _ in res)
+    inside = sum(1 for _, st, _ in res for t in st if start < t <= end)
+    decode = inside / (end - start) if end > start else float("nan")
+    return Row(c, decode, sum(r[2] for r in res) / wall)
 
 
 async def ttft(url: str, model: str, prompt_len: int, repeats: int = 3) -> float:
     async with httpx.AsyncClient(timeout=600) as client:
         times = []
         for i in range(repeats):
-            t0, first, _, _ = await one_stream(client, url, model, synthetic_prompt(prompt_len, 100 + i), 2)
-            times.append(first - t0)
+            t0, stamps, _ = await one_stream(client, url, model, synthetic_prompt(prompt_len, 100 + i), 2)
+            times.append(stamps[0] - t0)
     return statistics.median(times)
 
 

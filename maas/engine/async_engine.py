@@ -83,12 +83,20 @@ class AsyncEngine:
     # -- the loop thread -------------------------------------------------------------------------
 
     def _deliver(self, rid: str, item: RequestOutput | BaseException) -> None:
-        sub = self._subs.get(rid)
-        if sub is None:
-            return
-        if isinstance(item, BaseException) or item.finished:
-            self._subs.pop(rid, None)
-        sub.loop.call_soon_threadsafe(sub.queue.put_nowait, (sub.index, item))
+        self._deliver_many([(rid, item)])
+
+    def _deliver_many(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
+        """Hand a step's outputs to their streams with one wake-up per event loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sub, RequestOutput | BaseException]]] = {}
+        for rid, item in items:
+            sub = self._subs.get(rid)
+            if sub is None:
+                continue
+            if isinstance(item, BaseException) or item.finished:
+                self._subs.pop(rid, None)
+            by_loop.setdefault(sub.loop, []).append((sub, item))
+        for loop, batch in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, batch)
 
     def _drain(self) -> None:
         while True:
@@ -125,8 +133,8 @@ class AsyncEngine:
                     self.engine.abort_request(rid)
                     self._deliver(rid, err)
                 continue
-            for o in outs:
-                self._deliver(o.request_id, o)
+            if outs:
+                self._deliver_many([(o.request_id, o) for o in outs])
 
     def shutdown(self) -> None:
         """Stop the loop thread (in-flight requests are dropped)."""
@@ -171,6 +179,11 @@ class AsyncEngine:
         """Abort a request from any thread."""
         self._cmds.put(("abort", request_id))
         self._wake.set()
+
+
+def _put_all(batch: list[tuple[_Sub, RequestOutput | BaseException]]) -> None:
+    for sub, item in batch:
+        sub.queue.put_nowait((sub.index, item))
 
 
 def request_id(prefix: str = "req") -> str:

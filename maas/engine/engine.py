@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from maas.engine.kv_cache import BlockManager
+from maas.engine.limits import check_prompt, check_token_ids
 from maas.engine.loader import LoadedLM, load_lm
 from maas.engine.model_runner import ModelRunner
 from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.scheduler import Scheduler
-from maas.errors import ContextLengthError, InvalidRequestError
+from maas.errors import InvalidRequestError
 from maas.kernels.linear import pack_linears
 from maas.text.detokenizer import IncrementalDetokenizer
 
@@ -111,33 +112,13 @@ class Engine:
 
     def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
         """Validate the length budget; return the effective max_tokens."""
-        if prompt_len == 0:
-            raise InvalidRequestError("the prompt is empty", param=param)
-        limit = self.max_model_len
-        if prompt_len >= limit:
-            raise ContextLengthError(
-                f"This model's maximum context length is {limit} tokens. However, your prompt has "
-                f"{prompt_len} tokens, leaving no room for output. Please shorten the prompt.",
-                param=param,
-            )
-        if max_tokens is None:
-            return limit - prompt_len
-        if prompt_len + max_tokens > limit:
-            raise ContextLengthError(
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the "
-                "completion). Please reduce the prompt or max_tokens.",
-                param="max_tokens",
-            )
-        return max_tokens
+        return check_prompt(prompt_len, max_tokens, self.max_model_len, param)
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Queue a request (n must be 1 here; the async front fans out n > 1)."""
         if request_id in self._seqs:
             raise InvalidRequestError(f"duplicate request id {request_id!r}")
-        vocab = self.lm.config.vocab_size
-        if any(not 0 <= t < vocab for t in prompt_token_ids):
-            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        check_token_ids(prompt_token_ids, self.lm.config.vocab_size)
         max_tokens = self.check_prompt(len(prompt_token_ids), params.max_tokens, "prompt")
         seq = Sequence(request_id, list(prompt_token_ids), params, max_tokens)
         self._seqs[request_id] = seq

@@ -6,8 +6,8 @@ import logging
 
 import uvicorn
 
-from maas.engine.async_engine import AsyncEngine
-from maas.engine.engine import Engine, EngineConfig
+from maas.engine.engine import EngineConfig
+from maas.engine.process_engine import ProcessEngine
 from maas.server.app import create_app
 from maas.server.state import ServedModel
 from maas.store.builtin import resolve
@@ -18,8 +18,7 @@ log = logging.getLogger("maas.server")
 def load_llm(name_or_path: str, config: EngineConfig, served_name: str | None = None) -> ServedModel:
     """Resolve a model name or path, load it, and start its engine loop."""
     name, path = resolve(name_or_path)
-    engine = Engine.from_path(path, config)
-    return ServedModel(served_name or name, "llm", AsyncEngine(engine))
+    return ServedModel(served_name or name, "llm", ProcessEngine(path, config))
 
 
 def serve(models: list[ServedModel], host: str, port: int, log_level: str = "info") -> None:

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from maas.engine.async_engine import AsyncEngine, request_id
+from maas.engine.process_engine import ProcessEngine
 from maas.engine.request import RequestOutput, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.errors import MaasError
@@ -25,7 +26,7 @@ class Job:
 
     kind: str  # "chat" | "text"
     model: str
-    engine: AsyncEngine
+    engine: AsyncEngine | ProcessEngine
     prompt_ids: list[int]
     params: SamplingParams
     stream: bool

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from maas.engine.async_engine import AsyncEngine
+from maas.engine.process_engine import ProcessEngine
 from maas.errors import InvalidRequestError, ModelNotFoundError
 
 
@@ -15,7 +16,7 @@ class ServedModel:
 
     name: str
     kind: str  # "llm"
-    engine: AsyncEngine
+    engine: AsyncEngine | ProcessEngine
     created: int = field(default_factory=lambda: int(time.time()))
     owned_by: str = "maas"
 

@@ -1,0 +1,254 @@
+"""The engine in its own process, so that the HTTP server and the step loop never share a GIL.
+
+The server process keeps the tokenizer and chat template (to render and count prompts) and talks
+to the engine process over two pipes: commands go in (add, abort, stop), each step's outputs and
+counters come back. A reader thread hands outputs to per-request asyncio queues, one wake-up per
+step. If the engine process dies, every waiting request fails with a 503 and /health says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maas.engine.limits import check_prompt, check_token_ids
+from maas.engine.request import RequestOutput
+from maas.engine.sampling_params import SamplingParams
+from maas.errors import EngineDeadError, InvalidRequestError, MaasError, ModelFormatError
+from maas.formats import open_model_files
+from maas.text.chat_template import ChatTemplate
+from maas.text.tokenizer import Tokenizer
+
+log = logging.getLogger("maas.engine")
+
+
+def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> None:
+    """Child process: load the model, then loop: read commands, step, send outputs."""
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    from maas.engine.engine import Engine
+
+    try:
+        engine = Engine.from_path(path, config)
+    except MaasError as e:
+        out.send(("failed", e.message))
+        return
+    except Exception as e:  # a bug while loading: report it rather than hang the parent
+        out.send(("failed", f"{type(e).__name__}: {e}"))
+        return
+    out.send(("ready", {"max_model_len": engine.max_model_len, "vocab_size": engine.lm.config.vocab_size}))
+    parent = os.getppid()
+
+    def stats() -> dict[str, float]:
+        return {
+            "running": engine.num_running,
+            "waiting": engine.num_waiting,
+            "kv_cache_usage": engine.blocks.usage,
+        }
+
+    while True:
+        busy = engine.has_unfinished()
+        changed = False
+        try:
+            while cmd.poll(0 if busy else 0.5):
+                op, arg = cmd.recv()
+                changed = True
+                if op == "add":
+                    rid, ids, params = arg
+                    try:
+                        engine.add_request(rid, ids, params)
+                    except MaasError as e:
+                        out.send(("error", rid, e.message, e.param))
+                elif op == "abort":
+                    engine.abort_request(arg)
+                elif op == "stop":
+                    return
+                busy = True
+        except (EOFError, OSError):  # the server went away
+            return
+        if not busy and os.getppid() != parent:
+            return
+        outputs: list[RequestOutput] = []
+        if engine.has_unfinished():
+            try:
+                outputs = engine.step()
+            except Exception as e:
+                logging.getLogger("maas.engine").exception("engine step failed")
+                out.send(("crashed", f"{type(e).__name__}: {e}"))
+                return
+        if outputs or changed:
+            out.send(("step", outputs, stats()))
+
+
+@dataclass
+class _Sub:
+    index: int
+    queue: asyncio.Queue[tuple[int, RequestOutput | BaseException]]
+    loop: asyncio.AbstractEventLoop
+
+
+class ProcessEngine:
+    """Same interface as `AsyncEngine`, with the step loop in a child process."""
+
+    def __init__(self, path: str | Path, config: Any, load_timeout: float = 900.0):
+        files = open_model_files(path)  # reads metadata only: fails fast on a bad file
+        self.tokenizer = Tokenizer.from_source(files.tokenizer)
+        self.chat_template = ChatTemplate(
+            files.tokenizer.chat_template, self.tokenizer.bos_token, self.tokenizer.eos_token
+        )
+        ctx = mp.get_context("spawn")
+        self._cmd_r, self._cmd_w = ctx.Pipe(duplex=False)
+        self._out_r, self._out_w = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(
+            target=_engine_main,
+            args=(str(path), config, self._cmd_r, self._out_w, logging.getLogger().getEffectiveLevel()),
+            name="maas-engine",
+            daemon=True,
+        )
+        self._proc.start()
+        self._out_w.close()
+        self._cmd_r.close()
+        if not self._out_r.poll(load_timeout):
+            self._proc.kill()
+            raise EngineDeadError("the engine process did not finish loading the model in time")
+        try:
+            msg = self._out_r.recv()
+        except EOFError:
+            raise EngineDeadError(
+                f"the engine process died while loading (exit code {self._proc.exitcode})"
+            ) from None
+        if msg[0] == "failed":
+            self._proc.join(5)
+            raise ModelFormatError(msg[1])
+        info = msg[1]
+        self.max_model_len: int = info["max_model_len"]
+        self.vocab_size: int = info["vocab_size"]
+        self._stats: dict[str, float] = {"running": 0, "waiting": 0, "kv_cache_usage": 0.0}
+        self._subs: dict[str, _Sub] = {}
+        self._send_lock = threading.Lock()
+        self._dead: str | None = None
+        self._reader = threading.Thread(target=self._read, name="maas-engine-reader", daemon=True)
+        self._reader.start()
+
+    # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """True while the engine process runs."""
+        return self._dead is None and self._proc.is_alive()
+
+    def stats(self) -> dict[str, float]:
+        """Running / waiting counts and KV-cache usage, as of the last step."""
+        return dict(self._stats)
+
+    def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
+        """Validate lengths before queueing (raises ContextLengthError)."""
+        return check_prompt(prompt_len, max_tokens, self.max_model_len, param)
+
+    # -- reader thread -----------------------------------------------------------------------
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self._out_r.recv()
+            except (EOFError, OSError):
+                msg = ("crashed", f"the engine process exited (code {self._proc.exitcode})")
+            kind = msg[0]
+            if kind == "step":
+                _, outputs, stats = msg
+                self._stats = stats
+                self._dispatch([(o.request_id, o) for o in outputs])
+            elif kind == "error":
+                _, rid, message, param = msg
+                self._dispatch([(rid, InvalidRequestError(message, param=param))])
+            elif kind == "crashed":
+                self._dead = msg[1]
+                log.error("engine process stopped: %s", msg[1])
+                err = EngineDeadError(f"the engine stopped: {msg[1]}")
+                self._dispatch([(rid, err) for rid in list(self._subs)])
+                return
+
+    def _dispatch(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sub, RequestOutput | BaseException]]] = {}
+        for rid, item in items:
+            sub = self._subs.get(rid)
+            if sub is None:
+                continue
+            if isinstance(item, BaseException) or item.finished:
+                self._subs.pop(rid, None)
+            by_loop.setdefault(sub.loop, []).append((sub, item))
+        for loop, batch in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, batch)
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            try:
+                self._cmd_w.send(msg)
+            except (OSError, ValueError):
+                raise EngineDeadError("the engine process is not running") from None
+
+    # -- callers -----------------------------------------------------------------------------
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[tuple[int, RequestOutput]]:
+        """Stream (choice index, output) pairs for `params.n` choices until all finish."""
+        if not self.alive:
+            raise EngineDeadError(f"the engine is not running: {self._dead or 'stopped'}")
+        check_token_ids(prompt_token_ids, self.vocab_size)
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[tuple[int, RequestOutput | BaseException]] = asyncio.Queue()
+        rids = [request_id if params.n == 1 else f"{request_id}-{i}" for i in range(params.n)]
+        for i, rid in enumerate(rids):
+            p = (
+                params
+                if params.n == 1
+                else params.with_(n=1, seed=None if params.seed is None else params.seed + i)
+            )
+            self._subs[rid] = _Sub(i, q, loop)
+            self._send(("add", (rid, prompt_token_ids, p)))
+        left = set(range(params.n))
+        try:
+            while left:
+                idx, item = await q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item.finished:
+                    left.discard(idx)
+                yield idx, item
+        finally:
+            for i in left:
+                self.abort(rids[i])
+
+    def abort(self, request_id: str) -> None:
+        """Abort a request (its cache is freed at the engine's next step)."""
+        self._subs.pop(request_id, None)
+        if self.alive:
+            try:
+                self._send(("abort", request_id))
+            except EngineDeadError:
+                pass
+
+    def shutdown(self) -> None:
+        """Stop the engine process."""
+        if self._proc.is_alive():
+            try:
+                self._send(("stop", None))
+            except EngineDeadError:
+                pass
+            self._proc.join(10)
+            if self._proc.is_alive():
+                self._proc.kill()
+
+
+def _put_all(batch: list[tuple[_Sub, RequestOutput | BaseException]]) -> None:
+    for sub, item in batch:
+        sub.queue.put_nowait((sub.index, item))
