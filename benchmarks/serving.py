@@ -116,9 +116,11 @@ async def run_level(url: str, model: str, c: int, prompt_len: int, gen: int) -> 
         wall = time.perf_counter() - t0
     # decode throughput over the window in which every stream is past its prefill and still
     # generating (what llama.cpp's S_TG measures; prefill chunks of late arrivals are excluded)
+    # A chunk may carry several tokens (text is held back until a character is whole), so each
+    # stream's n - 1 tokens after the first are taken as spread evenly from its first chunk to its last.
     start = max(st[0] for _, st, _ in res)
     end = min(st[-1] for _, st, _ in res)
-    inside = sum(1 for _, st, _ in res for t in st if start < t <= end)
+    inside = sum((n - 1) * (end - start) / (st[-1] - st[0]) for _, st, n in res if st[-1] > st[0])
     decode = inside / (end - start) if end > start else float("nan")
     return Row(c, decode, sum(r[2] for r in res) / wall)
 

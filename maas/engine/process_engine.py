@@ -9,6 +9,7 @@ step. If the engine process dies, every waiting request fails with a 503 and /he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -232,18 +233,14 @@ class ProcessEngine:
         """Abort a request (its cache is freed at the engine's next step)."""
         self._subs.pop(request_id, None)
         if self.alive:
-            try:
+            with contextlib.suppress(EngineDeadError):
                 self._send(("abort", request_id))
-            except EngineDeadError:
-                pass
 
     def shutdown(self) -> None:
         """Stop the engine process."""
         if self._proc.is_alive():
-            try:
+            with contextlib.suppress(EngineDeadError):
                 self._send(("stop", None))
-            except EngineDeadError:
-                pass
             self._proc.join(10)
             if self._proc.is_alive():
                 self._proc.kill()
