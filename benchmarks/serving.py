@@ -165,6 +165,37 @@ def bench_maas(args: argparse.Namespace, levels: list[int]) -> dict:
         proc.wait(30)
 
 
+def bench_engine(args: argparse.Namespace, levels: list[int]) -> dict[int, float]:
+    """The engine in this process, no HTTP: prefill every stream, then time decode steps only
+    (the same split as llama-batched-bench's S_TG)."""
+    from maas.engine.engine import Engine, EngineConfig
+    from maas.engine.sampling_params import SamplingParams
+
+    extra = args.maas_args.split()
+    weights = extra[extra.index("--weights") + 1] if "--weights" in extra else "auto"
+    cfg = EngineConfig(
+        max_num_seqs=max(levels), max_model_len=args.prompt_len + args.gen + 16, weights=weights
+    )
+    engine = Engine.from_path(_model_path(args.model), cfg)
+    params = SamplingParams(temperature=0, max_tokens=args.gen, ignore_eos=True)
+    out = {}
+    for c in levels:
+        for i in range(c):
+            engine.add_request(f"b{c}-{i}", synthetic_prompt(args.prompt_len, i), params)
+        while (
+            any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running)
+            or engine.num_waiting
+        ):
+            engine.step()
+        steps, t0 = 0, time.perf_counter()
+        while engine.has_unfinished():
+            engine.step()
+            steps += 1
+        out[c] = c * steps / (time.perf_counter() - t0)
+        print(f"  maas engine C={c}: decode {out[c]:.1f} tok/s", file=sys.stderr)
+    return out
+
+
 def _model_path(name: str) -> Path:
     from maas.store.builtin import resolve
 
@@ -249,6 +280,7 @@ def main() -> None:
     levels = [int(x) for x in args.concurrency.split(",")]
 
     ours = bench_maas(args, levels)
+    direct = bench_engine(args, levels)
     other = None
     if args.llamacpp in ("auto", "anchor"):
         other = bench_anchor(args, levels)
@@ -258,16 +290,19 @@ def main() -> None:
     name = other["source"] if other else "llama.cpp (not available)"
     print(f"\nmodel {args.model}, prompt {args.prompt_len} tokens, {args.gen} generated per stream; "
           f"{os.cpu_count()} CPU cores; baseline: {name}")  # fmt: skip
-    print(
-        f"{'streams':>8} | {'maas decode tok/s':>18} | {'llama.cpp decode tok/s':>22} | {'ratio':>6} | {'maas e2e tok/s':>14}"
-    )
+    print("decode tokens/s, all streams together (prefill excluded)")
+    head = ["streams", "maas engine", "maas over HTTP", "llama.cpp", "engine/llama.cpp", "HTTP/llama.cpp"]
+    print(" | ".join(f"{h:>16}" for h in head))
     by = {r.concurrency: r for r in (other or {}).get("rows", [])}
     for r in ours["rows"]:
         o = by.get(r.concurrency)
-        od = f"{o.decode_tps:.1f}" if o else "-"
-        print(
-            f"{r.concurrency:>8} | {r.decode_tps:>18.1f} | {od:>22} | {ratio(r.decode_tps, o.decode_tps if o else None):>6} | {r.e2e_tps:>14.1f}"
-        )
+        od = o.decode_tps if o else None
+        d = direct.get(r.concurrency)
+        cells = [str(r.concurrency), f"{d:.1f}" if d else "-", f"{r.decode_tps:.1f}", f"{od:.1f}" if od else "-",
+                 ratio(d, od), ratio(r.decode_tps, od)]  # fmt: skip
+        print(" | ".join(f"{c:>16}" for c in cells))
+    print("end-to-end output tokens/s over HTTP (prefill included): "
+          + ", ".join(f"C={r.concurrency}: {r.e2e_tps:.1f}" for r in ours["rows"]))  # fmt: skip
     ot = other.get("ttft") if other else None
     print(f"time to first token, {args.ttft_len}-token prompt: maas {ours['ttft'] * 1000:.0f} ms"
           + (f", llama.cpp {ot * 1000:.0f} ms ({ratio(ours['ttft'], ot)} of its time)" if ot else ""))  # fmt: skip
