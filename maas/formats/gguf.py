@@ -15,6 +15,7 @@ import torch
 
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats.base import ModelFiles, TokenizerSource
+from maas.formats.gguf_reader import GGUFFile, type_name
 
 # Architectures whose blocks are the Llama block (RMSNorm, RoPE, GQA, SwiGLU); qwen2 adds qkv bias.
 LLAMA_LIKE = {"llama", "mistral", "qwen2", "smollm"}
@@ -61,38 +62,21 @@ def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    return f.contents()
+def _field(reader: GGUFFile, key: str, default: Any = None) -> Any:
+    return reader.fields.get(key, default)
 
 
-def _open_reader(path: Path) -> Any:
-    import gguf
-
-    try:
-        return gguf.GGUFReader(str(path))
-    except Exception as e:  # the gguf reader raises ValueError/IndexError/struct errors on bad bytes
-        size = path.stat().st_size
-        raise ModelFormatError(
-            f"cannot read GGUF file {str(path)!r} ({size} bytes): {type(e).__name__}: {e}. "
-            "The file is corrupt or truncated."
-        ) from None
-
-
-def _check_complete(reader: Any, path: Path) -> None:
-    size = path.stat().st_size
+def _check_complete(reader: GGUFFile, path: Path) -> None:
     for t in reader.tensors:
-        end = int(t.data_offset) + int(t.n_bytes)
-        if end > size:
+        end = t.offset + t.n_bytes
+        if end > reader.size:
             raise ModelFormatError(
                 f"GGUF file {str(path)!r} is truncated: tensor {t.name!r} needs bytes up to {end}, "
-                f"file has {size}"
+                f"file has {reader.size}"
             )
 
 
-def _config(reader: Any, arch: str, n_tokens: int) -> dict[str, Any]:
+def _config(reader: GGUFFile, arch: str, n_tokens: int) -> dict[str, Any]:
     def k(name: str, default: Any = None) -> Any:
         return _field(reader, f"{arch}.{name}", default)
 
@@ -125,7 +109,7 @@ def _config(reader: Any, arch: str, n_tokens: int) -> dict[str, Any]:
     return cfg
 
 
-def _tokenizer_source(reader: Any) -> TokenizerSource:
+def _tokenizer_source(reader: GGUFFile) -> TokenizerSource:
     fields = {
         key.removeprefix("tokenizer.ggml."): _field(reader, key)
         for key in reader.fields
@@ -151,7 +135,7 @@ def _tokenizer_source(reader: Any) -> TokenizerSource:
 def open_gguf(path: str | Path) -> ModelFiles:
     """Open a GGUF file: validate it, read config and tokenizer; tensors are read lazily."""
     path = Path(path)
-    reader = _open_reader(path)
+    reader = GGUFFile(path)
     arch = _field(reader, "general.architecture")
     if arch is None:
         raise ModelFormatError(f"GGUF file {str(path)!r} has no general.architecture field")
@@ -161,15 +145,17 @@ def open_gguf(path: str | Path) -> ModelFiles:
         )
     _check_complete(reader, path)
     for t in reader.tensors:
-        if hf_name(t.name) is not None and t.tensor_type.name not in SUPPORTED_TYPES:
+        if hf_name(t.name) is not None and type_name(t.type_id) not in SUPPORTED_TYPES:
             raise UnsupportedModelError(
-                f"tensor {t.name!r} in {str(path)!r} has type {t.tensor_type.name}, which maas cannot "
+                f"tensor {t.name!r} in {str(path)!r} has type {type_name(t.type_id)}, which maas cannot "
                 f"dequantize (supported: {', '.join(sorted(SUPPORTED_TYPES))})"
             )
     tok = _tokenizer_source(reader)
     n_tokens = len((tok.gguf_fields or {}).get("tokens") or [])
     config = _config(reader, arch, n_tokens)
     config["tie_word_embeddings"] = not any(t.name == "output.weight" for t in reader.tensors)
+    if not any(t.name == "token_embd.weight" for t in reader.tensors):
+        raise ModelFormatError(f"GGUF file {str(path)!r} has no token_embd.weight tensor")
 
     def iter_tensors() -> Iterator[tuple[str, torch.Tensor]]:
         import gguf
@@ -178,10 +164,13 @@ def open_gguf(path: str | Path) -> ModelFiles:
             name = hf_name(t.name)
             if name is None:
                 continue
-            data = np.asarray(t.data)
-            if t.tensor_type.name not in ("F32", "F16"):
-                data = gguf.quants.dequantize(data, t.tensor_type)
-            shape = tuple(int(d) for d in reversed(list(t.shape)))
+            data = reader.data(t)
+            kind = type_name(t.type_id)
+            if kind == "BF16":
+                data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
+            elif kind not in ("F32", "F16"):
+                data = gguf.quants.dequantize(data, gguf.GGMLQuantizationType(t.type_id))
+            shape = t.shape
             data = np.asarray(data, dtype=np.float32)
             if not data.flags.writeable:  # memory-mapped F32 tensors: copy out of the map
                 data = data.copy()
