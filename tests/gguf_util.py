@@ -76,6 +76,9 @@ def write_gguf(path: Path, model: LlamaForCausalLM, qtype: str = "F32", arch: st
         if a.ndim == 2 and qtype != "F32":
             if qtype == "F16":
                 w.add_tensor(_gguf_name(name), a.astype(np.float16))
+            elif qtype == "BF16":
+                bits = (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+                w.add_tensor(_gguf_name(name), bits, raw_shape=a.shape, raw_dtype=qt)
             else:
                 w.add_tensor(_gguf_name(name), gguf.quants.quantize(a, qt), raw_dtype=qt)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from maas.errors import ModelFormatError
 from maas.formats import ModelFiles, open_model_files
@@ -57,7 +59,15 @@ def load_weights(model: nn.Module, files: ModelFiles, dtype: torch.dtype, device
     wanted = dict(model.state_dict())
     tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
     state: dict[str, torch.Tensor] = {}
+    bar = tqdm(
+        total=len(wanted),
+        desc=f"loading {files.path.name}",
+        unit="tensor",
+        leave=False,
+        disable=not sys.stderr.isatty(),
+    )
     for name, tensor in files.iter_tensors():
+        bar.update(1)
         if name not in wanted:
             continue
         if tuple(tensor.shape) != tuple(wanted[name].shape):
@@ -65,6 +75,7 @@ def load_weights(model: nn.Module, files: ModelFiles, dtype: torch.dtype, device
                 f"tensor {name!r} has shape {tuple(tensor.shape)}, the config implies {tuple(wanted[name].shape)}"
             )
         state[name] = tensor.to(device=device, dtype=dtype).contiguous()
+    bar.close()
     if "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
         tied = True

@@ -7,10 +7,10 @@ from maas.formats import open_model_files
 from tests.gguf_util import tiny_model, write_gguf
 
 # the worst relative error each format may add to weights
-TOL = {"F32": 1e-6, "F16": 1e-3, "Q8_0": 2e-2, "Q4_0": 0.2, "Q4_1": 0.2}
+TOL = {"F32": 1e-6, "F16": 1e-3, "BF16": 1e-2, "Q8_0": 2e-2, "Q4_0": 0.2, "Q4_1": 0.2}
 
 
-@pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"])
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"])
 def test_gguf_roundtrip_weights_and_logits(tmp_path, qtype):
     model = tiny_model()
     path = write_gguf(tmp_path / f"m-{qtype}.gguf", model, qtype)
@@ -52,4 +52,18 @@ def test_not_a_model_file(tmp_path):
 def test_unknown_architecture(tmp_path):
     path = write_gguf(tmp_path / "m.gguf", tiny_model(), arch="mamba")
     with pytest.raises(UnsupportedModelError, match="mamba"):
+        open_model_files(path)
+
+
+def test_unsupported_tensor_type_is_named(tmp_path):
+    import struct
+
+    path = write_gguf(tmp_path / "m.gguf", tiny_model())
+    data = bytearray(path.read_bytes())
+    name = b"blk.0.attn_q.weight"
+    at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+    (n_dims,) = struct.unpack_from("<I", data, at)
+    struct.pack_into("<I", data, at + 4 + 8 * n_dims, 20)  # IQ4_NL: a type maas does not dequantize
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedModelError, match="IQ4_NL"):
         open_model_files(path)
