@@ -6,30 +6,20 @@ its cache.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import cast
 
 from maas.engine.engine import Engine
 from maas.engine.request import RequestOutput
 from maas.engine.sampling_params import SamplingParams
-from maas.errors import EngineDeadError, MaasError
+from maas.engine.streams import StreamHub
+from maas.errors import EngineDeadError
 
 log = logging.getLogger("maas.engine")
-
-
-@dataclass
-class _Sub:
-    """Where the outputs of one sub-request (one of n choices) go."""
-
-    index: int
-    queue: asyncio.Queue[tuple[int, RequestOutput | BaseException]]
-    loop: asyncio.AbstractEventLoop
 
 
 class AsyncEngine:
@@ -39,7 +29,7 @@ class AsyncEngine:
         self.engine = engine
         self._cmds: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._wake = threading.Event()
-        self._subs: dict[str, _Sub] = {}
+        self._hub = StreamHub()
         self._stop = False
         self._dead: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="maas-engine", daemon=True)
@@ -83,20 +73,7 @@ class AsyncEngine:
     # -- the loop thread -------------------------------------------------------------------------
 
     def _deliver(self, rid: str, item: RequestOutput | BaseException) -> None:
-        self._deliver_many([(rid, item)])
-
-    def _deliver_many(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
-        """Hand a step's outputs to their streams with one wake-up per event loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sub, RequestOutput | BaseException]]] = {}
-        for rid, item in items:
-            sub = self._subs.get(rid)
-            if sub is None:
-                continue
-            if isinstance(item, BaseException) or item.finished:
-                self._subs.pop(rid, None)
-            by_loop.setdefault(sub.loop, []).append((sub, item))
-        for loop, batch in by_loop.items():
-            loop.call_soon_threadsafe(_put_all, batch)
+        self._hub.dispatch([(rid, item)])
 
     def _drain(self) -> None:
         while True:
@@ -112,7 +89,7 @@ class AsyncEngine:
                     self._deliver(rid, e)
             elif op == "abort":
                 self.engine.abort_request(str(arg))
-                self._subs.pop(str(arg), None)
+                self._hub.forget(str(arg))
 
     def _loop(self) -> None:
         while not self._stop:
@@ -125,16 +102,16 @@ class AsyncEngine:
                 outs = self.engine.step()
                 self.num_steps += 1
             except Exception as e:  # a bug or out-of-memory: fail what is in flight, keep serving
-                log.exception("engine step failed; aborting %d requests", len(self._subs))
+                log.exception("engine step failed; aborting %d requests", len(self._hub))
                 err = EngineDeadError(
                     f"the engine failed while running this request: {type(e).__name__}: {e}"
                 )
-                for rid in list(self._subs):
+                for rid in self._hub.ids():
                     self.engine.abort_request(rid)
                     self._deliver(rid, err)
                 continue
             if outs:
-                self._deliver_many([(o.request_id, o) for o in outs])
+                self._hub.dispatch([(o.request_id, o) for o in outs])
 
     def shutdown(self) -> None:
         """Stop the loop thread (in-flight requests are dropped)."""
@@ -150,40 +127,21 @@ class AsyncEngine:
         """Stream (choice index, output) pairs for `params.n` choices until all finish."""
         if self._stop or not self._thread.is_alive():
             raise EngineDeadError("the engine is not running")
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[tuple[int, RequestOutput | BaseException]] = asyncio.Queue()
-        rids = [request_id if params.n == 1 else f"{request_id}-{i}" for i in range(params.n)]
-        for i, rid in enumerate(rids):
-            p = params
-            if params.n > 1:
-                p = params.with_(n=1, seed=None if params.seed is None else params.seed + i)
-            self._subs[rid] = _Sub(i, q, loop)
-            self._cmds.put(("add", (rid, prompt_token_ids, p)))
-        self._wake.set()
-        left = set(range(params.n))
+        stream = self._hub.stream(request_id, prompt_token_ids, params, self._submit, self.abort)
         try:
-            while left:
-                idx, item = await q.get()
-                if isinstance(item, BaseException):
-                    if isinstance(item, MaasError):
-                        raise item
-                    raise EngineDeadError(str(item))
-                if item.finished:
-                    left.discard(idx)
-                yield idx, item
+            async for pair in stream:
+                yield pair
         finally:
-            for i in left:
-                self.abort(rids[i])
+            await stream.aclose()  # abort at once what is left, not when the generator is collected
+
+    def _submit(self, rid: str, ids: list[int], params: SamplingParams) -> None:
+        self._cmds.put(("add", (rid, ids, params)))
+        self._wake.set()
 
     def abort(self, request_id: str) -> None:
         """Abort a request from any thread."""
         self._cmds.put(("abort", request_id))
         self._wake.set()
-
-
-def _put_all(batch: list[tuple[_Sub, RequestOutput | BaseException]]) -> None:
-    for sub, item in batch:
-        sub.queue.put_nowait((sub.index, item))
 
 
 def request_id(prefix: str = "req") -> str:

@@ -8,20 +8,19 @@ step. If the engine process dies, every waiting request fails with a 503 and /he
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
 import os
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from maas.engine.limits import check_prompt, check_token_ids
 from maas.engine.request import RequestOutput
 from maas.engine.sampling_params import SamplingParams
+from maas.engine.streams import StreamHub
 from maas.errors import EngineDeadError, InvalidRequestError, MaasError, ModelFormatError
 from maas.formats import open_model_files
 from maas.text.chat_template import ChatTemplate
@@ -89,13 +88,6 @@ def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> 
             out.send(("step", outputs, stats()))
 
 
-@dataclass
-class _Sub:
-    index: int
-    queue: asyncio.Queue[tuple[int, RequestOutput | BaseException]]
-    loop: asyncio.AbstractEventLoop
-
-
 class ProcessEngine:
     """Same interface as `AsyncEngine`, with the step loop in a child process."""
 
@@ -133,7 +125,7 @@ class ProcessEngine:
         self.max_model_len: int = info["max_model_len"]
         self.vocab_size: int = info["vocab_size"]
         self._stats: dict[str, float] = {"running": 0, "waiting": 0, "kv_cache_usage": 0.0}
-        self._subs: dict[str, _Sub] = {}
+        self._hub = StreamHub()
         self._send_lock = threading.Lock()
         self._dead: str | None = None
         self._reader = threading.Thread(target=self._read, name="maas-engine-reader", daemon=True)
@@ -166,28 +158,16 @@ class ProcessEngine:
             if kind == "step":
                 _, outputs, stats = msg
                 self._stats = stats
-                self._dispatch([(o.request_id, o) for o in outputs])
+                self._hub.dispatch([(o.request_id, o) for o in outputs])
             elif kind == "error":
                 _, rid, message, param = msg
-                self._dispatch([(rid, InvalidRequestError(message, param=param))])
+                self._hub.dispatch([(rid, InvalidRequestError(message, param=param))])
             elif kind == "crashed":
                 self._dead = msg[1]
                 log.error("engine process stopped: %s", msg[1])
                 err = EngineDeadError(f"the engine stopped: {msg[1]}")
-                self._dispatch([(rid, err) for rid in list(self._subs)])
+                self._hub.dispatch([(rid, err) for rid in self._hub.ids()])
                 return
-
-    def _dispatch(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sub, RequestOutput | BaseException]]] = {}
-        for rid, item in items:
-            sub = self._subs.get(rid)
-            if sub is None:
-                continue
-            if isinstance(item, BaseException) or item.finished:
-                self._subs.pop(rid, None)
-            by_loop.setdefault(sub.loop, []).append((sub, item))
-        for loop, batch in by_loop.items():
-            loop.call_soon_threadsafe(_put_all, batch)
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         with self._send_lock:
@@ -205,33 +185,19 @@ class ProcessEngine:
         if not self.alive:
             raise EngineDeadError(f"the engine is not running: {self._dead or 'stopped'}")
         check_token_ids(prompt_token_ids, self.vocab_size)
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[tuple[int, RequestOutput | BaseException]] = asyncio.Queue()
-        rids = [request_id if params.n == 1 else f"{request_id}-{i}" for i in range(params.n)]
-        for i, rid in enumerate(rids):
-            p = (
-                params
-                if params.n == 1
-                else params.with_(n=1, seed=None if params.seed is None else params.seed + i)
-            )
-            self._subs[rid] = _Sub(i, q, loop)
-            self._send(("add", (rid, prompt_token_ids, p)))
-        left = set(range(params.n))
+        stream = self._hub.stream(request_id, prompt_token_ids, params, self._submit, self.abort)
         try:
-            while left:
-                idx, item = await q.get()
-                if isinstance(item, BaseException):
-                    raise item
-                if item.finished:
-                    left.discard(idx)
-                yield idx, item
+            async for pair in stream:
+                yield pair
         finally:
-            for i in left:
-                self.abort(rids[i])
+            await stream.aclose()  # abort at once what is left, not when the generator is collected
+
+    def _submit(self, rid: str, ids: list[int], params: SamplingParams) -> None:
+        self._send(("add", (rid, ids, params)))
 
     def abort(self, request_id: str) -> None:
         """Abort a request (its cache is freed at the engine's next step)."""
-        self._subs.pop(request_id, None)
+        self._hub.forget(request_id)
         if self.alive:
             with contextlib.suppress(EngineDeadError):
                 self._send(("abort", request_id))
@@ -244,8 +210,3 @@ class ProcessEngine:
             self._proc.join(10)
             if self._proc.is_alive():
                 self._proc.kill()
-
-
-def _put_all(batch: list[tuple[_Sub, RequestOutput | BaseException]]) -> None:
-    for sub, item in batch:
-        sub.queue.put_nowait((sub.index, item))
