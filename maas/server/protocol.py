@@ -11,6 +11,10 @@ from maas.errors import InvalidRequestError
 
 Number = float
 
+# Sampling used where a request leaves a field out: llama.cpp server's and Ollama's habit rather
+# than OpenAI's temperature 1.0, which makes small local models ramble.
+DEFAULTS = {"temperature": 0.7, "top_p": 0.95, "min_p": 0.05}
+
 
 class _Base(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -55,7 +59,7 @@ class _SamplingFields(_Base):
     logit_bias: dict[str, float] | None = None
     # vLLM extras
     top_k: StrictInt = 0
-    min_p: Number = 0.0
+    min_p: Number | None = None
     repetition_penalty: Number = 1.0
     stop_token_ids: list[StrictInt] | None = None
     ignore_eos: StrictBool = False
@@ -69,10 +73,10 @@ class _SamplingFields(_Base):
         return SamplingParams(
             n=self.n,
             max_tokens=max_tokens,
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
+            temperature=DEFAULTS["temperature"] if self.temperature is None else self.temperature,
+            top_p=DEFAULTS["top_p"] if self.top_p is None else self.top_p,
             top_k=self.top_k,
-            min_p=self.min_p,
+            min_p=DEFAULTS["min_p"] if self.min_p is None else self.min_p,
             seed=self.seed,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
