@@ -49,11 +49,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """EngineConfig from parsed flags; also applies --threads."""
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    """EngineConfig from parsed flags."""
     return EngineConfig(
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
@@ -62,4 +58,5 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         device=args.device,
         dtype=args.dtype,
         weights=args.weights,
+        threads=args.threads,
     )

@@ -40,6 +40,7 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     weights: str = "auto"  # CPU only: float32 | float16 | int8 (fbgemm-packed); auto = float16
+    threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
 
 
 @dataclass
@@ -97,6 +98,8 @@ class Engine:
     def from_path(cls, path: str | Path, config: EngineConfig | None = None) -> Engine:
         """Load a model file and build an engine for it."""
         config = config or EngineConfig()
+        if config.threads:
+            torch.set_num_threads(config.threads)
         lm = load_lm(path, config.device, config.dtype)
         fuse = getattr(lm.model, "fuse_projections", None)
         if fuse is not None:
