@@ -159,13 +159,15 @@ class Engine:
         batch = self.scheduler.schedule()
         if not batch:
             return []
+        results = [r for seq in batch.finished if (r := self._emit(seq, None, new_token=False)) is not None]
+        if not batch.items:
+            return results
         out = self.runner.run(batch)
         touched = self.scheduler.update(batch, out.tokens, self.eos_ids)
         lp_by_seq = {
             id(it.seq): lp for it, lp in zip(batch.items, out.logprobs, strict=True) if lp is not None
         }
         now = time.monotonic()
-        results = []
         for seq in touched:
             if seq.first_token_time is None:
                 seq.first_token_time = now
@@ -174,18 +176,19 @@ class Engine:
                 results.append(r)
         return results
 
-    def _emit(self, seq: Sequence, lp: TokenLogprob | None) -> RequestOutput | None:
+    def _emit(self, seq: Sequence, lp: TokenLogprob | None, new_token: bool = True) -> RequestOutput | None:
         st = self._text.get(seq.seq_id)
         if st is None:
             return None
-        tok = seq.output_token_ids[-1]
         p = seq.params
-        is_stop_token = seq.finish_reason == "stop" and (tok in p.stop_token_ids or tok in self.eos_ids)
-        if not is_stop_token:
-            st.text += st.detok.add(tok)
-            st.pending_ids.append(tok)
-            if lp is not None:
-                st.pending_lps.append(lp)
+        if new_token:
+            tok = seq.output_token_ids[-1]
+            is_stop_token = seq.finish_reason == "stop" and (tok in p.stop_token_ids or tok in self.eos_ids)
+            if not is_stop_token:
+                st.text += st.detok.add(tok)
+                st.pending_ids.append(tok)
+                if lp is not None:
+                    st.pending_lps.append(lp)
         if seq.finished:
             st.text += st.detok.flush()
         limit = len(st.text)

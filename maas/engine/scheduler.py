@@ -32,6 +32,7 @@ class Batch:
 
     items: list[ScheduledSeq] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    finished: list[Sequence] = field(default_factory=list)  # stopped while scheduling (cannot fit)
 
     @property
     def num_tokens(self) -> int:
@@ -39,7 +40,7 @@ class Batch:
         return sum(i.num_tokens for i in self.items)
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self.items or self.finished)
 
 
 class Scheduler:
@@ -99,6 +100,7 @@ class Scheduler:
             while not self.blocks.can_grow(seq, target):
                 if len(self.running) == 1:  # alone and still too big: the cache cannot hold it
                     self.finish(seq, "length")
+                    batch.finished.append(seq)
                     break
                 victim = self.running[-1]
                 self._preempt(victim)
@@ -119,6 +121,10 @@ class Scheduler:
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
             target = seq.num_computed_tokens + n
             if not self.blocks.can_grow(seq, target):
+                if not self.running and not batch.items:  # an empty cache cannot hold it
+                    self.finish(seq, "length")
+                    batch.finished.append(seq)
+                    continue
                 break
             self.waiting.popleft()
             self.blocks.grow(seq, target)

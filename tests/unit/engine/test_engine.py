@@ -110,3 +110,18 @@ def test_eos_stops_unless_ignored(lm):
         outs += eng.step()
     assert outs[-1].finish_reason == "stop" and outs[-1].num_output_tokens == 1 and outs[-1].text == ""
     assert eos == 256
+
+
+def test_a_request_the_cache_cannot_hold_ends_with_length_instead_of_hanging(lm):
+    eng = make_engine(lm)
+    # shrink the budget below one sequence after start-up (a misconfiguration the engine must survive)
+    eng.blocks._free = eng.blocks._free[:2]
+    eng.blocks.num_blocks = 2
+    eng.add_request("a", [40] * 50, SamplingParams(temperature=0, max_tokens=10))
+    outs = []
+    for _ in range(20):
+        outs += eng.step()
+        if not eng.has_unfinished():
+            break
+    assert outs and outs[-1].finished and outs[-1].finish_reason == "length"
+    assert not eng.has_unfinished()
