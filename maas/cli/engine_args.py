@@ -41,9 +41,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weights",
         default="auto",
-        choices=["auto", "float32", "float16", "int8"],
-        help="CPU linear-layer weights: float16 (default: fbgemm-packed, half the memory traffic, "
-        "same answer at any batch size), float32 (exact), int8 (fastest, lossy, experimental)",
+        choices=["auto", "float32", "float16", "q8", "int8"],
+        help="CPU linear-layer weights: q8 (default: 8-bit blocks of 32, native AVX2 kernel), "
+        "float16 (fbgemm-packed; the default where the kernel cannot be compiled), float32 (exact), "
+        "int8 (fbgemm dynamic, lossy, experimental)",
     )
     g.add_argument("--threads", type=int, default=s.threads, help="CPU threads for torch; 0 = all cores")
 

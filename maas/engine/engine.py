@@ -39,7 +39,7 @@ class EngineConfig:
     block_size: int = 16
     device: str = "auto"
     dtype: str = "auto"
-    weights: str = "auto"  # CPU only: float32 | float16 | int8 (fbgemm-packed); auto = float16
+    weights: str = "auto"  # CPU only: float32 | float16 | q8 | int8; auto = q8 (float16 without a compiler)
     threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
 
 
@@ -105,7 +105,11 @@ class Engine:
         if fuse is not None:
             fuse()
         if lm.device.type == "cpu" and lm.dtype == torch.float32:
-            mode = "float16" if config.weights == "auto" else config.weights
+            mode = config.weights
+            if mode == "auto":  # the native 8-bit kernel where it builds, else fbgemm's fp16
+                from maas.kernels.q8_linear import native
+
+                mode = "q8" if native() is not None else "float16"
             if mode != "float32":
                 pack_linears(lm.model, mode)
                 log.info("linear weights packed as %s for the CPU", mode)

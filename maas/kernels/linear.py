@@ -3,10 +3,11 @@
 A transformation applied to an ordinary model (every nn.Linear is swapped), not a flag inside it.
 Measured on a 2-core AVX2 CPU with SmolLM2-135M's shapes (30 layers + LM head, ms per decode step):
 
-    batch    float32   float16   int8
-    1        55        24        17
-    32       133       89        46
+    batch    float32   float16   int8   q8
+    1        55        17-24     17     11
+    32       133       66-89     46     66
 
+`q8` (kernels/q8_linear.py) keeps 8-bit weights in blocks of 32 and runs a native AVX2 kernel.
 `float16` computes in fp32 from fp16 weights and gives each row the same result at any batch
 size. `int8` quantizes activations per call over the whole batch, so a row's result can shift
 slightly with what else is in the batch.
@@ -19,13 +20,17 @@ import warnings
 import torch
 from torch import nn
 
-MODES = ("float32", "float16", "int8")
+MODES = ("float32", "float16", "int8", "q8")
 
 
 def pack_linears(model: nn.Module, mode: str) -> nn.Module:
     """Replace every nn.Linear of a CPU float32 model with an fbgemm-packed one (in place)."""
     if mode == "float32":
         return model
+    if mode == "q8":
+        from maas.kernels.q8_linear import pack_q8
+
+        return pack_q8(model)
     if mode not in MODES:
         raise ValueError(f"unknown weight mode {mode!r} (choose from {', '.join(MODES)})")
     dtype = torch.float16 if mode == "float16" else torch.qint8

@@ -74,7 +74,7 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(ours):
         assert ours.tokenizer.encode(text) == hf_tok(text)["input_ids"], text
 
 
-@pytest.mark.parametrize("weights", ["float16", "float32"])
+@pytest.mark.parametrize("weights", ["q8", "float16", "float32"])
 def test_greedy_32_tokens_identical_to_transformers(hf_model, weights):
     engine = Engine.from_path(
         builtin_path("smollm2-135m-instruct"), EngineConfig(max_model_len=512, weights=weights)
