@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 from tokenizers import Tokenizer as HFTokenizer
@@ -15,6 +18,9 @@ from maas.text.chat_template import ChatTemplate
 from maas.text.tokenizer import Tokenizer, _bytes_to_unicode
 
 EOS = "<eos>"
+
+# Tests (and the servers they start) keep their registry out of the user's ~/.maas.
+os.environ.setdefault("MAAS_HOME", tempfile.mkdtemp(prefix="maas-test-home-"))
 
 
 def byte_tokenizer() -> Tokenizer:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from maas.config import get_settings
-from maas.engine.engine import EngineConfig
+
+if TYPE_CHECKING:
+    from maas.engine.engine import EngineConfig
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -51,6 +54,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """EngineConfig from parsed flags."""
+    from maas.engine.engine import EngineConfig
+
     return EngineConfig(
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,

@@ -21,9 +21,9 @@ def _setup_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every verb has --help)."""
-    from maas.cli import run, serve
+    from maas.cli import models, run, serve
 
-    p = argparse.ArgumentParser(prog="maas", description="maas: model as a service (serve, run, ...)")
+    p = argparse.ArgumentParser(prog="maas", description="maas: model as a service (serve, run, models)")
     p.add_argument("--version", action="version", version=f"maas {__version__}")
     p.add_argument(
         "--log-level", default=os.environ.get("MAAS_LOG_LEVEL", "info"), help="debug, info, warning"
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     serve.add_parser(sub)
     run.add_parser(sub)
+    models.add_parser(sub)
     return p
 
 

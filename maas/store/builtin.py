@@ -59,6 +59,19 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
     if p.exists():
         stem = p.name.removesuffix(".gguf") if p.is_file() else p.name
         return stem.lower(), p
+    from maas.errors import InvalidRequestError
+    from maas.store.registry import Registry, parse_ref
+
+    try:
+        name, tag = parse_ref(name_or_path)
+    except InvalidRequestError:
+        name = ""
+    if name:
+        try:
+            return (name_or_path if ":" in name_or_path else name), Registry().path_for(name_or_path)
+        except ModelNotFoundError:
+            pass
     raise ModelNotFoundError(
-        f"{name_or_path!r} is neither a model path nor a known model name (known: {', '.join(sorted(BUILTINS))})"
+        f"{name_or_path!r} is neither a model path, a built-in model ({', '.join(sorted(BUILTINS))}) "
+        "nor a model in the registry (see `maas models list`)"
     )

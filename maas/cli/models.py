@@ -1,0 +1,91 @@
+"""`maas models ...`: import, list, show, tag, rm, verify."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register `maas models` and its verbs."""
+    p = sub.add_parser("models", help="the model registry (import, list, show, tag, rm, verify)",
+                       description="Store, name, tag and check models under MAAS_HOME.")  # fmt: skip
+    verbs = p.add_subparsers(dest="models_verb", metavar="VERB", required=True)
+    imp = verbs.add_parser("import", help="import a GGUF file or an HF model directory",
+                           description="Copy a model's files into the content-addressed store and name it.")  # fmt: skip
+    imp.add_argument("path", help="GGUF file or HF directory")
+    imp.add_argument("--name", required=True, help="name[:tag] (tag defaults to latest)")
+    imp.add_argument("--parent", default=None, help="name[:tag] of the model this one derives from")
+    imp.add_argument(
+        "--operation", default="import", help="how it was produced (import, fine-tune, quantize, ...)"
+    )
+    ls = verbs.add_parser("list", help="list models", description="NAME, TAG, FAMILY, SIZE, CREATED, PARENT.")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    show = verbs.add_parser(
+        "show", help="one model's details", description="Config, files with digests, lineage."
+    )
+    show.add_argument("ref", help="name[:tag]")
+    tag = verbs.add_parser("tag", help="add a tag", description="Point DST at the version SRC points at.")
+    tag.add_argument("src")
+    tag.add_argument("dst")
+    rm = verbs.add_parser(
+        "rm", help="remove a tag; unreferenced blobs are collected", description="Remove a tag."
+    )
+    rm.add_argument("ref")
+    ver = verbs.add_parser(
+        "verify", help="re-hash blobs and report corruption", description="Re-hash every blob."
+    )
+    ver.add_argument("ref", nargs="?", help="one model (default: all)")
+    for q in (imp, ls, show, tag, rm, ver):
+        q.set_defaults(func=run)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n:.1f} TB"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch a `maas models` verb."""
+    from maas.store.registry import Registry
+
+    reg = Registry()
+    verb = args.models_verb
+    if verb == "import":
+        info = reg.import_path(args.path, args.name, parent=args.parent, operation=args.operation)
+        print(f"imported {info.name}:{info.tag} ({_size(info.size)}, {len(info.files)} file(s))")
+    elif verb == "list":
+        infos = reg.list_models()
+        if args.json:
+            print(json.dumps([i.as_dict() for i in infos], indent=2))
+            return 0
+        rows = [("NAME", "TAG", "FAMILY", "SIZE", "CREATED", "PARENT")]
+        for i in infos:
+            created = datetime.datetime.fromtimestamp(i.created).strftime("%Y-%m-%d %H:%M")
+            rows.append((i.name, i.tag, i.family, _size(i.size), created, i.parent or "-"))
+        widths = [max(len(r[c]) for r in rows) for c in range(6)]
+        for r in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    elif verb == "show":
+        print(json.dumps(reg.show(args.ref).as_dict(), indent=2))
+    elif verb == "tag":
+        info = reg.tag(args.src, args.dst)
+        print(f"{args.dst} -> version {info.version} ({', '.join(info.tags)})")
+    elif verb == "rm":
+        gone = reg.rm(args.ref)
+        print(f"removed {args.ref}; {len(gone)} unreferenced blob(s) collected")
+    elif verb == "verify":
+        bad = 0
+        for model, path, digest, ok in reg.verify(args.ref):
+            bad += not ok
+            print(f"{'ok     ' if ok else 'CORRUPT'}  {model}  {path}  {digest[:19]}")
+        if bad:
+            print(f"{bad} corrupt blob(s)", file=sys.stderr)
+            return 1
+    return 0

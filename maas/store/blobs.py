@@ -1,0 +1,102 @@
+"""Content-addressed blobs (`sha256-<hex>`) on any fsspec filesystem; local directory by default.
+
+A blob is written to a temporary name, hashed while it is copied, flushed (fsync on local disks)
+and only then renamed to its digest: an interrupted write never leaves a half blob under a real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from maas.errors import MaasError
+
+CHUNK = 4 << 20
+
+
+class CorruptBlobError(MaasError):
+    """A blob's bytes do not hash to its name."""
+
+    kind = "corrupt_blob"
+
+
+class BlobStore:
+    """Blobs under one fsspec URL (`/path`, `file:///path`, `memory://x`, `s3://bucket/x`, ...)."""
+
+    def __init__(self, url: str | Path):
+        self.url = str(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.local = "file" in protocols
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def _path(self, digest: str) -> str:
+        return f"{self.root.rstrip('/')}/{digest}"
+
+    def local_path(self, digest: str) -> Path | None:
+        """A filesystem path to the blob when the store is local (for memory-mapping)."""
+        return Path(self._path(digest)) if self.local else None
+
+    def has(self, digest: str) -> bool:
+        """True when the blob exists."""
+        return bool(self.fs.exists(self._path(digest)))
+
+    def put_file(self, src: str | Path, progress: Any = None) -> tuple[str, int]:
+        """Store a local file; return (digest, size). Existing blobs are not rewritten."""
+        h = hashlib.sha256()
+        tmp = f"{self.root.rstrip('/')}/.tmp-{uuid.uuid4().hex}"
+        size = 0
+        try:
+            with open(src, "rb") as fin, self.fs.open(tmp, "wb") as fout:
+                while chunk := fin.read(CHUNK):
+                    h.update(chunk)
+                    fout.write(chunk)
+                    size += len(chunk)
+                    if progress is not None:
+                        progress.update(len(chunk))
+                if self.local:
+                    fout.flush()
+                    os.fsync(fout.fileno())
+            digest = f"sha256-{h.hexdigest()}"
+            if self.has(digest):
+                self.fs.rm(tmp)
+            else:
+                self.fs.mv(tmp, self._path(digest))
+            return digest, size
+        except BaseException:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+            raise
+
+    def verify(self, digest: str) -> bool:
+        """Re-hash a blob; True when its bytes match its name."""
+        h = hashlib.sha256()
+        with self.fs.open(self._path(digest), "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        return f"sha256-{h.hexdigest()}" == digest
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob (no error when it is already gone)."""
+        if self.has(digest):
+            self.fs.rm(self._path(digest))
+
+    def digests(self) -> list[str]:
+        """Every stored blob name."""
+        return sorted(
+            name.rsplit("/", 1)[-1]
+            for name in self.fs.ls(self.root, detail=False)
+            if name.rsplit("/", 1)[-1].startswith("sha256-")
+        )
+
+    def clean_temporaries(self) -> int:
+        """Remove leftovers of interrupted writes; return how many."""
+        left = [n for n in self.fs.ls(self.root, detail=False) if n.rsplit("/", 1)[-1].startswith(".tmp-")]
+        for n in left:
+            self.fs.rm(n)
+        return len(left)

@@ -1,0 +1,257 @@
+"""The model registry: import files as content-addressed blobs, name and tag versions, resolve them.
+
+from maas.store.registry import Registry
+reg = Registry()                                   # MAAS_HOME, MAAS_DATABASE_URL, MAAS_STORAGE_URL
+reg.import_path("model.gguf", "smollm2:q4")
+reg.path_for("smollm2:q4")                         # a local path the loaders accept (digests verified)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from maas.config import get_settings
+from maas.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError
+from maas.store.blobs import BlobStore, CorruptBlobError
+from maas.store.catalog import File, Tag, Version, open_catalog, session
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,199}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """`name[:tag]` -> (name, tag); the tag defaults to `latest`."""
+    name, _, tag = ref.partition(":")
+    tag = tag or "latest"
+    if not _NAME.match(name) or not _TAG.match(tag):
+        raise InvalidRequestError(
+            f"bad model reference {ref!r}: use name[:tag] with lowercase letters, digits, '.', '_', '-', '/'"
+        )
+    return name, tag
+
+
+@dataclass
+class VersionInfo:
+    """What `list` and `show` report about one tag."""
+
+    name: str
+    tag: str
+    version: int
+    family: str
+    format: str
+    size: int
+    created: float
+    parent: str | None
+    operation: str
+    files: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    tags: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dict(self.__dict__)
+
+
+def _describe(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
+    """(family, format, [(relpath, file)]) for a GGUF file or an HF-style directory."""
+    if path.is_file():
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise ModelFormatError(f"{str(path)!r} is neither a GGUF file nor a model directory")
+        from maas.formats.gguf_reader import GGUFFile
+
+        arch = str(GGUFFile(path).fields.get("general.architecture", "unknown"))
+        return arch, "gguf", [(path.name, path)]
+    if path.is_dir() and (path / "config.json").exists():
+        try:
+            family = str(json.loads((path / "config.json").read_text()).get("model_type", "unknown"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelFormatError(f"cannot read {str(path / 'config.json')!r}: {e}") from None
+        files = sorted(
+            (str(p.relative_to(path)), p)
+            for p in path.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+        return family, "hf", files
+    raise ModelFormatError(f"{str(path)!r} does not exist or is not a GGUF file / HF model directory")
+
+
+class Registry:
+    """Names, tags and lineage in the catalog; bytes in the blob store."""
+
+    def __init__(
+        self, home: str | Path | None = None, database_url: str | None = None, storage_url: str | None = None
+    ):
+        s = get_settings()
+        self.home = Path(home or s.home).expanduser()
+        self.home.mkdir(parents=True, exist_ok=True)
+        db = database_url or os.environ.get("MAAS_DATABASE_URL") or f"sqlite:///{self.home / 'catalog.db'}"
+        self.blobs = BlobStore(storage_url or os.environ.get("MAAS_STORAGE_URL") or self.home / "blobs")
+        self.engine = open_catalog(db)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def import_path(
+        self,
+        path: str | Path,
+        ref: str,
+        parent: str | None = None,
+        operation: str = "import",
+        metrics: dict[str, Any] | None = None,
+    ) -> VersionInfo:
+        """Store a model's files as blobs and point `ref` at the new version."""
+        name, tag = parse_ref(ref)
+        family, fmt, files = _describe(Path(path).expanduser())
+        total = sum(p.stat().st_size for _, p in files)
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=f"importing {name}:{tag}",
+            disable=not sys.stderr.isatty(),
+        )
+        stored = [(rel, *self.blobs.put_file(p, bar)) for rel, p in files]
+        bar.close()
+        with session(self.engine) as db, db.begin():
+            parent_id = self._version(db, parent).id if parent else None
+            v = Version(name=name, family=family, format=fmt, size=total, parent_id=parent_id, operation=operation,
+                        metrics=metrics or {})  # fmt: skip
+            v.files = [File(relpath=rel, digest=d, size=n) for rel, d, n in stored]
+            db.add(v)
+            db.flush()
+            self._point(db, name, tag, v.id)
+        return self.show(f"{name}:{tag}")
+
+    def _point(self, db: Any, name: str, tag: str, version_id: int) -> None:
+        row = db.scalar(select(Tag).where(Tag.name == name, Tag.tag == tag))
+        if row is None:
+            db.add(Tag(name=name, tag=tag, version_id=version_id))
+        else:
+            old = row.version_id
+            row.version_id = version_id
+            db.flush()
+            self._drop_if_untagged(db, old)
+
+    def tag(self, src: str, dst: str) -> VersionInfo:
+        """Make `dst` another name for the version `src` points at."""
+        name, tag = parse_ref(dst)
+        with session(self.engine) as db, db.begin():
+            self._point(db, name, tag, self._version(db, src).id)
+        return self.show(dst)
+
+    def rm(self, ref: str) -> list[str]:
+        """Remove a tag (and its version when no tag is left); collect unreferenced blobs."""
+        name, tag = parse_ref(ref)
+        with session(self.engine) as db, db.begin():
+            row = db.scalar(select(Tag).where(Tag.name == name, Tag.tag == tag))
+            if row is None:
+                raise ModelNotFoundError(f"no model {name}:{tag} in the registry")
+            vid = row.version_id
+            db.delete(row)
+            db.flush()
+            self._drop_if_untagged(db, vid)
+        return self.gc()
+
+    def _drop_if_untagged(self, db: Any, version_id: int) -> None:
+        if db.scalar(select(Tag).where(Tag.version_id == version_id)) is None:
+            v = db.get(Version, version_id)
+            children = db.scalars(select(Version).where(Version.parent_id == version_id)).all()
+            for c in children:  # keep lineage readable: children forget a deleted parent
+                c.parent_id = None
+            if v is not None:
+                db.delete(v)
+
+    def gc(self) -> list[str]:
+        """Delete blobs no file of any version references (and leftovers of interrupted imports)."""
+        with session(self.engine) as db:
+            used = set(db.scalars(select(File.digest)).all())
+        self.blobs.clean_temporaries()
+        gone = [d for d in self.blobs.digests() if d not in used]
+        for d in gone:
+            self.blobs.delete(d)
+        return gone
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _version(self, db: Any, ref: str) -> Version:
+        name, tag = parse_ref(ref)
+        row = db.scalar(select(Tag).where(Tag.name == name, Tag.tag == tag))
+        if row is None:
+            known = (
+                ", ".join(f"{t.name}:{t.tag}" for t in db.scalars(select(Tag).where(Tag.name == name)))
+                or "none"
+            )
+            raise ModelNotFoundError(f"no model {name}:{tag} in the registry (tags of {name!r}: {known})")
+        return db.get(Version, row.version_id)
+
+    def show(self, ref: str) -> VersionInfo:
+        """Everything the catalog knows about one tag."""
+        name, tag = parse_ref(ref)
+        with session(self.engine) as db:
+            v = self._version(db, ref)
+            parent = None
+            if v.parent_id is not None:
+                p = db.get(Version, v.parent_id)
+                ptag = p.tags[0] if p is not None and p.tags else None
+                parent = f"{ptag.name}:{ptag.tag}" if ptag else f"#{v.parent_id}"
+            return VersionInfo(
+                name=name, tag=tag, version=v.id, family=v.family, format=v.format, size=v.size, created=v.created,
+                parent=parent, operation=v.operation,
+                files=[{"path": f.relpath, "digest": f.digest, "size": f.size} for f in v.files],
+                metrics=dict(v.metrics or {}), tags=sorted(f"{t.name}:{t.tag}" for t in v.tags),
+            )  # fmt: skip
+
+    def list_models(self) -> list[VersionInfo]:
+        """Every tag, by name then tag."""
+        with session(self.engine) as db:
+            refs = [f"{t.name}:{t.tag}" for t in db.scalars(select(Tag).order_by(Tag.name, Tag.tag))]
+        return [self.show(r) for r in refs]
+
+    def verify(self, ref: str | None = None) -> list[tuple[str, str, str, bool]]:
+        """Re-hash blobs: (model, file, digest, ok) for one model or all."""
+        infos = [self.show(ref)] if ref else self.list_models()
+        out = []
+        for info in infos:
+            for f in info.files:
+                ok = self.blobs.has(f["digest"]) and self.blobs.verify(f["digest"])
+                out.append((f"{info.name}:{info.tag}", f["path"], f["digest"], ok))
+        return out
+
+    def path_for(self, ref: str, verify: bool = True) -> Path:
+        """A local path the model loaders accept; blobs are re-hashed first unless verify=False."""
+        info = self.show(ref)
+        for f in info.files:
+            if not self.blobs.has(f["digest"]):
+                raise CorruptBlobError(
+                    f"model {info.name}:{info.tag}: blob {f['digest']} ({f['path']}) is missing"
+                )
+            if verify and not self.blobs.verify(f["digest"]):
+                raise CorruptBlobError(
+                    f"model {info.name}:{info.tag}: blob {f['digest']} ({f['path']}) does not match its digest; "
+                    "the store is corrupt (run `maas models verify`, then re-import the model)"
+                )
+        if not self.blobs.local:
+            raise InvalidRequestError("loading from a non-local blob store is not supported yet")
+        if info.format == "gguf" and len(info.files) == 1:
+            p = self.blobs.local_path(info.files[0]["digest"])
+            assert p is not None
+            return p
+        d = self.home / "models" / f"v{info.version}"
+        for f in info.files:
+            link = d / f["path"]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            target = self.blobs.local_path(f["digest"])
+            if not link.is_symlink():
+                link.symlink_to(target)  # type: ignore[arg-type]
+        return d
