@@ -1,0 +1,58 @@
+"""The registry under real processes: concurrent importers, and an import killed half-way."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from maas.store.builtin import builtin_path
+from maas.store.registry import Registry
+
+MAAS = [sys.executable, "-m", "maas.cli.main"]
+
+
+def test_two_concurrent_importers_leave_a_consistent_catalog(tmp_path):
+    env = {**os.environ, "MAAS_HOME": str(tmp_path / "home")}
+    gguf = str(builtin_path("smollm2-135m-instruct"))
+    procs = [
+        subprocess.Popen(
+            [*MAAS, "models", "import", gguf, "--name", f"m{i}:v1"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    listed = json.loads(
+        subprocess.run([*MAAS, "models", "list", "--json"], env=env, capture_output=True, text=True).stdout
+    )
+    assert sorted(f"{m['name']}:{m['tag']}" for m in listed) == ["m0:v1", "m1:v1"]
+    reg = Registry(home=tmp_path / "home")
+    assert len(reg.blobs.digests()) == 1 and all(ok for *_, ok in reg.verify())
+
+
+def test_import_killed_midway_leaves_store_consistent_and_can_be_redone(tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "MAAS_HOME": str(home)}
+    big = tmp_path / "big.gguf"
+    src = builtin_path("smollm2-135m-instruct").read_bytes()
+    big.write_bytes(src + b"\0" * (400 << 20))  # a slow enough copy to kill in the middle
+    p = subprocess.Popen([*MAAS, "models", "import", str(big), "--name", "big"], env=env)
+    blobs = home / "blobs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(f.name.startswith(".tmp-") for f in blobs.glob(".tmp-*")):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    reg = Registry(home=home)
+    assert reg.list_models() == []
+    assert reg.blobs.digests() == []  # no half blob under a real name
+    reg.gc()  # removes the leftover temporary file
+    assert not list(blobs.glob(".tmp-*"))
+    info = reg.import_path(big, "big")
+    assert info.size == big.stat().st_size and all(ok for *_, ok in reg.verify("big"))
