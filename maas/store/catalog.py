@@ -6,6 +6,7 @@ SQLite file by default; any SQLAlchemy URL (PostgreSQL) through MAAS_DATABASE_UR
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine, event
@@ -75,10 +76,26 @@ def open_catalog(url: str) -> Engine:
             cur.close()
 
     try:
-        Base.metadata.create_all(engine)
-    except OperationalError:  # another process created the tables between our check and create
-        Base.metadata.create_all(engine)
+        migrate(engine)
+    except OperationalError:  # another process migrated between our check and our change
+        migrate(engine)
     return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (a no-op when it is there already)."""
+    import logging
+
+    from alembic import command
+    from alembic.config import Config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
 
 def session(engine: Engine) -> Session:
