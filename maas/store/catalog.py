@@ -86,10 +86,10 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (a no-op when it is there already)."""
     import logging
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before import: it logs while loading
+
     from alembic import command
     from alembic.config import Config
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
