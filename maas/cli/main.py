@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from maas import __version__
+from maas.config import get_settings
 from maas.errors import MaasError
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maas", description="maas: model as a service (serve, run, models)")
     p.add_argument("--version", action="version", version=f"maas {__version__}")
     p.add_argument(
-        "--log-level", default=os.environ.get("MAAS_LOG_LEVEL", "info"), help="debug, info, warning"
+        "--log-level", default=get_settings().log_level, help="debug, info, warning (MAAS_LOG_LEVEL)"
     )
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     serve.add_parser(sub)

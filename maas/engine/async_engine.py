@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import cast
 
 from maas.engine.engine import Engine
@@ -34,7 +34,6 @@ class AsyncEngine:
         self._dead: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="maas-engine", daemon=True)
         self._thread.start()
-        self.num_steps = 0
 
     # -- facts the server may read -------------------------------------------------------------
 
@@ -64,11 +63,7 @@ class AsyncEngine:
 
     def stats(self) -> dict[str, float]:
         """Running / waiting counts and KV-cache usage."""
-        return {
-            "running": self.engine.num_running,
-            "waiting": self.engine.num_waiting,
-            "kv_cache_usage": self.engine.blocks.usage,
-        }
+        return self.engine.stats()
 
     # -- the loop thread -------------------------------------------------------------------------
 
@@ -100,7 +95,6 @@ class AsyncEngine:
                 continue
             try:
                 outs = self.engine.step()
-                self.num_steps += 1
             except Exception as e:  # a bug or out-of-memory: fail what is in flight, keep serving
                 log.exception("engine step failed; aborting %d requests", len(self._hub))
                 err = EngineDeadError(
@@ -121,18 +115,13 @@ class AsyncEngine:
 
     # -- the caller's side -----------------------------------------------------------------------
 
-    async def generate(
+    def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[tuple[int, RequestOutput]]:
-        """Stream (choice index, output) pairs for `params.n` choices until all finish."""
+    ) -> AsyncGenerator[tuple[int, RequestOutput], None]:
+        """Stream (choice index, output) pairs for `params.n` choices; closing it aborts the rest."""
         if self._stop or not self._thread.is_alive():
             raise EngineDeadError("the engine is not running")
-        stream = self._hub.stream(request_id, prompt_token_ids, params, self._submit, self.abort)
-        try:
-            async for pair in stream:
-                yield pair
-        finally:
-            await stream.aclose()  # abort at once what is left, not when the generator is collected
+        return self._hub.stream(request_id, prompt_token_ids, params, self._submit, self.abort)
 
     def _submit(self, rid: str, ids: list[int], params: SamplingParams) -> None:
         self._cmds.put(("add", (rid, ids, params)))

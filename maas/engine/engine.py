@@ -146,6 +146,10 @@ class Engine:
         """True while requests wait or run."""
         return self.scheduler.has_unfinished()
 
+    def stats(self) -> dict[str, float]:
+        """Running / waiting counts and KV-cache usage (what /health reports)."""
+        return {"running": self.num_running, "waiting": self.num_waiting, "kv_cache_usage": self.blocks.usage}
+
     @property
     def num_running(self) -> int:
         """Sequences in the running batch."""

@@ -103,7 +103,6 @@ def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto") -> Load
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     cfg, model = build_decoder(files.architecture, files.config)
-    # buffers built on meta need real values: recreate inv_freq on the target device
     load_weights(model, files, dt, dev)
     model.eval().requires_grad_(False)
     tok = Tokenizer.from_source(files.tokenizer)

@@ -121,15 +121,16 @@ class ModelRunner:
         """Forward the batch, sample for items that reached their last token."""
         order, ids, pos, meta = self._prepare(batch)
         hidden = self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))  # type: ignore[operator]  # (T, d)
+        where = {id(it): i for i, it in enumerate(batch.items)}  # flat order -> the batch's order
         ends: list[int] = []
         rows: list[SampleRow] = []
+        targets: list[int] = []
         off = 0
-        sampled_items: list[int] = []
-        for idx, it in enumerate(order):
+        for it in order:
             off += it.num_tokens
             if it.sample:
-                ends.append(off - 1)
                 s = it.seq
+                ends.append(off - 1)
                 rows.append(
                     SampleRow(
                         s.params,
@@ -138,17 +139,12 @@ class ModelRunner:
                         self._generator(s.seq_id, s.params.seed),
                     )
                 )
-                sampled_items.append(idx)
-        by_item: dict[int, tuple[int, TokenLogprob | None]] = {}
+                targets.append(where[id(it)])
+        tokens: list[int | None] = [None] * len(batch.items)
+        logprobs: list[TokenLogprob | None] = [None] * len(batch.items)
         if rows:
             logits = self.model.lm_head(hidden[torch.tensor(ends, device=self.device)])  # type: ignore[operator]  # (S, V)
             toks, lps = sample(logits, rows)
-            for j, idx in enumerate(sampled_items):
-                by_item[id(order[idx])] = (toks[j], lps[j])
-        tokens: list[int | None] = []
-        logprobs: list[TokenLogprob | None] = []
-        for it in batch.items:
-            t, lp = by_item.get(id(it), (None, None))
-            tokens.append(t)
-            logprobs.append(lp)
+            for j, i in enumerate(targets):
+                tokens[i], logprobs[i] = toks[j], lps[j]
         return RunnerOutput(tokens, logprobs)

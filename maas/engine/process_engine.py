@@ -13,7 +13,7 @@ import logging
 import multiprocessing as mp
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,6 @@ def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> 
     out.send(("ready", {"max_model_len": engine.max_model_len, "vocab_size": engine.lm.config.vocab_size}))
     parent = os.getppid()
 
-    def stats() -> dict[str, float]:
-        return {
-            "running": engine.num_running,
-            "waiting": engine.num_waiting,
-            "kv_cache_usage": engine.blocks.usage,
-        }
-
     while True:
         busy = engine.has_unfinished()
         changed = False
@@ -85,7 +78,7 @@ def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> 
                 out.send(("crashed", f"{type(e).__name__}: {e}"))
                 return
         if outputs or changed:
-            out.send(("step", outputs, stats()))
+            out.send(("step", outputs, engine.stats()))
 
 
 class ProcessEngine:
@@ -178,19 +171,14 @@ class ProcessEngine:
 
     # -- callers -----------------------------------------------------------------------------
 
-    async def generate(
+    def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[tuple[int, RequestOutput]]:
-        """Stream (choice index, output) pairs for `params.n` choices until all finish."""
+    ) -> AsyncGenerator[tuple[int, RequestOutput], None]:
+        """Stream (choice index, output) pairs for `params.n` choices; closing it aborts the rest."""
         if not self.alive:
             raise EngineDeadError(f"the engine is not running: {self._dead or 'stopped'}")
         check_token_ids(prompt_token_ids, self.vocab_size)
-        stream = self._hub.stream(request_id, prompt_token_ids, params, self._submit, self.abort)
-        try:
-            async for pair in stream:
-                yield pair
-        finally:
-            await stream.aclose()  # abort at once what is left, not when the generator is collected
+        return self._hub.stream(request_id, prompt_token_ids, params, self._submit, self.abort)
 
     def _submit(self, rid: str, ids: list[int], params: SamplingParams) -> None:
         self._send(("add", (rid, ids, params)))

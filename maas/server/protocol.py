@@ -66,6 +66,11 @@ class _SamplingFields(_Base):
     skip_special_tokens: StrictBool = True
     include_stop_str_in_output: StrictBool = False
 
+    @property
+    def include_usage(self) -> bool:
+        """A final usage chunk is wanted (streaming with stream_options.include_usage)."""
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
     def _sampling(self, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
         if self.logit_bias:
             raise InvalidRequestError("logit_bias is not supported", param="logit_bias")

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -112,11 +112,9 @@ async def _stream(job: Job) -> AsyncIterator[str]:
     f = Formatter(job)
     n_prompt = len(job.prompt_ids)
     completion = [0] * job.params.n
-    gen = cast(
-        AsyncGenerator[tuple[int, RequestOutput], None],
-        job.engine.generate(job.id, job.prompt_ids, job.params),
-    )
+    gen: AsyncGenerator[tuple[int, RequestOutput], None] | None = None
     try:
+        gen = job.engine.generate(job.id, job.prompt_ids, job.params)
         if job.kind == "chat":
             for i in range(job.params.n):
                 delta = {"role": "assistant", "content": ""}
@@ -141,7 +139,8 @@ async def _stream(job: Job) -> AsyncIterator[str]:
     except MaasError as e:
         yield _sse(error_body(e.message, e.kind, e.param, e.code))
     finally:
-        await gen.aclose()
+        if gen is not None:
+            await gen.aclose()
     yield "data: [DONE]\n\n"
 
 

@@ -31,13 +31,13 @@ class ModelTable:
         """Host a model."""
         self.models[m.name] = m
 
-    def get(self, name: str, kind: str = "llm") -> ServedModel:
-        """The model named `name`, which must be of `kind`."""
+    def get(self, name: str, kind: str | None = "llm") -> ServedModel:
+        """The model named `name`, which must be of `kind` (any kind when None)."""
         m = self.models.get(name)
         if m is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFoundError(f"The model {name!r} does not exist. Models served here: {known}")
-        if m.kind != kind:
+        if kind is not None and m.kind != kind:
             raise InvalidRequestError(
                 f"model {name!r} is a {m.kind} model, not a {kind} model", param="model"
             )

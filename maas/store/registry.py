@@ -195,28 +195,30 @@ class Registry:
             raise ModelNotFoundError(f"no model {name}:{tag} in the registry (tags of {name!r}: {known})")
         return db.get(Version, row.version_id)
 
+    def _info(self, db: Any, name: str, tag: str, v: Version) -> VersionInfo:
+        parent = None
+        if v.parent_id is not None:
+            p = db.get(Version, v.parent_id)
+            ptag = p.tags[0] if p is not None and p.tags else None
+            parent = f"{ptag.name}:{ptag.tag}" if ptag else f"#{v.parent_id}"
+        return VersionInfo(
+            name=name, tag=tag, version=v.id, family=v.family, format=v.format, size=v.size, created=v.created,
+            parent=parent, operation=v.operation,
+            files=[{"path": f.relpath, "digest": f.digest, "size": f.size} for f in v.files],
+            metrics=dict(v.metrics or {}), tags=sorted(f"{t.name}:{t.tag}" for t in v.tags),
+        )  # fmt: skip
+
     def show(self, ref: str) -> VersionInfo:
         """Everything the catalog knows about one tag."""
         name, tag = parse_ref(ref)
         with session(self.engine) as db:
-            v = self._version(db, ref)
-            parent = None
-            if v.parent_id is not None:
-                p = db.get(Version, v.parent_id)
-                ptag = p.tags[0] if p is not None and p.tags else None
-                parent = f"{ptag.name}:{ptag.tag}" if ptag else f"#{v.parent_id}"
-            return VersionInfo(
-                name=name, tag=tag, version=v.id, family=v.family, format=v.format, size=v.size, created=v.created,
-                parent=parent, operation=v.operation,
-                files=[{"path": f.relpath, "digest": f.digest, "size": f.size} for f in v.files],
-                metrics=dict(v.metrics or {}), tags=sorted(f"{t.name}:{t.tag}" for t in v.tags),
-            )  # fmt: skip
+            return self._info(db, name, tag, self._version(db, ref))
 
     def list_models(self) -> list[VersionInfo]:
-        """Every tag, by name then tag."""
+        """Every tag, by name then tag (one catalog session)."""
         with session(self.engine) as db:
-            refs = [f"{t.name}:{t.tag}" for t in db.scalars(select(Tag).order_by(Tag.name, Tag.tag))]
-        return [self.show(r) for r in refs]
+            rows = db.scalars(select(Tag).order_by(Tag.name, Tag.tag)).all()
+            return [self._info(db, t.name, t.tag, t.version) for t in rows]
 
     def verify(self, ref: str | None = None) -> list[tuple[str, str, str, bool]]:
         """Re-hash blobs: (model, file, digest, ok) for one model or all."""

@@ -25,6 +25,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, models
     )
     ids = eng.tokenizer.encode(prompt, add_special_tokens=True)
     params = params.with_(max_tokens=eng.check_prompt(len(ids), params.max_tokens, "messages"))
-    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
-    job = Job("chat", m.name, eng, ids, params, body.stream, include_usage)
+    job = Job("chat", m.name, eng, ids, params, body.stream, body.include_usage)
     return await respond(job, request)

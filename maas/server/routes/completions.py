@@ -35,7 +35,6 @@ async def completions(body: CompletionRequest, request: Request, models: Models)
         ids = list(prompt)  # type: ignore[arg-type]
         text = eng.tokenizer.decode(ids) if body.echo else ""
     params = params.with_(max_tokens=eng.check_prompt(len(ids), params.max_tokens, "prompt"))
-    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     job = Job(
         "text",
         m.name,
@@ -43,7 +42,7 @@ async def completions(body: CompletionRequest, request: Request, models: Models)
         ids,
         params,
         body.stream,
-        include_usage,
+        body.include_usage,
         text if body.echo else "",
         id=request_id("cmpl"),
     )

@@ -32,5 +32,5 @@ async def list_models(models: Models) -> dict[str, Any]:
 @router.get("/v1/models/{name:path}", summary="Describe one model")
 async def get_model(name: str, models: Models) -> dict[str, Any]:
     """One model's card (404 when unknown)."""
-    m = models.get(name, models.models[name].kind if name in models.models else "llm")
+    m = models.get(name, kind=None)
     return {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
