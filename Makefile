@@ -20,6 +20,8 @@ $(VENV)/.maas-stamp: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e . $(TORCH)
 	@echo "compiling the native q8 kernel (once)..."
 	$(BIN)/python -c "from maas.kernels.q8_linear import native; native()"
+	@echo "importing the default models into the registry (MAAS_HOME, once)..."
+	$(BIN)/maas models import-builtins
 	touch $@
 
 $(VENV)/.maas-stamp-dev: $(VENV)/.maas-stamp

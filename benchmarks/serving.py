@@ -197,7 +197,7 @@ def bench_engine(args: argparse.Namespace, levels: list[int]) -> dict[int, float
 
 
 def _model_path(name: str) -> Path:
-    from maas.store.builtin import resolve
+    from maas.store.locate import resolve
 
     return resolve(name)[1]
 

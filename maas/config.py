@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     block_size: int = 16
     threads: int = 0  # 0: torch default
     log_level: str = "info"
+    auto_import_builtins: bool = True  # import the built-in models into the registry at first use
 
 
 def get_settings() -> Settings:

@@ -21,6 +21,7 @@ EOS = "<eos>"
 
 # Tests (and the servers they start) keep their registry out of the user's ~/.maas.
 os.environ.setdefault("MAAS_HOME", tempfile.mkdtemp(prefix="maas-test-home-"))
+os.environ.setdefault("MAAS_AUTO_IMPORT_BUILTINS", "0")  # tests that want the import turn it on
 
 
 def byte_tokenizer() -> Tokenizer:

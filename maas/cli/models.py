@@ -39,7 +39,15 @@ def add_parser(sub: Any) -> None:
         "verify", help="re-hash blobs and report corruption", description="Re-hash every blob."
     )
     ver.add_argument("ref", nargs="?", help="one model (default: all)")
-    for q in (imp, ls, show, tag, rm, ver):
+    bi = verbs.add_parser(
+        "import-builtins",
+        help="import the built-in models (done once automatically)",
+        description="Import the models shipped as Python packages into the registry. Runs once by itself "
+        "at install or first use (set MAAS_AUTO_IMPORT_BUILTINS=0 to stop that); --force imports again "
+        "models you removed.",
+    )
+    bi.add_argument("--force", action="store_true", help="also re-import built-ins removed with `rm`")
+    for q in (imp, ls, show, tag, rm, ver, bi):
         q.set_defaults(func=run)
 
 
@@ -53,10 +61,16 @@ def _size(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch a `maas models` verb."""
+    from maas.store.builtin import ensure_builtins_imported, import_builtins
     from maas.store.registry import Registry
 
-    reg = Registry()
     verb = args.models_verb
+    if verb == "import-builtins":
+        done = import_builtins(Registry(), force=args.force)
+        print(f"imported {', '.join(done)}" if done else "built-in models already imported")
+        return 0
+    ensure_builtins_imported()
+    reg = Registry()
     if verb == "import":
         info = reg.import_path(args.path, args.name, parent=args.parent, operation=args.operation)
         print(f"imported {info.name}:{info.tag} ({_size(info.size)}, {len(info.files)} file(s))")

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and answer."""
     from maas.engine.engine import Engine
     from maas.engine.sampling_params import SamplingParams
-    from maas.store.builtin import resolve
+    from maas.store.locate import resolve
 
     _, path = resolve(args.model)
     cfg = engine_config(args)

@@ -121,6 +121,7 @@ class ProcessEngine:
         self._hub = StreamHub()
         self._send_lock = threading.Lock()
         self._dead: str | None = None
+        self._stopping = False
         self._reader = threading.Thread(target=self._read, name="maas-engine-reader", daemon=True)
         self._reader.start()
 
@@ -134,6 +135,15 @@ class ProcessEngine:
     def stats(self) -> dict[str, float]:
         """Running / waiting counts and KV-cache usage, as of the last step."""
         return dict(self._stats)
+
+    def memory_bytes(self) -> int | None:
+        """Resident memory of the engine process (None once it has exited)."""
+        import psutil
+
+        try:
+            return int(psutil.Process(self._proc.pid).memory_info().rss)
+        except (psutil.Error, ValueError, TypeError):
+            return None
 
     def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
         """Validate lengths before queueing (raises ContextLengthError)."""
@@ -157,7 +167,10 @@ class ProcessEngine:
                 self._hub.dispatch([(rid, InvalidRequestError(message, param=param))])
             elif kind == "crashed":
                 self._dead = msg[1]
-                log.error("engine process stopped: %s", msg[1])
+                if self._stopping:
+                    log.debug("engine process stopped")
+                else:
+                    log.error("engine process stopped: %s", msg[1])
                 err = EngineDeadError(f"the engine stopped: {msg[1]}")
                 self._hub.dispatch([(rid, err) for rid in self._hub.ids()])
                 return
@@ -192,6 +205,7 @@ class ProcessEngine:
 
     def shutdown(self) -> None:
         """Stop the engine process."""
+        self._stopping = True
         if self._proc.is_alive():
             with contextlib.suppress(EngineDeadError):
                 self._send(("stop", None))

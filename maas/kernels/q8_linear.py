@@ -33,7 +33,7 @@ def native() -> Any | None:
         from torch.utils.cpp_extension import load
 
         src = Path(__file__).parent / "csrc" / "q8_linear.cpp"
-        log.info("loading the native q8 kernel (compiled once, about a minute, then cached)")
+        log.debug("loading the native q8 kernel (compiled on first use, about a minute, then cached)")
         return load(
             name="maas_q8_linear",
             sources=[str(src)],

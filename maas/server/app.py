@@ -1,4 +1,4 @@
-"""create_app: the FastAPI application, with models loaded in its lifespan.
+"""create_app: the FastAPI application over a model pool; start-up models load in its lifespan.
 
 uvicorn --factory maas.server.app:app_from_env   # or, as users do: maas serve
 """
@@ -7,36 +7,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from maas import __version__
 from maas.server.errors import install_error_handlers
-from maas.server.routes import chat, completions, health, models
-from maas.server.state import ModelTable, ServedModel
+from maas.server.pool import ModelPool
+from maas.server.routes import admin, chat, completions, health, models
 
 log = logging.getLogger("maas.server")
 
-Loader = Callable[[], list[ServedModel]]
 
-
-def create_app(load: Loader) -> FastAPI:
-    """An app that runs `load` (in a worker thread) at start-up and shuts engines down at exit."""
+def create_app(pool: ModelPool) -> FastAPI:
+    """An app serving `pool`: its start-up models load before /health turns 200; engines stop at exit."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for m in await asyncio.to_thread(load):
-            app.state.models.add(m)
+        await pool.preload()
+        for m in pool.loaded():
             log.info("serving %s (%s)", m.name, m.kind)
         yield
-        for m in app.state.models.models.values():
-            m.engine.shutdown()
+        await asyncio.to_thread(pool.shutdown)
 
     app = FastAPI(title="maas", version=__version__, lifespan=lifespan)
-    app.state.models = ModelTable()
+    app.state.models = pool
     install_error_handlers(app)
-    for r in (chat.router, completions.router, models.router, health.router):
+    for r in (chat.router, completions.router, models.router, health.router, admin.router):
         app.include_router(r)
     return app

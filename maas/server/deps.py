@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from maas.server.state import ModelTable
+from maas.server.pool import ModelPool
 
 
-def get_models(request: Request) -> ModelTable:
-    """The app's model table."""
-    table: ModelTable = request.app.state.models
-    return table
+def get_models(request: Request) -> ModelPool:
+    """The app's model pool."""
+    pool: ModelPool = request.app.state.models
+    return pool
 
 
-Models = Annotated[ModelTable, Depends(get_models)]
+Models = Annotated[ModelPool, Depends(get_models)]

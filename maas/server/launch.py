@@ -1,28 +1,107 @@
-"""Load the models to serve and run uvicorn."""
+"""Build the server's model pool from command-line names and the registry, and run uvicorn."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import uvicorn
 
 from maas.engine.engine import EngineConfig
-from maas.engine.process_engine import ProcessEngine
+from maas.errors import MaasError, UnsupportedModelError
 from maas.server.app import create_app
-from maas.server.state import ServedModel
-from maas.store.builtin import resolve
+from maas.server.pool import ModelPool
+from maas.server.state import ModelSpec, ServedModel
+from maas.store.locate import Located, api_name, kind_of, local_path, locate, locate_named
 
 log = logging.getLogger("maas.server")
 
 
-def load_llm(name_or_path: str, config: EngineConfig, served_name: str | None = None) -> ServedModel:
-    """Resolve a model name or path, load it, and start its engine loop."""
-    name, path = resolve(name_or_path)
-    return ServedModel(served_name or name, "llm", ProcessEngine(path, config))
+def _estimate(size: int) -> int:
+    """Bytes a model is expected to take once loaded, before it has been measured."""
+    return 2 * size + (400 << 20)  # weights unpacked to 8 bits or more, plus a process and its cache
 
 
-def serve(models: list[ServedModel], host: str, port: int, log_level: str = "info") -> None:
-    """Serve already-loaded models until interrupted."""
-    app = create_app(lambda: models)
+def spec_for(found: Located, served_name: str | None = None) -> ModelSpec:
+    """A servable model from a located one."""
+    return ModelSpec(served_name or found.name, found.kind, found.origin, found.source, _estimate(found.size))
+
+
+class ModelLoader:
+    """Loads specs into served models (engines in their own processes); knows the registry."""
+
+    def __init__(self, config: EngineConfig, use_registry: bool = True):
+        self.config = config
+        self._registry: Any = None
+        self.use_registry = use_registry
+
+    def registry(self) -> Any:
+        """The registry, opened once."""
+        if self._registry is None:
+            from maas.store.registry import Registry
+
+            self._registry = Registry()
+        return self._registry
+
+    def __call__(self, spec: ModelSpec) -> ServedModel:
+        found = Located(spec.name, spec.kind, spec.origin, spec.source, 0)
+        path = local_path(found, self.registry() if spec.origin == "registry" else None)
+        if spec.kind == "llm":
+            from maas.engine.process_engine import ProcessEngine
+
+            return ServedModel(spec.name, "llm", ProcessEngine(path, self.config))
+        raise UnsupportedModelError(
+            f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve yet"
+        )
+
+    def lookup(self, name: str) -> ModelSpec | None:
+        """A model a request names that was not given at start-up: the registry's or a built-in."""
+        try:
+            found = locate_named(name, self.registry())
+        except MaasError:
+            return None
+        return spec_for(found) if found is not None else None
+
+    def catalog(self) -> list[ModelSpec]:
+        """Every model in the registry, as servable specs."""
+        try:
+            infos = self.registry().list_models()
+        except Exception as e:  # the catalog is optional for serving: log and list none
+            log.warning("cannot read the registry: %s", e)
+            return []
+        return [
+            ModelSpec(
+                api_name(i.name, i.tag), kind_of(i.family), "registry", f"{i.name}:{i.tag}", _estimate(i.size)
+            )
+            for i in infos
+        ]
+
+
+def build_pool(
+    names: list[str],
+    config: EngineConfig,
+    served_name: str | None = None,
+    max_loaded: int | None = None,
+    memory_budget: int | None = None,
+    use_registry: bool = True,
+) -> ModelPool:
+    """A pool of the named models (checked now: a bad name fails before the server starts)."""
+    loader = ModelLoader(config, use_registry)
+    specs = [spec_for(locate(n), served_name if len(names) == 1 else None) for n in names]
+    if max_loaded is None:
+        max_loaded = max(3, len(specs))
+    return ModelPool(
+        specs,
+        loader,
+        max_loaded=max_loaded,
+        memory_budget=memory_budget,
+        lookup=loader.lookup if use_registry else None,
+        catalog=loader.catalog if use_registry else None,
+    )
+
+
+def serve(pool: ModelPool, host: str, port: int, log_level: str = "info") -> None:
+    """Serve the pool's models until interrupted."""
+    app = create_app(pool)
     log.info("listening on http://%s:%d (docs at /docs)", host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from maas.engine.async_engine import AsyncEngine, request_id
 from maas.engine.process_engine import ProcessEngine
@@ -18,6 +19,7 @@ from maas.engine.request import RequestOutput, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.errors import MaasError
 from maas.server.errors import error_body, status_of
+from maas.server.pool import Lease
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Job:
     stream: bool
     include_usage: bool
     echo_text: str = ""
+    lease: Lease | None = None  # held on the model until the response is complete
     id: str = field(default_factory=lambda: request_id("chatcmpl"))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -141,7 +144,13 @@ async def _stream(job: Job) -> AsyncIterator[str]:
     finally:
         if gen is not None:
             await gen.aclose()
+        _release(job)
     yield "data: [DONE]\n\n"
+
+
+def _release(job: Job) -> None:
+    if job.lease is not None:
+        job.lease.release()
 
 
 async def _collect(job: Job) -> dict[str, Any]:
@@ -198,7 +207,15 @@ async def respond(job: Job, request: Request) -> Any:
             _stream(job),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(_release, job),  # also when the stream never started
         )
+    try:
+        return await _respond_whole(job, request)
+    finally:
+        _release(job)
+
+
+async def _respond_whole(job: Job, request: Request) -> Any:
     task = asyncio.ensure_future(_collect(job))
     try:
         while True:

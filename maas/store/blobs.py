@@ -48,11 +48,16 @@ class BlobStore:
 
     def put_file(self, src: str | Path, progress: Any = None) -> tuple[str, int]:
         """Store a local file; return (digest, size). Existing blobs are not rewritten."""
+        with open(src, "rb") as fin:
+            return self.put_stream(fin, progress)
+
+    def put_stream(self, fin: Any, progress: Any = None) -> tuple[str, int]:
+        """Store the bytes of a readable binary stream; return (digest, size)."""
         h = hashlib.sha256()
         tmp = f"{self.root.rstrip('/')}/.tmp-{uuid.uuid4().hex}"
         size = 0
         try:
-            with open(src, "rb") as fin, self.fs.open(tmp, "wb") as fout:
+            with self.fs.open(tmp, "wb") as fout:
                 while chunk := fin.read(CHUNK):
                     h.update(chunk)
                     fout.write(chunk)
@@ -72,6 +77,16 @@ class BlobStore:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
             raise
+
+    def copy_to(self, other: BlobStore, digest: str) -> None:
+        """Copy one blob into another store, checking its bytes on the way (CorruptBlobError if bad)."""
+        with self.fs.open(self._path(digest), "rb") as fin:
+            got, _ = other.put_stream(fin)
+        if got != digest:
+            other.delete(got)
+            raise CorruptBlobError(
+                f"blob {digest} in {self.url} does not match its digest (its bytes hash to {got})"
+            )
 
     def verify(self, digest: str) -> bool:
         """Re-hash a blob; True when its bytes match its name."""

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maas.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from maas.store.registry import Registry
+
+log = logging.getLogger("maas.store")
 
 
 @dataclass(frozen=True)
@@ -51,27 +60,47 @@ def builtin_path(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / m.relpath
 
 
-def resolve(name_or_path: str) -> tuple[str, Path]:
-    """(API name, path) for a built-in model name or a path to a model file/directory."""
-    if name_or_path in BUILTINS:
-        return name_or_path, builtin_path(name_or_path)
-    p = Path(name_or_path).expanduser()
-    if p.exists():
-        stem = p.name.removesuffix(".gguf") if p.is_file() else p.name
-        return stem.lower(), p
-    from maas.errors import InvalidRequestError
-    from maas.store.registry import Registry, parse_ref
-
-    try:
-        name, tag = parse_ref(name_or_path)
-    except InvalidRequestError:
-        name = ""
-    if name:
+def import_builtins(registry: Registry, force: bool = False) -> list[str]:
+    """Import the installed built-in models into the registry once (a later `rm` is respected)."""
+    marker = registry.home / "builtins-imported.json"
+    done: set[str] = set()
+    if marker.exists() and not force:
         try:
-            return (name_or_path if ":" in name_or_path else name), Registry().path_for(name_or_path)
+            done = set(json.loads(marker.read_text()))
+        except (OSError, ValueError):
+            done = set()
+    imported = []
+    for m in BUILTINS.values():
+        if m.name in done:
+            continue
+        try:
+            path = builtin_path(m.name)
+        except ModelNotFoundError:
+            continue  # package not installed: nothing to import
+        if not path.exists():
+            continue
+        try:
+            registry.show(m.name)
+            done.add(m.name)
+            continue  # already there
         except ModelNotFoundError:
             pass
-    raise ModelNotFoundError(
-        f"{name_or_path!r} is neither a model path, a built-in model ({', '.join(sorted(BUILTINS))}) "
-        "nor a model in the registry (see `maas models list`)"
-    )
+        log.info("importing built-in model %s into the registry (once)", m.name)
+        registry.import_path(path, m.name, operation="import")
+        imported.append(m.name)
+        done.add(m.name)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(done)))
+    os.replace(tmp, marker)
+    return imported
+
+
+def ensure_builtins_imported() -> None:
+    """At first use (serve, models list): import the built-ins unless MAAS_AUTO_IMPORT_BUILTINS=0."""
+    from maas.config import get_settings
+    from maas.store.registry import Registry
+
+    if get_settings().auto_import_builtins:
+        reg = Registry()
+        if not (reg.home / "builtins-imported.json").exists():
+            import_builtins(reg)

@@ -60,7 +60,7 @@ class VersionInfo:
         return dict(self.__dict__)
 
 
-def _describe(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
+def describe_files(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
     """(family, format, [(relpath, file)]) for a GGUF file or an HF-style directory."""
     if path.is_file():
         with path.open("rb") as f:
@@ -110,7 +110,7 @@ class Registry:
     ) -> VersionInfo:
         """Store a model's files as blobs and point `ref` at the new version."""
         name, tag = parse_ref(ref)
-        family, fmt, files = _describe(Path(path).expanduser())
+        family, fmt, files = describe_files(Path(path).expanduser())
         total = sum(p.stat().st_size for _, p in files)
         from tqdm import tqdm
 
@@ -231,29 +231,46 @@ class Registry:
         return out
 
     def path_for(self, ref: str, verify: bool = True) -> Path:
-        """A local path the model loaders accept; blobs are re-hashed first unless verify=False."""
+        """A local path the model loaders accept; blobs are re-hashed first unless verify=False.
+
+        Blobs in a non-local store (S3, memory://, ...) are fetched into MAAS_HOME/cache first,
+        checked against their digests while they are copied.
+        """
         info = self.show(ref)
-        for f in info.files:
-            if not self.blobs.has(f["digest"]):
-                raise CorruptBlobError(
-                    f"model {info.name}:{info.tag}: blob {f['digest']} ({f['path']}) is missing"
-                )
-            if verify and not self.blobs.verify(f["digest"]):
-                raise CorruptBlobError(
-                    f"model {info.name}:{info.tag}: blob {f['digest']} ({f['path']}) does not match its digest; "
-                    "the store is corrupt (run `maas models verify`, then re-import the model)"
-                )
-        if not self.blobs.local:
-            raise InvalidRequestError("loading from a non-local blob store is not supported yet")
+        local = {f["digest"]: self._local_blob(info, f, verify) for f in info.files}
         if info.format == "gguf" and len(info.files) == 1:
-            p = self.blobs.local_path(info.files[0]["digest"])
-            assert p is not None
-            return p
+            return local[info.files[0]["digest"]]
         d = self.home / "models" / f"v{info.version}"
         for f in info.files:
             link = d / f["path"]
             link.parent.mkdir(parents=True, exist_ok=True)
-            target = self.blobs.local_path(f["digest"])
+            if link.is_symlink() and link.resolve() != local[f["digest"]].resolve():
+                link.unlink()
             if not link.is_symlink():
-                link.symlink_to(target)  # type: ignore[arg-type]
+                link.symlink_to(local[f["digest"]])
         return d
+
+    def _local_blob(self, info: VersionInfo, f: dict[str, Any], verify: bool) -> Path:
+        digest, where = f["digest"], f"model {info.name}:{info.tag}: blob {f['digest']} ({f['path']})"
+        if not self.blobs.has(digest):
+            raise CorruptBlobError(f"{where} is missing from the store")
+        if self.blobs.local:
+            if verify and not self.blobs.verify(digest):
+                raise CorruptBlobError(
+                    f"{where} does not match its digest; the store is corrupt "
+                    "(run `maas models verify`, then re-import the model)"
+                )
+            p = self.blobs.local_path(digest)
+            assert p is not None
+            return p
+        cache = BlobStore(self.home / "cache")
+        if cache.has(digest) and verify and not cache.verify(digest):
+            cache.delete(digest)  # a damaged local copy: fetch it again
+        if not cache.has(digest):
+            try:
+                self.blobs.copy_to(cache, digest)
+            except CorruptBlobError:
+                raise CorruptBlobError(f"{where} does not match its digest in {self.blobs.url}") from None
+        p = cache.local_path(digest)
+        assert p is not None
+        return p

@@ -33,10 +33,15 @@ def test_import_list_serve_by_name_tag_rm(tmp_path, monkeypatch):
     server = start_server("smollm2:prod", "--max-model-len", "256", "--max-num-seqs", "2")
     try:
         client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-        assert [m.id for m in client.models.list().data] == ["smollm2:prod"]
+        cards = {m.id: m.model_dump() for m in client.models.list().data}
+        assert set(cards) == {"smollm2:prod", "smollm2:q4"}  # the registry's other tags are servable too
+        assert cards["smollm2:prod"]["loaded"] and not cards["smollm2:q4"]["loaded"]
         msg = [{"role": "user", "content": "What is the capital of France?"}]
         r2 = client.chat.completions.create(model="smollm2:prod", messages=msg, temperature=0, max_tokens=20)
         assert "Paris" in r2.choices[0].message.content
+        r3 = client.chat.completions.create(model="smollm2:q4", messages=msg, temperature=0, max_tokens=20)
+        assert r3.choices[0].message.content == r2.choices[0].message.content  # loaded on first request
+        assert {m.id: m.model_dump()["loaded"] for m in client.models.list().data}["smollm2:q4"]
     finally:
         stop_server(server)
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from maas.engine.sampling_params import SamplingParams
 from maas.server.deps import Models
+from maas.server.pool import Lease
 from maas.server.protocol import ChatCompletionRequest
 from maas.server.serving import Job, respond
 
@@ -16,8 +18,18 @@ router = APIRouter()
 @router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible)")
 async def chat_completions(body: ChatCompletionRequest, request: Request, models: Models) -> Any:
     """Answer a conversation with the model's chat template; streams as SSE when `stream` is true."""
-    m = models.get(body.model, "llm")
-    params = body.sampling_params()
+    params = body.sampling_params()  # bad parameters fail before a model is loaded for them
+    lease = await models.acquire(body.model, "llm")
+    try:
+        job = _job(body, params, lease)
+    except BaseException:
+        lease.release()
+        raise
+    return await respond(job, request)
+
+
+def _job(body: ChatCompletionRequest, params: SamplingParams, lease: Lease) -> Job:
+    m = lease.model
     eng = m.engine
     messages = [msg.model_dump(exclude_none=True) for msg in body.messages]
     prompt = eng.chat_template.render(
@@ -25,5 +37,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, models
     )
     ids = eng.tokenizer.encode(prompt, add_special_tokens=True)
     params = params.with_(max_tokens=eng.check_prompt(len(ids), params.max_tokens, "messages"))
-    job = Job("chat", m.name, eng, ids, params, body.stream, body.include_usage)
-    return await respond(job, request)
+    job = Job("chat", m.name, eng, ids, params, body.stream, body.include_usage, lease=lease)
+    return job

@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from maas.engine.async_engine import request_id
+from maas.engine.sampling_params import SamplingParams
 from maas.errors import InvalidRequestError
 from maas.server.deps import Models
+from maas.server.pool import Lease
 from maas.server.protocol import CompletionRequest
 from maas.server.serving import Job, respond
 
@@ -18,8 +20,18 @@ router = APIRouter()
 @router.post("/v1/completions", summary="Text completion (OpenAI-compatible)")
 async def completions(body: CompletionRequest, request: Request, models: Models) -> Any:
     """Continue a prompt (text or token ids); streams as SSE when `stream` is true."""
-    m = models.get(body.model, "llm")
-    params = body.sampling_params()
+    params = body.sampling_params()  # bad parameters fail before a model is loaded for them
+    lease = await models.acquire(body.model, "llm")
+    try:
+        job = _job(body, params, lease)
+    except BaseException:
+        lease.release()
+        raise
+    return await respond(job, request)
+
+
+def _job(body: CompletionRequest, params: SamplingParams, lease: Lease) -> Job:
+    m = lease.model
     eng = m.engine
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
@@ -44,6 +56,7 @@ async def completions(body: CompletionRequest, request: Request, models: Models)
         body.stream,
         body.include_usage,
         text if body.echo else "",
+        lease=lease,
         id=request_id("cmpl"),
     )
-    return await respond(job, request)
+    return job

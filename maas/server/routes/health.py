@@ -14,10 +14,11 @@ router = APIRouter()
 
 @router.get("/health", summary="Liveness and readiness")
 async def health(models: Models) -> Any:
-    """200 when every model is loaded and its engine runs; 503 otherwise."""
-    if not models.models:
+    """200 once the start-up models are loaded and every loaded engine runs; 503 otherwise."""
+    if not models.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
-    stats = {name: m.engine.stats() for name, m in models.models.items()}
-    if not all(m.engine.alive for m in models.models.values()):
+    loaded = models.loaded()
+    stats = {m.name: m.engine.stats() for m in loaded}
+    if not all(m.engine.alive for m in loaded):
         return JSONResponse({"status": "engine stopped", "models": stats}, status_code=503)
     return {"status": "ok", "models": stats}

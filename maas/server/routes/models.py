@@ -1,4 +1,4 @@
-"""GET /v1/models."""
+"""GET /v1/models: every servable model, loaded or not."""
 
 from __future__ import annotations
 
@@ -7,30 +7,37 @@ from typing import Any
 from fastapi import APIRouter
 
 from maas.server.deps import Models
+from maas.server.state import ModelSpec
 
 router = APIRouter()
 
 
-@router.get("/v1/models", summary="List served models")
-async def list_models(models: Models) -> dict[str, Any]:
-    """The models this server answers for."""
+def _card(spec: ModelSpec, loaded: bool, created: int) -> dict[str, Any]:
     return {
-        "object": "list",
-        "data": [
-            {
-                "id": m.name,
-                "object": "model",
-                "created": m.created,
-                "owned_by": m.owned_by,
-                "max_model_len": m.engine.max_model_len,
-            }
-            for m in models.models.values()
-        ],
+        "id": spec.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "maas",
+        "kind": spec.kind,
+        "loaded": loaded,
     }
+
+
+@router.get("/v1/models", summary="List servable models")
+async def list_models(models: Models) -> dict[str, Any]:
+    """The models this server answers for; `loaded` says which are in memory now."""
+    served = {m.name: m for m in models.loaded()}
+    data = []
+    for spec, loaded in models.specs():
+        card = _card(spec, loaded, served[spec.name].created if spec.name in served else 0)
+        if spec.name in served and hasattr(served[spec.name].engine, "max_model_len"):
+            card["max_model_len"] = served[spec.name].engine.max_model_len
+        data.append(card)
+    return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{name:path}", summary="Describe one model")
 async def get_model(name: str, models: Models) -> dict[str, Any]:
     """One model's card (404 when unknown)."""
-    m = models.get(name, kind=None)
-    return {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+    spec, loaded = models.spec(name)
+    return _card(spec, loaded, 0)

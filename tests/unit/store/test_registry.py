@@ -100,3 +100,34 @@ def test_memory_filesystem_backend(tmp_path, gguf):
     assert store.digests() == [d] and store.local_path(d) is None
     store.delete(d)
     assert not store.has(d)
+
+
+def test_builtins_imported_once_and_rm_respected(tmp_path):
+    from maas.store.builtin import BUILTINS, import_builtins
+
+    reg = Registry(home=tmp_path)
+    assert sorted(import_builtins(reg)) == sorted(BUILTINS)
+    listed = {i.name: i for i in reg.list_models()}
+    assert set(listed) == set(BUILTINS) and listed["all-minilm-l6-v2"].family == "bert"
+    assert listed["smollm2-135m-instruct"].format == "gguf"
+    reg.rm("all-minilm-l6-v2")
+    assert import_builtins(reg) == []  # a removed built-in stays removed
+    assert import_builtins(reg, force=True) == ["all-minilm-l6-v2"]
+
+
+def test_models_load_from_a_non_local_store(tmp_path, gguf):
+    url = f"memory://maas-remote-{tmp_path.name}"
+    reg = Registry(home=tmp_path / "a", storage_url=url)
+    info = reg.import_path(gguf, "tiny:remote")
+    assert reg.blobs.local_path(info.files[0]["digest"]) is None
+    p = reg.path_for("tiny:remote")  # fetched into the home's cache, checked on the way
+    assert p.is_relative_to(tmp_path / "a" / "cache") and p.read_bytes() == gguf.read_bytes()
+    assert load_lm(p, device="cpu", dtype="float32").config.num_hidden_layers > 0
+
+    reg.blobs.fs.pipe(reg.blobs._path(info.files[0]["digest"]), b"GGUF not the bytes that were stored")
+    other = Registry(
+        home=tmp_path / "b", database_url=f"sqlite:///{tmp_path / 'a' / 'catalog.db'}", storage_url=url
+    )
+    with pytest.raises(CorruptBlobError, match="tiny:remote.*does not match its digest"):
+        other.path_for("tiny:remote")
+    assert not list((tmp_path / "b" / "cache").glob("sha256-*"))  # nothing bad left in the cache

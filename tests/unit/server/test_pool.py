@@ -1,0 +1,140 @@
+"""ModelPool with a fake loader: LRU order, limits, leases that block eviction, failed loads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from maas.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError
+from maas.server.pool import ModelPool
+from maas.server.state import ModelSpec, ServedModel
+
+
+class FakeEngine:
+    def __init__(self, name: str, memory: int):
+        self.name, self.mem, self.stopped = name, memory, False
+
+    def memory_bytes(self) -> int:
+        return self.mem
+
+    def shutdown(self) -> None:
+        self.stopped = True
+
+
+class Loader:
+    def __init__(self, memory: dict[str, int] | None = None, fail: set[str] | None = None):
+        self.loads: list[str] = []
+        self.memory = memory or {}
+        self.fail = fail or set()
+
+    def __call__(self, spec: ModelSpec) -> ServedModel:
+        if spec.name in self.fail:
+            raise ModelFormatError(f"{spec.name} is corrupt")
+        self.loads.append(spec.name)
+        return ServedModel(spec.name, spec.kind, FakeEngine(spec.name, self.memory.get(spec.name, 100)))
+
+
+def specs(*names: str, kind: str = "llm") -> list[ModelSpec]:
+    return [ModelSpec(n, kind, "path", f"/m/{n}", estimate=100) for n in names]
+
+
+def loaded(pool: ModelPool) -> list[str]:
+    return sorted(m.name for m in pool.loaded())
+
+
+def test_lru_eviction_with_max_loaded():
+    async def main() -> None:
+        loader = Loader()
+        pool = ModelPool(specs("a", "b", "c"), loader, max_loaded=2)
+        await pool.preload()
+        assert loaded(pool) == ["a", "b"]
+        (await pool.acquire("a")).release()  # a is now the most recently used
+        (await pool.acquire("c")).release()  # evicts b, the least recently used
+        assert loaded(pool) == ["a", "c"]
+        assert loader.loads == ["a", "b", "c"]
+
+    asyncio.run(main())
+
+
+def test_a_held_model_is_not_evicted_until_released():
+    async def main() -> None:
+        pool = ModelPool(specs("a", "b"), Loader(), max_loaded=1)
+        await pool.preload()
+        lease = await pool.acquire("a")
+        waiting = asyncio.ensure_future(pool.acquire("b"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and loaded(pool) == ["a"]
+        assert {m["id"]: m["state"] for m in pool.describe()}["a"] == "draining"
+        late = asyncio.ensure_future(pool.acquire("a"))  # new requests for a draining model wait
+        await asyncio.sleep(0.05)
+        assert not late.done()
+        lease.release()
+        b = await waiting
+        assert b.model.name == "b" and loaded(pool) == ["b"]
+        assert lease.model.engine.stopped
+        b.release()
+        a2 = await late  # reloaded after b finished
+        assert a2.model.name == "a" and loaded(pool) == ["a"]
+        a2.release()
+
+    asyncio.run(main())
+
+
+def test_memory_budget_evicts_to_fit():
+    async def main() -> None:
+        loader = Loader(memory={"a": 600, "b": 300, "c": 500})
+        pool = ModelPool(specs("a", "b", "c"), loader, memory_budget=1000)
+        await pool.preload()  # c was estimated at 100 but measured 500: a, least recently used, goes
+        assert loaded(pool) == ["b", "c"]
+        (await pool.acquire("a")).release()  # a is known to need 600: b and c go
+        assert loaded(pool) == ["a"]
+        (await pool.acquire("b")).release()  # 600 + 300 fit
+        assert loaded(pool) == ["a", "b"]
+
+    asyncio.run(main())
+
+
+def test_unknown_wrong_kind_and_failed_load():
+    async def main() -> None:
+        pool = ModelPool(specs("a", "bad"), Loader(fail={"bad"}), max_loaded=3)
+        with pytest.raises(ModelNotFoundError, match="'zzz' does not exist"):
+            await pool.acquire("zzz")
+        with pytest.raises(InvalidRequestError, match="not a embedding model"):
+            await pool.acquire("a", kind="embedding")
+        with pytest.raises(ModelFormatError, match="corrupt"):
+            await pool.acquire("bad")
+        assert {m["id"]: m["requests_in_flight"] for m in pool.describe()}["bad"] == 0
+
+    asyncio.run(main())
+
+
+def test_registry_lookup_aliases_one_entry():
+    async def main() -> None:
+        loader = Loader()
+
+        def lookup(name: str) -> ModelSpec | None:
+            return specs("reg")[0] if name in ("reg", "reg:latest") else None
+
+        pool = ModelPool(specs("a"), loader, lookup=lookup)
+        (await pool.acquire("reg:latest")).release()
+        (await pool.acquire("reg")).release()
+        assert loader.loads == ["reg"]  # one model, two names
+        assert [s.name for s, _ in pool.specs()] == ["a", "reg"]
+
+    asyncio.run(main())
+
+
+def test_unload_waits_for_requests():
+    async def main() -> None:
+        pool = ModelPool(specs("a"), Loader())
+        await pool.preload()
+        lease = await pool.acquire("a")
+        task = asyncio.ensure_future(pool.unload("a"))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        lease.release()
+        assert await task is True and loaded(pool) == []
+        assert await pool.unload("a") is False
+
+    asyncio.run(main())
