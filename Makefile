@@ -49,8 +49,11 @@ layers: install-dev
 		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; \
 	fi
 
+# The catalog tests also run against a throwaway PostgreSQL when one can be started (it says when not).
 test: lint typecheck layers
-	$(BIN)/pytest -q
+	@url=$$(scripts/test-postgres.sh start); \
+	MAAS_TEST_DATABASE_URL="$$url" $(BIN)/pytest -q; rc=$$?; \
+	scripts/test-postgres.sh stop; exit $$rc
 
 bench: install-dev
 	$(BIN)/python benchmarks/serving.py

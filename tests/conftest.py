@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
+from collections.abc import Iterator
 
 import pytest
 import torch
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
@@ -81,3 +85,27 @@ def reference_greedy(lm: LoadedLM, prompt: list[int], n: int) -> list[int]:
             out.append(t)
             ids.append(t)
     return out
+
+
+# Catalog URLs: SQLite always; PostgreSQL too when MAAS_TEST_DATABASE_URL names a server (`make test` starts one).
+PG = os.environ.get("MAAS_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path) -> Iterator[str]:
+    """A fresh, empty catalog database of each kind (one PostgreSQL database per test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    if not PG:
+        pytest.skip("PostgreSQL: MAAS_TEST_DATABASE_URL not set (`make test` starts a server when it can)")
+    name = f"maas_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -51,3 +51,18 @@ def test_import_list_serve_by_name_tag_rm(tmp_path, monkeypatch):
     assert r.returncode == 0 and "1 unreferenced blob" in r.stdout
     r = maas("models", "show", "smollm2:prod", env=env)
     assert r.returncode == 2 and r.stderr.startswith("maas: error:") and "Traceback" not in r.stderr
+
+
+def test_fresh_home_lists_the_builtin_models(tmp_path):
+    env = {**os.environ, "MAAS_HOME": str(tmp_path / "fresh"), "MAAS_AUTO_IMPORT_BUILTINS": "1"}
+    r = maas("models", "list", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    listed = {m["name"]: m for m in json.loads(r.stdout)}
+    assert set(listed) == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
+    assert (
+        listed["smollm2-135m-instruct"]["family"] == "llama"
+        and listed["all-minilm-l6-v2"]["family"] == "bert"
+    )
+    assert maas("models", "rm", "all-minilm-l6-v2", env=env).returncode == 0
+    again = json.loads(maas("models", "list", "--json", env=env).stdout)
+    assert [m["name"] for m in again] == ["smollm2-135m-instruct"]  # not re-imported behind the user's back

@@ -13,8 +13,8 @@ from maas.store.registry import Registry
 MAAS = [sys.executable, "-m", "maas.cli.main"]
 
 
-def test_two_concurrent_importers_leave_a_consistent_catalog(tmp_path):
-    env = {**os.environ, "MAAS_HOME": str(tmp_path / "home")}
+def test_two_concurrent_importers_leave_a_consistent_catalog(tmp_path, catalog_url):
+    env = {**os.environ, "MAAS_HOME": str(tmp_path / "home"), "MAAS_DATABASE_URL": catalog_url}
     gguf = str(builtin_path("smollm2-135m-instruct"))
     procs = [
         subprocess.Popen(
@@ -32,7 +32,7 @@ def test_two_concurrent_importers_leave_a_consistent_catalog(tmp_path):
         subprocess.run([*MAAS, "models", "list", "--json"], env=env, capture_output=True, text=True).stdout
     )
     assert sorted(f"{m['name']}:{m['tag']}" for m in listed) == ["m0:v1", "m1:v1"]
-    reg = Registry(home=tmp_path / "home")
+    reg = Registry(home=tmp_path / "home", database_url=catalog_url)
     assert len(reg.blobs.digests()) == 1 and all(ok for *_, ok in reg.verify())
 
 

@@ -12,8 +12,8 @@ from tests.unit.formats.test_hf import save_hf
 
 
 @pytest.fixture
-def reg(tmp_path):
-    return Registry(home=tmp_path / "home")
+def reg(tmp_path, catalog_url):
+    return Registry(home=tmp_path / "home", database_url=catalog_url)
 
 
 @pytest.fixture
@@ -102,10 +102,9 @@ def test_memory_filesystem_backend(tmp_path, gguf):
     assert not store.has(d)
 
 
-def test_builtins_imported_once_and_rm_respected(tmp_path):
+def test_builtins_imported_once_and_rm_respected(reg):
     from maas.store.builtin import BUILTINS, import_builtins
 
-    reg = Registry(home=tmp_path)
     assert sorted(import_builtins(reg)) == sorted(BUILTINS)
     listed = {i.name: i for i in reg.list_models()}
     assert set(listed) == set(BUILTINS) and listed["all-minilm-l6-v2"].family == "bert"
@@ -115,9 +114,9 @@ def test_builtins_imported_once_and_rm_respected(tmp_path):
     assert import_builtins(reg, force=True) == ["all-minilm-l6-v2"]
 
 
-def test_models_load_from_a_non_local_store(tmp_path, gguf):
+def test_models_load_from_a_non_local_store(tmp_path, gguf, catalog_url):
     url = f"memory://maas-remote-{tmp_path.name}"
-    reg = Registry(home=tmp_path / "a", storage_url=url)
+    reg = Registry(home=tmp_path / "a", database_url=catalog_url, storage_url=url)
     info = reg.import_path(gguf, "tiny:remote")
     assert reg.blobs.local_path(info.files[0]["digest"]) is None
     p = reg.path_for("tiny:remote")  # fetched into the home's cache, checked on the way
@@ -125,9 +124,7 @@ def test_models_load_from_a_non_local_store(tmp_path, gguf):
     assert load_lm(p, device="cpu", dtype="float32").config.num_hidden_layers > 0
 
     reg.blobs.fs.pipe(reg.blobs._path(info.files[0]["digest"]), b"GGUF not the bytes that were stored")
-    other = Registry(
-        home=tmp_path / "b", database_url=f"sqlite:///{tmp_path / 'a' / 'catalog.db'}", storage_url=url
-    )
+    other = Registry(home=tmp_path / "b", database_url=catalog_url, storage_url=url)
     with pytest.raises(CorruptBlobError, match="tiny:remote.*does not match its digest"):
         other.path_for("tiny:remote")
     assert not list((tmp_path / "b" / "cache").glob("sha256-*"))  # nothing bad left in the cache
