@@ -21,9 +21,11 @@ def _setup_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every verb has --help)."""
-    from maas.cli import models, run, serve
+    from maas.cli import embed, models, run, serve
 
-    p = argparse.ArgumentParser(prog="maas", description="maas: model as a service (serve, run, models)")
+    p = argparse.ArgumentParser(
+        prog="maas", description="maas: model as a service (serve, run, embed, models)"
+    )
     p.add_argument("--version", action="version", version=f"maas {__version__}")
     p.add_argument(
         "--log-level", default=get_settings().log_level, help="debug, info, warning (MAAS_LOG_LEVEL)"
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     serve.add_parser(sub)
     run.add_parser(sub)
+    embed.add_parser(sub)
     models.add_parser(sub)
     return p
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from maas.cli.engine_args import add_engine_args, engine_config
 from maas.config import get_settings
-from maas.store.builtin import DEFAULT_LLM
+from maas.store.builtin import DEFAULT_MODELS
 
 
 def _bytes(text: str) -> int:
@@ -26,10 +26,12 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="serve models over HTTP (OpenAI API)",
         description="Serve models behind the OpenAI API. MODEL is a registry name[:tag], a built-in "
-        f"name (default {DEFAULT_LLM}), a .gguf file, or an HF model directory. The models named "
+        f"name, a .gguf file, or an HF model directory (default: {' and '.join(DEFAULT_MODELS)}). The models named "
         "here load at start-up; any other registry model loads on its first request.",
     )
-    p.add_argument("models", nargs="*", metavar="MODEL", help=f"models to serve (default: {DEFAULT_LLM})")
+    p.add_argument(
+        "models", nargs="*", metavar="MODEL", help=f"models to serve (default: {' '.join(DEFAULT_MODELS)})"
+    )
     p.add_argument("--host", default=s.host, help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=s.port, help="port (default %(default)s)")
     p.add_argument("--served-model-name", default=None, help="API name for the (single) model")
@@ -66,13 +68,17 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError("--max-loaded-models must be at least 1")
     ensure_builtins_imported()
     pool = build_pool(
-        args.models or [DEFAULT_LLM],
+        args.models or DEFAULT_MODELS,
         engine_config(args),
         served_name=args.served_model_name,
         max_loaded=args.max_loaded_models,
         memory_budget=args.memory_budget,
         use_registry=args.registry,
     )
-    pool.preload_sync()
+    try:
+        pool.preload_sync()
+    except BaseException:
+        pool.shutdown()  # engines already started stop cleanly before the error is shown
+        raise
     serve(pool, args.host, args.port, args.log_level)
     return 0

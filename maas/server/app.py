@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from maas import __version__
 from maas.server.errors import install_error_handlers
 from maas.server.pool import ModelPool
-from maas.server.routes import admin, chat, completions, health, models
+from maas.server.routes import admin, chat, completions, embeddings, health, models
 
 log = logging.getLogger("maas.server")
 
@@ -34,6 +34,6 @@ def create_app(pool: ModelPool) -> FastAPI:
     app = FastAPI(title="maas", version=__version__, lifespan=lifespan)
     app.state.models = pool
     install_error_handlers(app)
-    for r in (chat.router, completions.router, models.router, health.router, admin.router):
+    for r in (chat.router, completions.router, embeddings.router, models.router, health.router, admin.router):
         app.include_router(r)
     return app

@@ -50,8 +50,14 @@ class ModelLoader:
             from maas.engine.process_engine import ProcessEngine
 
             return ServedModel(spec.name, "llm", ProcessEngine(path, self.config))
+        if spec.kind == "embedding":
+            from maas.engine.embed_batcher import EmbeddingEngine
+            from maas.engine.embedder import Embedder
+
+            embedder = Embedder.from_path(path, self.config.threads)
+            return ServedModel(spec.name, "embedding", EmbeddingEngine(embedder))
         raise UnsupportedModelError(
-            f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve yet"
+            f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve"
         )
 
     def lookup(self, name: str) -> ModelSpec | None:

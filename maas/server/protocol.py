@@ -130,3 +130,53 @@ class CompletionRequest(_SamplingFields):
         if self.best_of is not None and self.best_of != self.n:
             raise InvalidRequestError("best_of other than n is not supported", param="best_of")
         return self._sampling(16 if self.max_tokens is None else self.max_tokens, self.logprobs)
+
+
+MAX_EMBEDDING_INPUTS = 2048
+
+
+class EmbeddingRequest(_Base):
+    """POST /v1/embeddings (OpenAI's fields, plus `truncate` as TEI has it)."""
+
+    model: str
+    input: Any
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = None
+    user: str | None = None
+    truncate: StrictBool = False
+
+    def texts_or_ids(self) -> tuple[list[str] | None, list[list[int]] | None]:
+        """(texts, None) or (None, token-id lists); empty or oversized inputs are a 400."""
+        x = self.input
+        if isinstance(x, str):
+            x = [x]
+        if not isinstance(x, list) or not (
+            all(isinstance(t, str) for t in x)
+            or all(_is_id(t) for t in x)
+            or all(isinstance(s, list) and all(_is_id(t) for t in s) for s in x)
+        ):
+            raise InvalidRequestError(
+                "input must be a string, a list of strings, a list of token ids, or a list of token-id lists",
+                param="input",
+            )
+        if not x:
+            raise InvalidRequestError("input must not be empty", param="input")
+        if len(x) > MAX_EMBEDDING_INPUTS:
+            raise InvalidRequestError(
+                f"at most {MAX_EMBEDDING_INPUTS} inputs per request, got {len(x)}", param="input"
+            )
+        if isinstance(x[0], str):
+            texts = [str(t) for t in x]
+            if any(not t for t in texts):
+                raise InvalidRequestError("input strings must not be empty", param="input")
+            return texts, None
+        if isinstance(x[0], int):
+            return None, [[int(i) for i in x]]  # type: ignore[arg-type]
+        ids = [list(s) for s in x]  # type: ignore[arg-type]
+        if any(not s for s in ids):
+            raise InvalidRequestError("token-id inputs must not be empty", param="input")
+        return None, ids
+
+
+def _is_id(t: Any) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)

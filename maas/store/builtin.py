@@ -45,6 +45,8 @@ BUILTINS = {
     )
 }
 DEFAULT_LLM = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING = "all-minilm-l6-v2"
+DEFAULT_MODELS = [DEFAULT_LLM, DEFAULT_EMBEDDING]
 
 
 def builtin_path(name: str) -> Path:

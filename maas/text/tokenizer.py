@@ -138,6 +138,10 @@ class Tokenizer:
             ids = [bos, *ids]
         return ids
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of many texts with the tokenizer's own template (e.g. BERT's [CLS] ... [SEP])."""
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=True)]
+
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         """Text of `ids`."""
         return str(self.hf.decode(ids, skip_special_tokens=skip_special_tokens))

@@ -1,0 +1,131 @@
+"""Embedder: an encoder model, its tokenizer and pooling; token ids in, sentence vectors out.
+
+from maas.engine.embedder import Embedder
+e = Embedder.from_path("path/to/all-MiniLM-L6-v2")
+vectors = e.embed_texts(["a sentence", "another"])      # (2, 384) float32, L2-normalized as the model says
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from maas.errors import ContextLengthError, InvalidRequestError, UnsupportedModelError
+from maas.formats import open_model_files
+from maas.formats.sentence import SentenceConfig, read_sentence_config
+from maas.models.bert import BertConfig, BertModel
+from maas.text.tokenizer import Tokenizer
+
+log = logging.getLogger("maas.engine")
+
+
+class Embedder:
+    """Runs one batch of token-id sequences through the encoder and pools them (no batching policy)."""
+
+    def __init__(self, model: BertModel, tokenizer: Tokenizer, sentence: SentenceConfig, name: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.sentence = sentence
+        self.name = name
+        c = model.config
+        self.dim = c.hidden_size
+        self.max_len = min(sentence.max_seq_length or c.max_position_embeddings, c.max_position_embeddings)
+        self.vocab_size = c.vocab_size
+        self.pad_id = c.pad_token_id
+        self._special = set(tokenizer.hf.get_added_tokens_decoder())
+
+    @classmethod
+    def from_path(cls, path: str | Path, threads: int = 0) -> Embedder:
+        """Load an HF encoder directory (config.json, safetensors, tokenizer.json, sentence-transformers files)."""
+        t0 = time.monotonic()
+        if threads > 0:
+            torch.set_num_threads(threads)
+        files = open_model_files(path)
+        if files.architecture != "bert":
+            raise UnsupportedModelError(
+                f"{str(path)!r} is a {files.architecture} model, not an encoder (embeddings need BERT-family models)"
+            )
+        with torch.device("meta"):
+            model = BertModel(BertConfig.from_hf(files.config))
+        model.load_hf_state(dict(files.iter_tensors()))
+        model = model.float().fuse_qkv()
+        tok = Tokenizer.from_source(files.tokenizer)
+        e = cls(model, tok, read_sentence_config(files.path), name=Path(path).name)
+        log.info(
+            "loaded encoder %s (%d layers, dim %d, %s pooling%s, max %d tokens) in %.1fs",
+            e.name, model.config.num_hidden_layers, e.dim, e.sentence.pooling,
+            ", normalized" if e.sentence.normalize else "", e.max_len, time.monotonic() - t0,
+        )  # fmt: skip
+        return e
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def tokenize(self, texts: list[str], truncate: bool = False, param: str = "input") -> list[list[int]]:
+        """Token ids with the model's special tokens; too long -> truncated or ContextLengthError."""
+        if self.sentence.do_lower_case:
+            texts = [t.lower() for t in texts]
+        return [self.fit(ids, truncate, param) for ids in self.tokenizer.encode_batch(texts)]
+
+    def fit(self, ids: list[int], truncate: bool, param: str = "input") -> list[int]:
+        """Check one sequence's length and ids; truncation keeps the final special token (e.g. [SEP])."""
+        if not ids:
+            raise InvalidRequestError("an input has no tokens", param=param)
+        if len(ids) > self.max_len:
+            if not truncate:
+                raise ContextLengthError(
+                    f"an input has {len(ids)} tokens; this model takes at most {self.max_len}. "
+                    'Shorten it or ask for truncation ("truncate": true in the API, --truncate for `maas embed`).',
+                    param=param,
+                )
+            keep_last = ids[-1] in self._special
+            ids = [*ids[: self.max_len - 1], ids[-1]] if keep_last else ids[: self.max_len]
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise InvalidRequestError(
+                f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})", param=param
+            )
+        return ids
+
+    # -- compute -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def embed(self, batch: list[list[int]]) -> torch.Tensor:
+        """(B, dim) float32 sentence vectors for one batch of token-id lists (best sorted by length)."""
+        T = max(len(x) for x in batch)
+        ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), T), dtype=torch.long)
+        for i, x in enumerate(batch):
+            ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        h = self.model(ids, mask)  # (B, T, H)
+        return pool(h, mask, self.sentence)
+
+    def embed_texts(self, texts: list[str], batch_size: int = 32, truncate: bool = True) -> torch.Tensor:
+        """Vectors for texts in input order (sorted by length inside, batches of `batch_size`)."""
+        seqs = self.tokenize(texts, truncate)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out = torch.empty((len(seqs), self.dim))
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            out[idx] = self.embed([seqs[i] for i in idx])
+        return out
+
+
+def pool(h: torch.Tensor, mask: torch.Tensor, cfg: SentenceConfig) -> torch.Tensor:
+    """(B, T, H) states + (B, T) mask -> (B, H), then L2-normalized when the model says so."""
+    m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    if cfg.pooling == "cls":
+        v = h[:, 0]
+    elif cfg.pooling == "max":
+        v = h.masked_fill(m == 0, float("-inf")).amax(dim=1)
+    elif cfg.pooling == "last":
+        v = h[torch.arange(h.shape[0]), mask.sum(1) - 1]
+    else:
+        n = m.sum(dim=1).clamp(min=1e-9)
+        v = (h * m).sum(dim=1) / (n.sqrt() if cfg.pooling == "mean_sqrt_len" else n)
+    if cfg.normalize:
+        v = torch.nn.functional.normalize(v, p=2, dim=-1)
+    return v.float()
