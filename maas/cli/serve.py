@@ -54,6 +54,19 @@ def add_parser(sub: Any) -> None:
         action="store_false",
         help="answer only for the MODELs named here, not for other registry models",
     )
+    g = p.add_argument_group("embeddings")
+    g.add_argument(
+        "--embed-max-batch-size",
+        type=int,
+        default=64,
+        help="sentences per forward pass when batching concurrent requests (default %(default)s)",
+    )
+    g.add_argument(
+        "--embed-max-wait-ms",
+        type=float,
+        default=1.0,
+        help="how long an idle embedder waits for more requests to batch (default %(default)s ms)",
+    )
     add_engine_args(p)
     p.set_defaults(func=run)
 
@@ -66,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_loaded_models is not None and args.max_loaded_models < 1:
         raise InvalidRequestError("--max-loaded-models must be at least 1")
+    if args.embed_max_batch_size < 1 or not 0 <= args.embed_max_wait_ms <= 1000:
+        raise InvalidRequestError(
+            "--embed-max-batch-size must be >= 1 and --embed-max-wait-ms within 0..1000"
+        )
     ensure_builtins_imported()
     pool = build_pool(
         args.models or DEFAULT_MODELS,
@@ -74,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         max_loaded=args.max_loaded_models,
         memory_budget=args.memory_budget,
         use_registry=args.registry,
+        embed_batch=args.embed_max_batch_size,
+        embed_wait_ms=args.embed_max_wait_ms,
     )
     try:
         pool.preload_sync()

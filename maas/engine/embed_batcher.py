@@ -56,7 +56,7 @@ class EmbeddingEngine:
         embedder: Embedder,
         max_batch_size: int = 64,
         max_batch_tokens: int = 16384,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.001,
     ):
         self.embedder = embedder
         self.tokenizer = embedder.tokenizer

@@ -120,21 +120,46 @@ class BertAttention(nn.Module):
         self.n_heads = c.num_attention_heads
         self.qkv: nn.Linear | None = None  # set by fuse_qkv()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, H = x.shape
-        if self.qkv is not None:
-            q, k, v = self.qkv(x).split(H, dim=-1)
-        else:
-            q, k, v = self.self.query(x), self.self.key(x), self.self.value(x)
-        hd = H // self.n_heads
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(B, T, self.n_heads, hd).transpose(1, 2)  # (B, n_heads, T, hd)
-
-        a = F.scaled_dot_product_attention(
-            heads(q), heads(k), heads(v), attn_mask=mask, scale=1 / math.sqrt(hd)
+    def forward(self, x: torch.Tensor, pad: Padding | None) -> torch.Tensor:
+        """x: (B, T, H) when `pad` is None, else (N, H): the N real tokens of a padded (B, T) batch."""
+        H = x.shape[-1]
+        qkv = (
+            self.qkv(x)
+            if self.qkv is not None
+            else torch.cat([self.self.query(x), self.self.key(x), self.self.value(x)], -1)
         )
-        return self.output(a.transpose(1, 2).reshape(B, T, H), x)
+        if pad is not None:
+            qkv = pad.unpack(qkv)  # (B, T, 3H); padded rows are zeros and masked out as keys
+        B, T = qkv.shape[:2]
+        hd = H // self.n_heads
+        q, k, v = (
+            t.view(B, T, self.n_heads, hd).transpose(1, 2) for t in qkv.split(H, dim=-1)
+        )  # (B, nh, T, hd)
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=pad.mask if pad else None, scale=1 / math.sqrt(hd)
+        )
+        a = a.transpose(1, 2).reshape(B, T, H)
+        return self.output(pad.pack(a) if pad is not None else a, x)
+
+
+@dataclass
+class Padding:
+    """Where the real tokens of a padded batch are, so dense layers skip the padding."""
+
+    keep: torch.Tensor  # (N,) flat indices of real tokens in (B * T)
+    mask: torch.Tensor  # (B, 1, 1, T) True where a key may be attended to
+    B: int
+    T: int
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (N, D)."""
+        return x.reshape(self.B * self.T, -1)[self.keep]
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (B, T, D) with zeros at the padding."""
+        out = x.new_zeros(self.B * self.T, x.shape[-1])
+        out[self.keep] = x
+        return out.view(self.B, self.T, -1)
 
 
 class BertIntermediate(nn.Module):
@@ -158,8 +183,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(c)
         self.output = BertDenseNorm(c.intermediate_size, c.hidden_size, c.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention(x, mask)
+    def forward(self, x: torch.Tensor, pad: Padding | None) -> torch.Tensor:
+        x = self.attention(x, pad)
         return self.output(self.intermediate(x), x)
 
 
@@ -182,13 +207,18 @@ class BertModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids and (B, T) 1/0 mask -> (B, T, H) hidden states."""
-        x = self.embeddings(ids)
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys that may be attended to
+        x = self.embeddings(ids)  # (B, T, H)
+        if attention_mask is None or bool(attention_mask.all()):
+            for layer in self.encoder.layer:
+                x = layer(x, None)
+            return x
+        B, T = ids.shape
+        m = attention_mask.bool()
+        pad = Padding(m.reshape(-1).nonzero().squeeze(1), m[:, None, None, :], B, T)
+        x = pad.pack(x)  # (N, H): dense layers run on real tokens only
         for layer in self.encoder.layer:
-            x = layer(x, mask)  # (B, T, H)
-        return x
+            x = layer(x, pad)
+        return pad.unpack(x)
 
     def fuse_qkv(self) -> BertModel:
         """Inference transformation: one (H -> 3H) projection per layer instead of three."""

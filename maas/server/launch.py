@@ -30,8 +30,16 @@ def spec_for(found: Located, served_name: str | None = None) -> ModelSpec:
 class ModelLoader:
     """Loads specs into served models (engines in their own processes); knows the registry."""
 
-    def __init__(self, config: EngineConfig, use_registry: bool = True):
+    def __init__(
+        self,
+        config: EngineConfig,
+        use_registry: bool = True,
+        embed_batch: int = 64,
+        embed_wait_ms: float = 1.0,
+    ):
         self.config = config
+        self.embed_batch = embed_batch
+        self.embed_wait_s = embed_wait_ms / 1000
         self._registry: Any = None
         self.use_registry = use_registry
 
@@ -55,7 +63,8 @@ class ModelLoader:
             from maas.engine.embedder import Embedder
 
             embedder = Embedder.from_path(path, self.config.threads)
-            return ServedModel(spec.name, "embedding", EmbeddingEngine(embedder))
+            engine = EmbeddingEngine(embedder, max_batch_size=self.embed_batch, max_wait_s=self.embed_wait_s)
+            return ServedModel(spec.name, "embedding", engine)
         raise UnsupportedModelError(
             f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve"
         )
@@ -90,9 +99,11 @@ def build_pool(
     max_loaded: int | None = None,
     memory_budget: int | None = None,
     use_registry: bool = True,
+    embed_batch: int = 64,
+    embed_wait_ms: float = 1.0,
 ) -> ModelPool:
     """A pool of the named models (checked now: a bad name fails before the server starts)."""
-    loader = ModelLoader(config, use_registry)
+    loader = ModelLoader(config, use_registry, embed_batch, embed_wait_ms)
     specs = [spec_for(locate(n), served_name if len(names) == 1 else None) for n in names]
     if max_loaded is None:
         max_loaded = max(3, len(specs))
