@@ -51,7 +51,7 @@ layers: install-dev
 
 # The catalog tests also run against a throwaway PostgreSQL when one can be started (it says when not).
 test: lint typecheck layers
-	@url=$$(scripts/test-postgres.sh start); \
+	@export MAAS_TEST_PG_DIR=/tmp/maas-test-pg-$$$$; url=$$(scripts/test-postgres.sh start); \
 	MAAS_TEST_DATABASE_URL="$$url" $(BIN)/pytest -q; rc=$$?; \
 	scripts/test-postgres.sh stop; exit $$rc
 

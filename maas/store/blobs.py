@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,23 @@ class BlobStore:
         """True when the blob exists."""
         return bool(self.fs.exists(self._path(digest)))
 
-    def put_file(self, src: str | Path, progress: Any = None) -> tuple[str, int]:
+    def put_file(
+        self, src: str | Path, progress: Any = None, before_publish: Callable[[str], None] | None = None
+    ) -> tuple[str, int]:
         """Store a local file; return (digest, size). Existing blobs are not rewritten."""
         with open(src, "rb") as fin:
-            return self.put_stream(fin, progress)
+            return self.put_stream(fin, progress, before_publish)
 
-    def put_stream(self, fin: Any, progress: Any = None) -> tuple[str, int]:
-        """Store the bytes of a readable binary stream; return (digest, size)."""
+    def put_stream(
+        self, fin: Any, progress: Any = None, before_publish: Callable[[str], None] | None = None
+    ) -> tuple[str, int]:
+        """Store the bytes of a readable binary stream; return (digest, size).
+
+        `before_publish(digest)` runs after hashing and before the blob appears under its name
+        (the registry records it there, so that a concurrent gc keeps it).
+        """
         h = hashlib.sha256()
-        tmp = f"{self.root.rstrip('/')}/.tmp-{uuid.uuid4().hex}"
+        tmp = f"{self.root.rstrip('/')}/.tmp-{os.getpid()}-{uuid.uuid4().hex}"
         size = 0
         try:
             with self.fs.open(tmp, "wb") as fout:
@@ -68,6 +77,8 @@ class BlobStore:
                     fout.flush()
                     os.fsync(fout.fileno())
             digest = f"sha256-{h.hexdigest()}"
+            if before_publish is not None:
+                before_publish(digest)
             if self.has(digest):
                 self.fs.rm(tmp)
             else:
@@ -110,8 +121,23 @@ class BlobStore:
         )
 
     def clean_temporaries(self) -> int:
-        """Remove leftovers of interrupted writes; return how many."""
-        left = [n for n in self.fs.ls(self.root, detail=False) if n.rsplit("/", 1)[-1].startswith(".tmp-")]
+        """Remove leftovers of interrupted writes (temporaries whose writing process is gone)."""
+        left = [
+            n
+            for n in self.fs.ls(self.root, detail=False)
+            if n.rsplit("/", 1)[-1].startswith(".tmp-") and not pid_alive(n.rsplit("/", 1)[-1].split("-")[1])
+        ]
         for n in left:
             self.fs.rm(n)
         return len(left)
+
+
+def pid_alive(pid: str | int) -> bool:
+    """True when a process with this id runs on this host (False for anything unparsable)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True

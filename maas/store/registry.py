@@ -8,21 +8,28 @@ reg.path_for("smollm2:q4")                         # a local path the loaders ac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import re
 import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from maas.config import get_settings
 from maas.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError
-from maas.store.blobs import BlobStore, CorruptBlobError
+from maas.store.blobs import BlobStore, CorruptBlobError, pid_alive
 from maas.store.catalog import File, Tag, Version, open_catalog, session
 
+T = TypeVar("T")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,199}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -121,9 +128,57 @@ class Registry:
             desc=f"importing {name}:{tag}",
             disable=not sys.stderr.isatty(),
         )
-        stored = [(rel, *self.blobs.put_file(p, bar)) for rel, p in files]
-        bar.close()
-        with session(self.engine) as db, db.begin():
+        with self._pending() as protect:
+            stored = [(rel, *self.blobs.put_file(p, bar, protect)) for rel, p in files]
+            bar.close()
+            self._commit_import(name, tag, family, fmt, total, parent, operation, metrics, stored)
+        return self.show(f"{name}:{tag}")
+
+    @contextlib.contextmanager
+    def _pending(self) -> Iterator[Callable[[str], None]]:
+        """Record the digests an import writes (MAAS_HOME/pending) until its catalog rows commit,
+        so that a concurrent `gc` never deletes a blob that is about to be referenced."""
+        d = self.home / "pending"
+        d.mkdir(exist_ok=True)
+        path = d / f"{os.getpid()}-{uuid.uuid4().hex}.json"
+        digests: list[str] = []
+
+        def protect(digest: str) -> None:
+            digests.append(digest)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(digests))
+            os.replace(tmp, path)
+
+        try:
+            yield protect
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _protected(self) -> set[str]:
+        """Digests of imports in progress (records of dead processes are removed)."""
+        out: set[str] = set()
+        for f in (self.home / "pending").glob("*.json"):
+            if not pid_alive(f.name.split("-")[0]):
+                f.unlink(missing_ok=True)
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                out.update(json.loads(f.read_text()))
+        return out
+
+    def _commit_import(
+        self,
+        name: str,
+        tag: str,
+        family: str,
+        fmt: str,
+        total: int,
+        parent: str | None,
+        operation: str,
+        metrics: dict[str, Any] | None,
+        stored: list[tuple[str, str, int]],
+    ) -> None:
+
+        def write(db: Any) -> None:
             parent_id = self._version(db, parent).id if parent else None
             v = Version(name=name, family=family, format=fmt, size=total, parent_id=parent_id, operation=operation,
                         metrics=metrics or {})  # fmt: skip
@@ -131,7 +186,21 @@ class Registry:
             db.add(v)
             db.flush()
             self._point(db, name, tag, v.id)
-        return self.show(f"{name}:{tag}")
+
+        self._write(write)
+
+    def _write(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(db)` in one transaction; retried when a concurrent writer wins a race (same tag
+        created twice, SQLite busy, PostgreSQL serialization failure)."""
+        for attempt in range(8):
+            try:
+                with session(self.engine) as db, db.begin():
+                    return fn(db)
+            except (IntegrityError, OperationalError) as e:
+                if attempt == 7:
+                    raise InvalidRequestError(f"the catalog stayed busy or conflicting: {e.orig}") from None
+                time.sleep(0.02 * (attempt + 1) + random.random() * 0.03)
+        raise AssertionError("unreachable")
 
     def _point(self, db: Any, name: str, tag: str, version_id: int) -> None:
         row = db.scalar(select(Tag).where(Tag.name == name, Tag.tag == tag))
@@ -146,14 +215,14 @@ class Registry:
     def tag(self, src: str, dst: str) -> VersionInfo:
         """Make `dst` another name for the version `src` points at."""
         name, tag = parse_ref(dst)
-        with session(self.engine) as db, db.begin():
-            self._point(db, name, tag, self._version(db, src).id)
+        self._write(lambda db: self._point(db, name, tag, self._version(db, src).id))
         return self.show(dst)
 
     def rm(self, ref: str) -> list[str]:
         """Remove a tag (and its version when no tag is left); collect unreferenced blobs."""
         name, tag = parse_ref(ref)
-        with session(self.engine) as db, db.begin():
+
+        def remove(db: Any) -> None:
             row = db.scalar(select(Tag).where(Tag.name == name, Tag.tag == tag))
             if row is None:
                 raise ModelNotFoundError(f"no model {name}:{tag} in the registry")
@@ -161,6 +230,8 @@ class Registry:
             db.delete(row)
             db.flush()
             self._drop_if_untagged(db, vid)
+
+        self._write(remove)
         return self.gc()
 
     def _drop_if_untagged(self, db: Any, version_id: int) -> None:
@@ -174,8 +245,9 @@ class Registry:
 
     def gc(self) -> list[str]:
         """Delete blobs no file of any version references (and leftovers of interrupted imports)."""
+        protected = self._protected()
         with session(self.engine) as db:
-            used = set(db.scalars(select(File.digest)).all())
+            used = set(db.scalars(select(File.digest)).all()) | protected
         self.blobs.clean_temporaries()
         gone = [d for d in self.blobs.digests() if d not in used]
         for d in gone:

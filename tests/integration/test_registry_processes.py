@@ -56,3 +56,36 @@ def test_import_killed_midway_leaves_store_consistent_and_can_be_redone(tmp_path
     assert not list(blobs.glob(".tmp-*"))
     info = reg.import_path(big, "big")
     assert info.size == big.stat().st_size and all(ok for *_, ok in reg.verify("big"))
+
+
+def _tagger(home: str, url: str, k: int, errors) -> None:  # type: ignore[no-untyped-def]
+    reg = Registry(home=home, database_url=url)
+    for i in range(12):
+        try:
+            reg.tag("base", f"alias:t{i}")
+            reg.tag("other", f"alias:t{(i + k) % 12}")
+        except Exception as e:  # collected and asserted on by the parent
+            errors.put(f"{type(e).__name__}: {e}")
+
+
+def test_concurrent_taggers_never_fail_and_leave_one_row_per_tag(tmp_path, catalog_url):
+    import multiprocessing as mp
+
+    from tests.gguf_util import tiny_model, write_gguf
+
+    home = str(tmp_path / "home")
+    reg = Registry(home=home, database_url=catalog_url)
+    reg.import_path(write_gguf(tmp_path / "a.gguf", tiny_model(seed=0)), "base")
+    reg.import_path(write_gguf(tmp_path / "b.gguf", tiny_model(seed=1)), "other")
+    ctx = mp.get_context("spawn")
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=_tagger, args=(home, catalog_url, k, errors)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert errors.empty(), errors.get()
+    tags = [f"{i.name}:{i.tag}" for i in reg.list_models()]
+    assert len(tags) == len(set(tags)) == 14  # base, other, alias:t0..t11
+    assert {i.version for i in reg.list_models()} <= {reg.show("base").version, reg.show("other").version}

@@ -128,3 +128,19 @@ def test_models_load_from_a_non_local_store(tmp_path, gguf, catalog_url):
     with pytest.raises(CorruptBlobError, match="tiny:remote.*does not match its digest"):
         other.path_for("tiny:remote")
     assert not list((tmp_path / "b" / "cache").glob("sha256-*"))  # nothing bad left in the cache
+
+
+def test_gc_during_an_import_keeps_the_new_blobs(reg, gguf, monkeypatch):
+    other = Registry(home=reg.home, database_url=str(reg.engine.url.render_as_string(hide_password=False)))
+    real_put = reg.blobs.put_stream
+    collected: list[list[str]] = []
+
+    def put_then_gc(fin, progress=None, before_publish=None):
+        out = real_put(fin, progress, before_publish)
+        collected.append(other.gc())  # another process collecting right after the blob appeared
+        return out
+
+    monkeypatch.setattr(reg.blobs, "put_stream", put_then_gc)
+    info = reg.import_path(gguf, "tiny:racing")
+    assert collected == [[]]  # the blob of the import in progress was not collected
+    assert all(ok for *_, ok in reg.verify("tiny:racing")) and info.files
