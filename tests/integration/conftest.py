@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,15 +31,17 @@ class Server:
         return self.url + "/v1"
 
 
-def start_server(*args: str, timeout: float = 180.0) -> Server:
+def start_server(*args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "maas.cli.main", "serve", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    # The log goes to a file: a pipe nobody reads would block a chatty server once full.
+    log = tempfile.NamedTemporaryFile(prefix=f"maas-serve-{port}-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or {**os.environ})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
+            out = open(log.name, encoding="utf-8", errors="replace").read()  # noqa: SIM115
             raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
