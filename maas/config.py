@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     block_size: int = 16
     threads: int = 0  # 0: torch default
     log_level: str = "info"
+    api_keys: str = ""  # comma-separated keys accepted on /v1 (MAAS_API_KEYS)
+    admin_api_keys: str = ""  # comma-separated keys also accepted on /admin (MAAS_ADMIN_API_KEYS)
     auto_import_builtins: bool = True  # import the built-in models into the registry at first use
 
 

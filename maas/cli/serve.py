@@ -54,6 +54,23 @@ def add_parser(sub: Any) -> None:
         action="store_false",
         help="answer only for the MODELs named here, not for other registry models",
     )
+    a = p.add_argument_group("access and limits")
+    a.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                   help="require `Authorization: Bearer KEY` on /v1 and /admin (repeatable; also MAAS_API_KEYS)")  # fmt: skip
+    a.add_argument("--admin-api-key", action="append", default=[], metavar="KEY",
+                   help="a key that may also use /admin (repeatable; also MAAS_ADMIN_API_KEYS)")  # fmt: skip
+    a.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="keys, one per line; `admin:KEY` for admin keys; # comments")  # fmt: skip
+    a.add_argument("--protect-metrics", action="store_true", help="require a key on /metrics too")
+    a.add_argument("--max-queued-requests", type=int, default=512,
+                   help="requests waiting per model beyond its running batch; more get 429 (default %(default)s)")  # fmt: skip
+    a.add_argument("--max-body-size", type=_bytes, default=32 << 20, metavar="SIZE",
+                   help="largest request body; larger gets 413 (default 32MiB)")  # fmt: skip
+    a.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT: seconds to let running requests finish while new ones get 503 "
+                   "(default %(default)s; 0 = stop at once)")  # fmt: skip
+    a.add_argument("--access-log-json", action="store_true",
+                   help="one JSON line per request on the maas.access logger (id, model, key id, tokens, latency)")  # fmt: skip
     g = p.add_argument_group("embeddings")
     g.add_argument(
         "--embed-max-batch-size",
@@ -71,6 +88,30 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _options(args: argparse.Namespace) -> Any:
+    from maas.errors import InvalidRequestError
+    from maas.server.app import ServerOptions
+    from maas.server.auth import KeyRing, read_key_file
+
+    s = get_settings()
+    user = [*args.api_key, *s.api_keys.split(",")]
+    admin = [*args.admin_api_key, *s.admin_api_keys.split(",")]
+    if args.api_key_file:
+        try:
+            u, a = read_key_file(args.api_key_file)
+        except OSError as e:
+            raise InvalidRequestError(f"cannot read --api-key-file: {e}") from None
+        user, admin = user + u, admin + a
+    if args.max_queued_requests < 0:
+        raise InvalidRequestError("--max-queued-requests must be >= 0")
+    return ServerOptions(
+        keys=KeyRing.build(user, admin, args.protect_metrics),
+        max_body_bytes=args.max_body_size,
+        max_queued_requests=args.max_queued_requests,
+        json_access_log=args.access_log_json,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the models, then serve until interrupted (they load as the server starts)."""
     from maas.errors import InvalidRequestError
@@ -83,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError(
             "--embed-max-batch-size must be >= 1 and --embed-max-wait-ms within 0..1000"
         )
+    options = _options(args)  # a bad key file fails before any model loads
     ensure_builtins_imported()
     pool = build_pool(
         args.models or DEFAULT_MODELS,
@@ -99,5 +141,5 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         pool.shutdown()  # engines already started stop cleanly before the error is shown
         raise
-    serve(pool, args.host, args.port, args.log_level)
+    serve(pool, args.host, args.port, args.log_level, options, args.drain_timeout)
     return 0

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class EmbeddingEngine:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.stats_ = BatchStats()
+        self.on_batch: Callable[[int], None] | None = None  # called with each batch's size (metrics)
         self._q: queue.Queue[tuple[_Job, int] | None] = queue.Queue()
         self._dead: str | None = None
         self._thread = threading.Thread(target=self._run, name="maas-embedder", daemon=True)
@@ -183,6 +185,8 @@ class EmbeddingEngine:
         s.sequences += len(seqs)
         s.tokens += sum(len(x) for x in seqs)
         s.batch_sizes = [*s.batch_sizes[-999:], len(seqs)]
+        if self.on_batch is not None:
+            self.on_batch(len(seqs))
         for (job, i), v in zip(batch, vecs, strict=True):
             if job.out is None:
                 job.out = torch.empty((len(job.seqs), v.shape[0]))

@@ -226,6 +226,7 @@ class Engine:
             num_prompt_tokens=seq.num_prompt_tokens,
             num_output_tokens=len(seq.output_token_ids),
             logprobs=st.pending_lps,
+            queue_time=None if seq.first_scheduled is None else seq.first_scheduled - seq.arrival,
         )
         st.pending_ids, st.pending_lps = [], []
         if seq.finished:

@@ -116,6 +116,7 @@ class ProcessEngine:
             raise ModelFormatError(msg[1])
         info = msg[1]
         self.max_model_len: int = info["max_model_len"]
+        self.max_num_seqs: int = int(getattr(config, "max_num_seqs", 32))
         self.vocab_size: int = info["vocab_size"]
         self._stats: dict[str, float] = {"running": 0, "waiting": 0, "kv_cache_usage": 0.0}
         self._hub = StreamHub()

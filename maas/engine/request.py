@@ -33,6 +33,7 @@ class Sequence:
     finish_reason: str | None = None
     num_preemptions: int = 0
     first_token_time: float | None = None
+    first_scheduled: float | None = None  # monotonic time it first ran (queue time = this - arrival)
 
     @property
     def num_tokens(self) -> int:
@@ -80,3 +81,4 @@ class RequestOutput:
     num_prompt_tokens: int
     num_output_tokens: int
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    queue_time: float | None = None  # seconds between arrival and first scheduling

@@ -9,6 +9,7 @@ to the front of the queue to be recomputed later.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -129,6 +130,8 @@ class Scheduler:
             self.waiting.popleft()
             self.blocks.grow(seq, target)
             seq.status = Status.RUNNING
+            if seq.first_scheduled is None:
+                seq.first_scheduled = time.monotonic()
             self.running.append(seq)
             batch.items.append(ScheduledSeq(seq, seq.num_computed_tokens, n, target == seq.num_tokens))
             budget -= n

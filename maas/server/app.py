@@ -9,31 +9,56 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
 from maas import __version__
+from maas.server.auth import KeyRing
 from maas.server.errors import install_error_handlers
+from maas.server.metrics import Metrics
+from maas.server.middleware import Gateway
 from maas.server.pool import ModelPool
 from maas.server.routes import admin, chat, completions, embeddings, health, models
+from maas.server.state import ServedModel
 
 log = logging.getLogger("maas.server")
 
 
-def create_app(pool: ModelPool) -> FastAPI:
-    """An app serving `pool`: its start-up models load before /health turns 200; engines stop at exit."""
+@dataclass(frozen=True)
+class ServerOptions:
+    """What the HTTP layer enforces."""
+
+    keys: KeyRing = field(default_factory=KeyRing)
+    max_body_bytes: int = 32 << 20
+    max_queued_requests: int = 512  # per model, beyond its running batch; more -> 429
+    json_access_log: bool = False
+
+
+def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway:
+    """An ASGI app serving `pool`: start-up models load before /health turns 200; engines stop at exit."""
+    opts = options or ServerOptions()
+    metrics = Metrics(lambda: [(m.name, m.engine) for m in pool.loaded()])
+
+    def attach(m: ServedModel) -> None:
+        if m.kind == "embedding":
+            m.engine.on_batch = metrics.embed_batch.labels(m.name).observe
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.preload()
         for m in pool.loaded():
+            attach(m)
             log.info("serving %s (%s)", m.name, m.kind)
         yield
         await asyncio.to_thread(pool.shutdown)
 
+    pool.on_load = attach
     app = FastAPI(title="maas", version=__version__, lifespan=lifespan)
     app.state.models = pool
+    app.state.metrics = metrics
+    app.state.options = opts
     install_error_handlers(app)
     for r in (chat.router, completions.router, embeddings.router, models.router, health.router, admin.router):
         app.include_router(r)
-    return app
+    return Gateway(app, opts.keys, metrics, opts.max_body_bytes, opts.json_access_log)

@@ -42,8 +42,11 @@ def status_of(e: MaasError) -> int:
 
 
 def error_response(e: MaasError) -> JSONResponse:
-    """A JSONResponse for a maas error."""
-    return JSONResponse(error_body(e.message, e.kind, e.param, e.code), status_code=status_of(e))
+    """A JSONResponse for a maas error (429s carry Retry-After)."""
+    headers = {"Retry-After": "1"} if isinstance(e, OverloadedError) else None
+    return JSONResponse(
+        error_body(e.message, e.kind, e.param, e.code), status_code=status_of(e), headers=headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -62,12 +65,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     """Register handlers so that no user mistake becomes a bare 500 or a traceback."""
 
+    def rejected(request: Request, reason: str) -> None:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.rejected.labels(getattr(request.state, "model", None) or "", reason).inc()
+
     @app.exception_handler(MaasError)
-    async def _maas(_: Request, e: MaasError) -> JSONResponse:
+    async def _maas(request: Request, e: MaasError) -> JSONResponse:
+        rejected(request, e.code if isinstance(e.code, str) else e.kind)
         return error_response(e)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        rejected(request, "invalid_request")
         msg, param = _validation_message(e)
         return JSONResponse(error_body(msg, "invalid_request_error", param, "invalid_value"), status_code=400)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import uvicorn
@@ -10,6 +12,7 @@ import uvicorn
 from maas.engine.engine import EngineConfig
 from maas.errors import MaasError, UnsupportedModelError
 from maas.server.app import create_app
+from maas.server.middleware import Gateway
 from maas.server.pool import ModelPool
 from maas.server.state import ModelSpec, ServedModel
 from maas.store.locate import Located, api_name, kind_of, local_path, locate, locate_named
@@ -117,8 +120,43 @@ def build_pool(
     )
 
 
-def serve(pool: ModelPool, host: str, port: int, log_level: str = "info") -> None:
-    """Serve the pool's models until interrupted."""
-    app = create_app(pool)
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a graceful first SIGTERM/SIGINT: new requests get 503 (and /health turns 503)
+    while the running ones finish, up to `drain_s`; then the server exits. A second signal exits now."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, drain_s: float):
+        super().__init__(config)
+        self.gateway, self.drain_s = gateway, drain_s
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.gateway.draining or self.drain_s <= 0:
+            self.force_exit = self.gateway.draining
+            super().handle_exit(sig, frame)
+            return
+        self.gateway.draining = True
+        log.info("signal %d: draining %d request(s) (up to %.0f s; again to stop now)", sig,
+                 self.gateway.in_flight, self.drain_s)  # fmt: skip
+        threading.Thread(target=self._drain, args=(sig, frame), daemon=True).start()
+
+    def _drain(self, sig: int, frame: Any) -> None:
+        deadline = time.monotonic() + self.drain_s
+        while self.gateway.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.gateway.in_flight:
+            log.warning("drain timeout: %d request(s) cut off", self.gateway.in_flight)
+        else:
+            log.info("drained; stopping")
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after shutdown (the process would die of SIGTERM);
+        # a drained shutdown is a clean exit.
+        getattr(self, "_captured_signals", []).clear()
+
+
+def serve(
+    pool: ModelPool, host: str, port: int, log_level: str = "info", options: Any = None, drain_s: float = 30.0
+) -> None:
+    """Serve the pool's models until a signal (graceful drain first, see DrainingServer)."""
+    app = create_app(pool, options)
     log.info("listening on http://%s:%d (docs at /docs)", host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    DrainingServer(config, app, drain_s).run()

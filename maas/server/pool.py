@@ -74,6 +74,7 @@ class ModelPool:
         self._changed: asyncio.Condition | None = None
         self._load_lock: asyncio.Lock | None = None
         self.ready = False
+        self.on_load: Callable[[ServedModel], None] | None = None  # e.g. attach metrics hooks
 
     # -- names ---------------------------------------------------------------------------------
 
@@ -168,6 +169,8 @@ class ModelPool:
                 t0 = time.monotonic()
                 served = await asyncio.to_thread(self._load_fn, e.spec)
                 e.served, e.loads = served, e.loads + 1
+                if self.on_load is not None:
+                    self.on_load(served)
                 e.memory = served.memory()
                 e.last_used = time.monotonic()
                 await self._trim(e)

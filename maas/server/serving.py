@@ -17,8 +17,9 @@ from maas.engine.async_engine import AsyncEngine, request_id
 from maas.engine.process_engine import ProcessEngine
 from maas.engine.request import RequestOutput, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
-from maas.errors import MaasError
+from maas.errors import MaasError, OverloadedError
 from maas.server.errors import error_body, status_of
+from maas.server.metrics import RequestTimer
 from maas.server.pool import Lease
 
 
@@ -35,6 +36,9 @@ class Job:
     include_usage: bool
     echo_text: str = ""
     lease: Lease | None = None  # held on the model until the response is complete
+    timer: RequestTimer | None = None
+    state: Any = None  # the request's scope state (access log fields)
+    admitted: Callable[[], None] | None = None  # undoes admission when the job ends
     id: str = field(default_factory=lambda: request_id("chatcmpl"))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -115,6 +119,7 @@ async def _stream(job: Job) -> AsyncIterator[str]:
     f = Formatter(job)
     n_prompt = len(job.prompt_ids)
     completion = [0] * job.params.n
+    reasons: list[str | None] = [None] * job.params.n
     gen: AsyncGenerator[tuple[int, RequestOutput], None] | None = None
     try:
         gen = job.engine.generate(job.id, job.prompt_ids, job.params)
@@ -129,12 +134,15 @@ async def _stream(job: Job) -> AsyncIterator[str]:
                 )
         async for idx, out in gen:
             completion[idx] = out.num_output_tokens
+            _observe(job, out)
             lp = f.logprobs(idx, out.logprobs)
             if job.kind == "chat":
                 delta = {"content": out.text} if out.text or not out.finished else {}
                 choice = {"index": idx, "delta": delta, "logprobs": lp, "finish_reason": out.finish_reason}
             else:
                 choice = {"index": idx, "text": out.text, "logprobs": lp, "finish_reason": out.finish_reason}
+            if out.finished:
+                reasons[idx] = out.finish_reason
             yield _sse(f.chunk([choice]))
         if job.include_usage:
             body = f.chunk([], f.usage(n_prompt * job.params.n, sum(completion)))
@@ -144,11 +152,28 @@ async def _stream(job: Job) -> AsyncIterator[str]:
     finally:
         if gen is not None:
             await gen.aclose()
+        _finish(job, n_prompt * job.params.n, sum(completion), reasons)
         _release(job)
     yield "data: [DONE]\n\n"
 
 
+def _observe(job: Job, out: RequestOutput) -> None:
+    if job.timer is not None:
+        job.timer.output(len(out.token_ids), out.queue_time)
+
+
+def _finish(job: Job, prompt: int, completion: int, reasons: list[str | None]) -> None:
+    if job.timer is not None:
+        job.timer.finish(prompt, completion, reasons[0] if reasons and all(reasons) else None)
+        job.timer = None
+    if job.state is not None:
+        job.state.prompt_tokens, job.state.completion_tokens = prompt, completion
+
+
 def _release(job: Job) -> None:
+    if job.admitted is not None:
+        job.admitted()
+        job.admitted = None
     if job.lease is not None:
         job.lease.release()
 
@@ -156,13 +181,26 @@ def _release(job: Job) -> None:
 async def _collect(job: Job) -> dict[str, Any]:
     choices = [_Choice() for _ in range(job.params.n)]
     n_prompt = len(job.prompt_ids)
-    async for idx, out in job.engine.generate(job.id, job.prompt_ids, job.params):
-        c = choices[idx]
-        c.text += out.text
-        c.logprobs += out.logprobs
-        c.completion_tokens = out.num_output_tokens
-        if out.finished:
-            c.finish_reason = out.finish_reason
+    try:
+        async for idx, out in job.engine.generate(job.id, job.prompt_ids, job.params):
+            _observe(job, out)
+            _add(choices[idx], out)
+    finally:
+        _finish(job, n_prompt * job.params.n, sum(c.completion_tokens for c in choices),
+                [c.finish_reason for c in choices])  # fmt: skip
+    return _whole_body(job, choices)
+
+
+def _add(c: _Choice, out: RequestOutput) -> None:
+    c.text += out.text
+    c.logprobs += out.logprobs
+    c.completion_tokens = out.num_output_tokens
+    if out.finished:
+        c.finish_reason = out.finish_reason
+
+
+def _whole_body(job: Job, choices: list[_Choice]) -> dict[str, Any]:
+    n_prompt = len(job.prompt_ids)
     f = Formatter(job)
     usage = f.usage(n_prompt * job.params.n, sum(c.completion_tokens for c in choices))
     if job.kind == "chat":
@@ -200,8 +238,35 @@ async def _collect(job: Job) -> dict[str, Any]:
     }
 
 
+def _admit(job: Job, request: Request) -> None:
+    """Bounded queue: at most max_num_seqs + max_queued_requests jobs per model, else 429."""
+    app = request.app
+    flights: dict[int, int] = app.state.__dict__.setdefault("in_flight", {})
+    key = id(job.engine)
+    limit = getattr(job.engine, "max_num_seqs", 32) + app.state.options.max_queued_requests
+    if flights.get(key, 0) >= limit:
+        raise OverloadedError(
+            f"model {job.model!r} has {limit} requests running or queued; retry shortly", code="queue_full"
+        )
+    flights[key] = flights.get(key, 0) + 1
+
+    def done() -> None:
+        flights[key] -= 1
+
+    job.admitted = done
+
+
 async def respond(job: Job, request: Request) -> Any:
     """Run a job: an SSE stream (client disconnect cancels it) or one JSON body."""
+    try:
+        _admit(job, request)
+    except MaasError:
+        _release(job)
+        raise
+    request.state.model = job.model
+    job.state = request.state
+    metrics = getattr(request.app.state, "metrics", None)
+    job.timer = metrics.timer(job.model) if metrics is not None else None
     if job.stream:
         return StreamingResponse(
             _stream(job),

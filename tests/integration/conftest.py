@@ -25,6 +25,7 @@ def free_port() -> int:
 class Server:
     url: str
     proc: subprocess.Popen[bytes]
+    log: str = ""  # the server's stdout + stderr file
 
     @property
     def base_url(self) -> str:
@@ -45,7 +46,7 @@ def start_server(*args: str, timeout: float = 180.0, env: dict[str, str] | None 
             raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return Server(url, proc)
+                return Server(url, proc, log.name)
         except httpx.HTTPError:
             pass
         time.sleep(0.3)

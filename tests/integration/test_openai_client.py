@@ -69,7 +69,7 @@ def test_stop_strings_n_seed_and_logprobs(client):
 def test_models_and_health(client, server):
     import httpx
 
-    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert [m.id for m in client.models.list().data] == [MODEL, "all-minilm-l6-v2"]  # the default pair
     h = httpx.get(server.url + "/health").json()
     assert h["status"] == "ok"
     assert httpx.get(server.url + "/docs").status_code == 200

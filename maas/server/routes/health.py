@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
 from maas.server.deps import Models
 
@@ -22,3 +22,9 @@ async def health(models: Models) -> Any:
     if not all(m.engine.alive for m in loaded):
         return JSONResponse({"status": "engine stopped", "models": stats}, status_code=503)
     return {"status": "ok", "models": stats}
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+async def metrics(request: Request) -> Response:
+    """Counters, gauges and histograms in Prometheus' text format (maas:* names, model label)."""
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
