@@ -53,6 +53,14 @@ class SamplingParams:
             raise bad("repetition_penalty", f"must be in (0, 2], got {self.repetition_penalty}")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise bad("logprobs", f"must be between 0 and 20, got {self.logprobs}")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+            raise bad("seed", f"must fit in 64 bits, got {self.seed}")
+        if self.max_tokens is not None and self.max_tokens >= 2**31:
+            raise bad("max_tokens", f"is absurd: {self.max_tokens}")
+        if self.top_k >= 2**31:
+            raise bad("top_k", f"is absurd: {self.top_k}")
+        if len(self.stop_token_ids) > 256 or any(not 0 <= t < 2**31 for t in self.stop_token_ids):
+            raise bad("stop_token_ids", "must be at most 256 token ids, each in 0..2**31-1")
         if len(self.stop) > 16 or any(not s for s in self.stop):
             raise bad("stop", "must be at most 16 non-empty strings")
 
