@@ -21,10 +21,10 @@ def _setup_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every verb has --help)."""
-    from maas.cli import embed, models, run, serve
+    from maas.cli import bench, embed, models, run, serve
 
     p = argparse.ArgumentParser(
-        prog="maas", description="maas: model as a service (serve, run, embed, models)"
+        prog="maas", description="maas: model as a service (serve, run, embed, models, bench)"
     )
     p.add_argument("--version", action="version", version=f"maas {__version__}")
     p.add_argument(
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     embed.add_parser(sub)
     models.add_parser(sub)
+    bench.add_parser(sub)
     return p
 
 

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine, event
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 
@@ -75,10 +75,15 @@ def open_catalog(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
-    try:
-        migrate(engine)
-    except OperationalError:  # another process migrated between our check and our change
-        migrate(engine)
+    for attempt in range(5):
+        try:
+            migrate(engine)
+            break
+        except (OperationalError, IntegrityError, ProgrammingError):
+            # another process created the tables between our check and our change: look again
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
     return engine
 
 
@@ -94,6 +99,8 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # one migrating process at a time
+            conn.execute(text("SELECT pg_advisory_xact_lock(7236001)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -21,13 +21,15 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def engine_processes(pid: int) -> list[psutil.Process]:
+    """The server's engine processes (multiprocessing children; not their own helpers)."""
     out = []
-    for c in psutil.Process(pid).children(recursive=True):
+    for c in psutil.Process(pid).children(recursive=False):
         try:
-            if "resource_tracker" not in " ".join(c.cmdline()):
-                out.append(c)
+            cmd = " ".join(c.cmdline())
         except psutil.Error:
-            pass
+            continue
+        if "resource_tracker" not in cmd and ("spawn_main" in cmd or "multiprocessing" in cmd):
+            out.append(c)
     return out
 
 

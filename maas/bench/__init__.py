@@ -1,0 +1,1 @@
+"""Load generator and report for any OpenAI-compatible server."""
