@@ -57,3 +57,9 @@ class OverloadedError(MaasError):
     """The server is at capacity (429/503)."""
 
     kind = "overloaded"
+
+
+class RequestTimeoutError(MaasError):
+    """The request ran past the server's per-request timeout (504)."""
+
+    kind = "timeout"

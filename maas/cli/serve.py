@@ -66,6 +66,12 @@ def add_parser(sub: Any) -> None:
                    help="requests waiting per model beyond its running batch; more get 429 (default %(default)s)")  # fmt: skip
     a.add_argument("--max-body-size", type=_bytes, default=32 << 20, metavar="SIZE",
                    help="largest request body; larger gets 413 (default 32MiB)")  # fmt: skip
+    a.add_argument("--rate-limit-rpm", type=int, default=0, metavar="N",
+                   help="requests per minute per API key (or client address without keys); 0 = none")  # fmt: skip
+    a.add_argument("--rate-limit-tpm", type=int, default=0, metavar="N",
+                   help="prompt + completion tokens per minute per API key (or address); 0 = none")  # fmt: skip
+    a.add_argument("--request-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="abort a generation running longer than this (504); 0 = none (default)")  # fmt: skip
     a.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM/SIGINT: seconds to let running requests finish while new ones get 503 "
                    "(default %(default)s; 0 = stop at once)")  # fmt: skip
@@ -109,6 +115,9 @@ def _options(args: argparse.Namespace) -> Any:
         max_body_bytes=args.max_body_size,
         max_queued_requests=args.max_queued_requests,
         json_access_log=args.access_log_json,
+        requests_per_min=max(0, args.rate_limit_rpm),
+        tokens_per_min=max(0, args.rate_limit_tpm),
+        request_timeout_s=max(0.0, args.request_timeout),
     )
 
 

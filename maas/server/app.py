@@ -19,6 +19,7 @@ from maas.server.errors import install_error_handlers
 from maas.server.metrics import Metrics
 from maas.server.middleware import Gateway
 from maas.server.pool import ModelPool
+from maas.server.ratelimit import RateLimiter
 from maas.server.routes import admin, chat, completions, embeddings, health, models
 from maas.server.state import ServedModel
 
@@ -33,6 +34,9 @@ class ServerOptions:
     max_body_bytes: int = 32 << 20
     max_queued_requests: int = 512  # per model, beyond its running batch; more -> 429
     json_access_log: bool = False
+    requests_per_min: int = 0  # per API key (or client address without keys); 0 = no limit
+    tokens_per_min: int = 0
+    request_timeout_s: float = 0.0  # 0 = none; longer requests are aborted (504)
 
 
 def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway:
@@ -58,6 +62,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
     app.state.models = pool
     app.state.metrics = metrics
     app.state.options = opts
+    app.state.limiter = RateLimiter(opts.requests_per_min, opts.tokens_per_min)
     install_error_handlers(app)
     for r in (chat.router, completions.router, embeddings.router, models.router, health.router, admin.router):
         app.include_router(r)

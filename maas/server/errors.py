@@ -16,6 +16,7 @@ from maas.errors import (
     MaasError,
     ModelNotFoundError,
     OverloadedError,
+    RequestTimeoutError,
 )
 
 log = logging.getLogger("maas.server")
@@ -38,6 +39,8 @@ def status_of(e: MaasError) -> int:
         return 429
     if isinstance(e, EngineDeadError):
         return 503
+    if isinstance(e, RequestTimeoutError):
+        return 504
     return 500
 
 

@@ -17,7 +17,7 @@ from maas.engine.async_engine import AsyncEngine, request_id
 from maas.engine.process_engine import ProcessEngine
 from maas.engine.request import RequestOutput, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
-from maas.errors import MaasError, OverloadedError
+from maas.errors import MaasError, OverloadedError, RequestTimeoutError
 from maas.server.errors import error_body, status_of
 from maas.server.metrics import RequestTimer
 from maas.server.pool import Lease
@@ -39,6 +39,8 @@ class Job:
     timer: RequestTimer | None = None
     state: Any = None  # the request's scope state (access log fields)
     admitted: Callable[[], None] | None = None  # undoes admission when the job ends
+    charge: Callable[[int], None] | None = None  # tokens used, for tokens/min limits
+    deadline: float | None = None  # monotonic time after which the request is aborted
     id: str = field(default_factory=lambda: request_id("chatcmpl"))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -132,7 +134,7 @@ async def _stream(job: Job) -> AsyncIterator[str]:
                 yield _sse(
                     f.chunk([{"index": i, "text": job.echo_text, "logprobs": None, "finish_reason": None}])
                 )
-        async for idx, out in gen:
+        async for idx, out in _within_deadline(job, gen):
             completion[idx] = out.num_output_tokens
             _observe(job, out)
             lp = f.logprobs(idx, out.logprobs)
@@ -157,6 +159,31 @@ async def _stream(job: Job) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
+async def _within_deadline(
+    job: Job, gen: AsyncGenerator[tuple[int, RequestOutput], None]
+) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """The engine's outputs until the request's deadline (then RequestTimeoutError; closing the
+    generator aborts the request in the engine)."""
+    if job.deadline is None:
+        async for item in gen:
+            yield item
+        return
+    while True:
+        remaining = job.deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            item = await asyncio.wait_for(gen.__anext__(), remaining)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            await gen.aclose()
+            raise RequestTimeoutError(
+                "the request ran past the server's request timeout and was stopped"
+            ) from None
+        yield item
+
+
 def _observe(job: Job, out: RequestOutput) -> None:
     if job.timer is not None:
         job.timer.output(len(out.token_ids), out.queue_time)
@@ -168,6 +195,9 @@ def _finish(job: Job, prompt: int, completion: int, reasons: list[str | None]) -
         job.timer = None
     if job.state is not None:
         job.state.prompt_tokens, job.state.completion_tokens = prompt, completion
+    if job.charge is not None:
+        job.charge(prompt + completion)
+        job.charge = None
 
 
 def _release(job: Job) -> None:
@@ -182,7 +212,7 @@ async def _collect(job: Job) -> dict[str, Any]:
     choices = [_Choice() for _ in range(job.params.n)]
     n_prompt = len(job.prompt_ids)
     try:
-        async for idx, out in job.engine.generate(job.id, job.prompt_ids, job.params):
+        async for idx, out in _within_deadline(job, job.engine.generate(job.id, job.prompt_ids, job.params)):
             _observe(job, out)
             _add(choices[idx], out)
     finally:
@@ -238,9 +268,19 @@ def _whole_body(job: Job, choices: list[_Choice]) -> dict[str, Any]:
     }
 
 
+def client_of(request: Request) -> str:
+    """Who a rate limit applies to: the API key's id, else the remote address."""
+    key = getattr(request.state, "key_id", None)
+    return f"key:{key}" if key else f"addr:{request.client.host if request.client else '?'}"
+
+
 def _admit(job: Job, request: Request) -> None:
-    """Bounded queue: at most max_num_seqs + max_queued_requests jobs per model, else 429."""
+    """Rate limits, then the bounded queue: at most max_num_seqs + max_queued_requests jobs per model."""
     app = request.app
+    limiter = getattr(app.state, "limiter", None)
+    if limiter is not None and limiter.enabled:
+        limiter.admit(client_of(request))
+        job.charge = lambda n: limiter.spent(client_of(request), n)
     flights: dict[int, int] = app.state.__dict__.setdefault("in_flight", {})
     key = id(job.engine)
     limit = getattr(job.engine, "max_num_seqs", 32) + app.state.options.max_queued_requests
@@ -267,6 +307,8 @@ async def respond(job: Job, request: Request) -> Any:
     job.state = request.state
     metrics = getattr(request.app.state, "metrics", None)
     job.timer = metrics.timer(job.model) if metrics is not None else None
+    timeout = request.app.state.options.request_timeout_s
+    job.deadline = time.monotonic() + timeout if timeout > 0 else None
     if job.stream:
         return StreamingResponse(
             _stream(job),

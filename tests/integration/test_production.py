@@ -156,3 +156,32 @@ def test_sigterm_drains_streams_refuses_new_requests_and_exits_0():
         assert s.proc.wait(timeout=60) == 0
     finally:
         stop_server(s)
+
+
+def test_rate_limits_and_request_timeout():
+    s = start_server(MODEL, "--max-model-len", "2048", "--max-num-seqs", "2", "--api-key", "k1", "--api-key", "k2",
+                     "--rate-limit-rpm", "3", "--request-timeout", "6")  # fmt: skip
+    try:
+        body = {"model": MODEL, "prompt": "hi", "max_tokens": 2}
+        codes = [httpx.post(s.url + "/v1/completions", headers=auth("k1"), json=body, timeout=60).status_code
+                 for _ in range(4)]  # fmt: skip
+        assert codes == [200, 200, 200, 429]
+        r = httpx.post(s.url + "/v1/completions", headers=auth("k1"), json=body, timeout=60)
+        assert r.json()["error"]["code"] == "rate_limit_requests" and r.headers["retry-after"]
+        assert (
+            httpx.post(s.url + "/v1/completions", headers=auth("k2"), json=body, timeout=60).status_code
+            == 200
+        )
+        long = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1800, "ignore_eos": True}
+        t = time.monotonic()
+        r = httpx.post(s.url + "/v1/completions", headers=auth("k2"), json=long, timeout=60)
+        assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"
+        assert 6 <= time.monotonic() - t < 15
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the aborted request leaves the engine
+            if httpx.get(s.url + "/health", timeout=10).json()["models"][MODEL]["running"] == 0:
+                break
+            time.sleep(0.2)
+        assert httpx.get(s.url + "/health", timeout=10).json()["models"][MODEL]["running"] == 0
+    finally:
+        stop_server(s)
