@@ -30,6 +30,7 @@ class Record:
     prompt_tokens: int = 0
     token_times: list[float] = field(default_factory=list)  # arrival time of each output chunk
     error: str | None = None  # None: ok; else "http_429", "http_503", "timeout", "connect", ...
+    retry_after: float | None = None  # seconds the server asked to wait (429/503 Retry-After)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +92,10 @@ async def _one(client: httpx.AsyncClient, spec: LoadSpec, prompt: str | list[int
             if r.status_code != 200:
                 await r.aread()
                 rec.error = f"http_{r.status_code}"
+                try:
+                    rec.retry_after = float(r.headers.get("retry-after", ""))
+                except ValueError:
+                    rec.retry_after = None
                 return rec
             async for line in r.aiter_lines():
                 if not line.startswith("data:"):
@@ -170,7 +175,10 @@ async def run_load(
 
             async def worker() -> None:
                 while (p := next_prompt()) is not None:
-                    await finish(await _one(client, spec, p, t0))
+                    rec = await _one(client, spec, p, t0)
+                    await finish(rec)
+                    if rec.retry_after is not None:  # a refused client waits as asked, like real clients
+                        await asyncio.sleep(min(rec.retry_after, 30.0))
 
             await asyncio.gather(*(worker() for _ in range(spec.concurrency or 1)))
     return records, time.perf_counter() - t0
