@@ -20,7 +20,7 @@ from maas.engine.sampling_params import SamplingParams
 from maas.errors import MaasError, OverloadedError, RequestTimeoutError
 from maas.server.errors import error_body, status_of
 from maas.server.metrics import RequestTimer
-from maas.server.pool import Lease
+from maas.server.pool import Lease, ModelPool
 
 
 @dataclass
@@ -339,3 +339,14 @@ async def _respond_whole(job: Job, request: Request) -> Any:
         return task.result()
     except MaasError as e:
         return JSONResponse(error_body(e.message, e.kind, e.param, e.code), status_code=status_of(e))
+
+
+async def run_job(models: ModelPool, model: str, request: Request, build: Callable[[Lease], Job]) -> Any:
+    """Lease the model, build the job on it (validation may fail: the lease is returned), respond."""
+    lease = await models.acquire(model, "llm")
+    try:
+        job = build(lease)
+    except BaseException:
+        lease.release()
+        raise
+    return await respond(job, request)

@@ -67,3 +67,20 @@ def test_client_disconnect_aborts_the_request(server):
             break
         time.sleep(0.1)
     assert stats["running"] == 0 and stats["kv_cache_usage"] == 0.0
+    # the Prometheus view agrees, and the aborted request's tokens stop counting
+    scrape = lambda: httpx.get(server.url + "/metrics").text  # noqa: E731
+    text = scrape()
+    assert f'maas:num_requests_running{{model="{MODEL}"}} 0.0' in text
+    assert f'maas:request_success_total{{finished_reason="abort",model="{MODEL}"}}' in text
+    generated = [
+        line
+        for line in text.splitlines()
+        if line.startswith(f'maas:generation_tokens_total{{model="{MODEL}"}}')
+    ]
+    time.sleep(1.0)
+    again = [
+        line
+        for line in scrape().splitlines()
+        if line.startswith(f'maas:generation_tokens_total{{model="{MODEL}"}}')
+    ]
+    assert generated == again

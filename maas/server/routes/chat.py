@@ -10,7 +10,7 @@ from maas.engine.sampling_params import SamplingParams
 from maas.server.deps import Models
 from maas.server.pool import Lease
 from maas.server.protocol import ChatCompletionRequest
-from maas.server.serving import Job, respond
+from maas.server.serving import Job, run_job
 
 router = APIRouter()
 
@@ -19,13 +19,7 @@ router = APIRouter()
 async def chat_completions(body: ChatCompletionRequest, request: Request, models: Models) -> Any:
     """Answer a conversation with the model's chat template; streams as SSE when `stream` is true."""
     params = body.sampling_params()  # bad parameters fail before a model is loaded for them
-    lease = await models.acquire(body.model, "llm")
-    try:
-        job = _job(body, params, lease)
-    except BaseException:
-        lease.release()
-        raise
-    return await respond(job, request)
+    return await run_job(models, body.model, request, lambda lease: _job(body, params, lease))
 
 
 def _job(body: ChatCompletionRequest, params: SamplingParams, lease: Lease) -> Job:

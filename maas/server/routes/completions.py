@@ -12,7 +12,7 @@ from maas.errors import InvalidRequestError
 from maas.server.deps import Models
 from maas.server.pool import Lease
 from maas.server.protocol import CompletionRequest
-from maas.server.serving import Job, respond
+from maas.server.serving import Job, run_job
 
 router = APIRouter()
 
@@ -21,13 +21,7 @@ router = APIRouter()
 async def completions(body: CompletionRequest, request: Request, models: Models) -> Any:
     """Continue a prompt (text or token ids); streams as SSE when `stream` is true."""
     params = body.sampling_params()  # bad parameters fail before a model is loaded for them
-    lease = await models.acquire(body.model, "llm")
-    try:
-        job = _job(body, params, lease)
-    except BaseException:
-        lease.release()
-        raise
-    return await respond(job, request)
+    return await run_job(models, body.model, request, lambda lease: _job(body, params, lease))
 
 
 def _job(body: CompletionRequest, params: SamplingParams, lease: Lease) -> Job:
