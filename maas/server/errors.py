@@ -87,7 +87,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(e.detail), kind, None, e.status_code), status_code=e.status_code)
+        code = "payload_too_large" if e.status_code == 413 else e.status_code
+        return JSONResponse(error_body(str(e.detail), kind, None, code), status_code=e.status_code)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, e: Exception) -> JSONResponse:

@@ -9,6 +9,8 @@ import time
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from maas.server.auth import KeyRing
 from maas.server.errors import error_body
 from maas.server.metrics import Metrics
@@ -16,10 +18,6 @@ from maas.server.metrics import Metrics
 access = logging.getLogger("maas.access")
 
 Scope = dict[str, Any]
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class Gateway:
@@ -96,8 +94,6 @@ class Gateway:
                 await reply(413, _too_large(self.max_body))
                 return
             await self.app(scope, self._limited(receive), send_with_id)
-        except _TooLarge:
-            await reply(413, _too_large(self.max_body))
         finally:
             if counted:
                 self.in_flight -= 1
@@ -112,7 +108,8 @@ class Gateway:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise _TooLarge
+                    # FastAPI turns an HTTPException raised while reading the body into that status
+                    raise HTTPException(413, detail=_too_large_message(self.max_body))
             return message  # type: ignore[no-any-return]
 
         return wrapped
@@ -132,5 +129,9 @@ class Gateway:
             }))  # fmt: skip
 
 
+def _too_large_message(limit: int) -> str:
+    return f"request body over the limit of {limit} bytes"
+
+
 def _too_large(limit: int) -> dict[str, Any]:
-    return error_body(f"request body over the limit of {limit} bytes", "invalid_request_error", None, 413)
+    return error_body(_too_large_message(limit), "invalid_request_error", None, "payload_too_large")

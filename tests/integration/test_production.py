@@ -98,6 +98,16 @@ def test_oversized_body_is_413(guarded):
     big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * 100_000}]}
     r = httpx.post(guarded.url + "/v1/chat/completions", headers=auth(USER), json=big, timeout=30)
     assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+    def chunks():  # no Content-Length: the limit is enforced while the body streams in
+        yield b'{"model": "' + MODEL.encode() + b'", "messages": [{"role": "user", "content": "'
+        for _ in range(20):
+            yield b"x" * 10_000
+        yield b'"}]}'
+
+    r = httpx.post(guarded.url + "/v1/chat/completions", headers={**auth(USER), "content-type": "application/json"},
+                   content=chunks(), timeout=30)  # fmt: skip
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
     assert httpx.get(guarded.url + "/health", timeout=10).status_code == 200
 
 
