@@ -44,7 +44,12 @@ def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> 
     except Exception as e:  # a bug while loading: report it rather than hang the parent
         out.send(("failed", f"{type(e).__name__}: {e}"))
         return
-    out.send(("ready", {"max_model_len": engine.max_model_len, "vocab_size": engine.lm.config.vocab_size}))
+    try:
+        out.send(
+            ("ready", {"max_model_len": engine.max_model_len, "vocab_size": engine.lm.config.vocab_size})
+        )
+    except (BrokenPipeError, EOFError, OSError):
+        return  # the server went away while we loaded: nothing to serve
     parent = os.getppid()
 
     while True:
