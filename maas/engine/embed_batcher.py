@@ -45,7 +45,6 @@ class BatchStats:
     sequences: int = 0
     batches: int = 0
     tokens: int = 0
-    queued: int = 0
     batch_sizes: list[int] = field(default_factory=list)  # recent batch sizes (last 1000)
 
 
@@ -85,6 +84,7 @@ class EmbeddingEngine:
         s = self.stats_
         return {
             "queued": self._q.qsize(),
+            "tokens": s.tokens,
             "requests": s.requests,
             "sequences": s.sequences,
             "batches": s.batches,

@@ -42,7 +42,7 @@ class ServerOptions:
 def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway:
     """An ASGI app serving `pool`: start-up models load before /health turns 200; engines stop at exit."""
     opts = options or ServerOptions()
-    metrics = Metrics(lambda: [(m.name, m.engine) for m in pool.loaded()])
+    metrics = Metrics(lambda: [(m.name, m.kind, m.engine) for m in pool.loaded()])
 
     def attach(m: ServedModel) -> None:
         if m.kind == "embedding":
@@ -62,6 +62,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
     app.state.models = pool
     app.state.metrics = metrics
     app.state.options = opts
+    app.state.in_flight = {}  # id(engine) -> admitted requests (serving._admit)
     app.state.limiter = RateLimiter(opts.requests_per_min, opts.tokens_per_min)
     install_error_handlers(app)
     for r in (chat.router, completions.router, embeddings.router, models.router, health.router, admin.router):

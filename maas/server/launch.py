@@ -36,7 +36,6 @@ class ModelLoader:
     def __init__(
         self,
         config: EngineConfig,
-        use_registry: bool = True,
         embed_batch: int = 64,
         embed_wait_ms: float = 1.0,
     ):
@@ -44,7 +43,6 @@ class ModelLoader:
         self.embed_batch = embed_batch
         self.embed_wait_s = embed_wait_ms / 1000
         self._registry: Any = None
-        self.use_registry = use_registry
 
     def registry(self) -> Any:
         """The registry, opened once."""
@@ -106,7 +104,7 @@ def build_pool(
     embed_wait_ms: float = 1.0,
 ) -> ModelPool:
     """A pool of the named models (checked now: a bad name fails before the server starts)."""
-    loader = ModelLoader(config, use_registry, embed_batch, embed_wait_ms)
+    loader = ModelLoader(config, embed_batch, embed_wait_ms)
     specs = [spec_for(locate(n), served_name if len(names) == 1 else None) for n in names]
     if max_loaded is None:
         max_loaded = max(3, len(specs))

@@ -25,7 +25,7 @@ _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class Metrics:
     """All of the server's metrics in one registry (one per app, so tests can build several)."""
 
-    def __init__(self, engines: Callable[[], list[tuple[str, Any]]]):
+    def __init__(self, engines: Callable[[], list[tuple[str, str, Any]]]):
         self.registry = CollectorRegistry()
         r = self.registry
         self.ttft = Histogram("maas:time_to_first_token_seconds", "Time to first token.", ["model"],
@@ -96,7 +96,7 @@ class RequestTimer:
 class _EngineGauges(Collector):
     """Running / waiting requests and KV-cache use, read from the loaded engines at scrape time."""
 
-    def __init__(self, engines: Callable[[], list[tuple[str, Any]]]):
+    def __init__(self, engines: Callable[[], list[tuple[str, str, Any]]]):
         self.engines = engines
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -106,10 +106,10 @@ class _EngineGauges(Collector):
         waiting = GaugeMetricFamily("maas:num_requests_waiting", "Requests waiting to run.", labels=["model"])
         kv = GaugeMetricFamily("maas:kv_cache_usage_perc", "KV-cache blocks in use (0-1).", labels=["model"])
         loaded = GaugeMetricFamily("maas:model_loaded", "1 for each loaded model.", labels=["model", "kind"])
-        for name, engine in self.engines():
+        for name, kind, engine in self.engines():
             stats = engine.stats()
-            loaded.add_metric([name, "embedding" if "queued" in stats else "llm"], 1)
-            if "running" in stats:
+            loaded.add_metric([name, kind], 1)
+            if kind == "llm":
                 running.add_metric([name], stats["running"])
                 waiting.add_metric([name], stats["waiting"])
                 kv.add_metric([name], stats["kv_cache_usage"])

@@ -281,7 +281,7 @@ def _admit(job: Job, request: Request) -> None:
     if limiter is not None and limiter.enabled:
         limiter.admit(client_of(request))
         job.charge = lambda n: limiter.spent(client_of(request), n)
-    flights: dict[int, int] = app.state.__dict__.setdefault("in_flight", {})
+    flights: dict[int, int] = app.state.in_flight
     key = id(job.engine)
     limit = getattr(job.engine, "max_num_seqs", 32) + app.state.options.max_queued_requests
     if flights.get(key, 0) >= limit:

@@ -102,7 +102,6 @@ def ensure_builtins_imported() -> None:
     from maas.config import get_settings
     from maas.store.registry import Registry
 
-    if get_settings().auto_import_builtins:
-        reg = Registry()
-        if not (reg.home / "builtins-imported.json").exists():
-            import_builtins(reg)
+    s = get_settings()
+    if s.auto_import_builtins and not (s.home.expanduser() / "builtins-imported.json").exists():
+        import_builtins(Registry())
