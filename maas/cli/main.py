@@ -21,10 +21,10 @@ def _setup_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every verb has --help)."""
-    from maas.cli import bench, embed, models, run, serve
+    from maas.cli import bench, embed, models, run, serve, train
 
     p = argparse.ArgumentParser(
-        prog="maas", description="maas: model as a service (serve, run, embed, models, bench)"
+        prog="maas", description="maas: model as a service (serve, run, embed, train, models, bench)"
     )
     p.add_argument("--version", action="version", version=f"maas {__version__}")
     p.add_argument(
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     run.add_parser(sub)
     embed.add_parser(sub)
+    train.add_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
     return p

@@ -67,7 +67,8 @@ class ModelLoader:
             engine = EmbeddingEngine(embedder, max_batch_size=self.embed_batch, max_wait_s=self.embed_wait_s)
             return ServedModel(spec.name, "embedding", engine)
         raise UnsupportedModelError(
-            f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve"
+            f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve "
+            "(it serves LLMs and embedding models)"
         )
 
     def lookup(self, name: str) -> ModelSpec | None:
@@ -90,6 +91,7 @@ class ModelLoader:
                 api_name(i.name, i.tag), kind_of(i.family), "registry", f"{i.name}:{i.tag}", _estimate(i.size)
             )
             for i in infos
+            if kind_of(i.family) != "tensor"  # classic models: no HTTP API for them yet
         ]
 
 

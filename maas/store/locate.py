@@ -21,8 +21,12 @@ ENCODER_FAMILIES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "m
 
 
 def kind_of(family: str) -> str:
-    """'embedding' for encoder families, 'llm' for the rest."""
-    return "embedding" if family.lower() in ENCODER_FAMILIES else "llm"
+    """'embedding' for encoder families, 'tensor' for maas-trained classic models (maas-cnn, ...),
+    'llm' for the rest."""
+    f = family.lower()
+    if f.startswith("maas-"):
+        return "tensor"
+    return "embedding" if f in ENCODER_FAMILIES else "llm"
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class Located:
     """A model found but not loaded."""
 
     name: str  # the API name it is served under
-    kind: str  # "llm" | "embedding"
+    kind: str  # "llm" | "embedding" | "tensor"
     origin: str  # "path" | "registry" | "builtin"
     source: str  # the path, the registry reference name:tag, or the built-in name
     size: int  # bytes on disk

@@ -1,0 +1,145 @@
+"""A trained model on disk and in the registry.
+
+Transformer LMs are written as HF Llama directories (config.json, model.safetensors,
+tokenizer.json, tokenizer_config.json): the serving engine loads them like any HF model, so a
+trained LM is servable by name at once. The other models are written as `maas-<arch>`
+directories (config.json with the architecture and its parameters, model.safetensors) that
+`load_exported` rebuilds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from maas.errors import ModelFormatError
+from maas.models import zoo
+from maas.models.llama import LlamaForCausalLM
+from maas.train.config import TrainConfig
+from maas.train.data import EOS, Data
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _tensors(model: nn.Module, drop: set[str] = frozenset()) -> dict[str, torch.Tensor]:  # type: ignore[assignment]
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in drop}
+
+
+def export_model(model: nn.Module, cfg: TrainConfig, data: Data, directory: Path) -> Path:
+    """Write `model` (trained on `data` per `cfg`) as a loadable directory; returns it."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*"):
+        if old.is_file():
+            old.unlink()
+    if isinstance(model, LlamaForCausalLM):
+        c = model.config
+        tied = c.tie_word_embeddings
+        _write_json(
+            directory / "config.json",
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "vocab_size": c.vocab_size,
+                "hidden_size": c.hidden_size,
+                "intermediate_size": c.intermediate_size,
+                "num_hidden_layers": c.num_hidden_layers,
+                "num_attention_heads": c.num_attention_heads,
+                "num_key_value_heads": c.num_key_value_heads,
+                "head_dim": c.head_dim,
+                "rms_norm_eps": c.rms_norm_eps,
+                "rope_theta": c.rope_theta,
+                "max_position_embeddings": c.max_position_embeddings,
+                "tie_word_embeddings": tied,
+                "eos_token_id": data.eos_id,
+                "torch_dtype": "float32",
+            },
+        )
+        save_file(
+            _tensors(model, {"lm_head.weight"} if tied else set()), str(directory / "model.safetensors")
+        )
+        tok = data.tokenizer
+        if tok is not None:
+            (directory / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
+            eos = tok.id_to_token(data.eos_id) if data.eos_id is not None else EOS
+            tc = {"eos_token": eos, "bos_token": None, "add_bos_token": False}
+            tc.update(data.info.get("tokenizer_config", {}))  # a fine-tuned model keeps its base's
+            tc["model_max_length"] = c.max_position_embeddings
+            _write_json(directory / "tokenizer_config.json", tc)
+            _write_json(directory / "generation_config.json", {"eos_token_id": data.eos_id})
+        return directory
+    params = cfg.model.params
+    meta: dict[str, Any] = {
+        "model_type": f"maas-{cfg.model.arch}",
+        "architecture": cfg.model.arch,
+        "params": params,
+        "task": data.task,
+    }
+    if data.task == "classify":
+        meta.update(input_shape=list(data.input_shape), num_classes=data.num_classes, labels=data.labels)
+        if "standardize" in data.info:
+            meta["standardize"] = data.info["standardize"]
+    else:
+        meta["vocab_size"] = data.info.get("vocab_size")
+        if data.tokenizer is not None:
+            (directory / "tokenizer.json").write_text(data.tokenizer.to_str(), encoding="utf-8")
+    _write_json(directory / "config.json", meta)
+    save_file(_tensors(model), str(directory / "model.safetensors"))
+    return directory
+
+
+def load_exported(directory: str | Path) -> nn.Module:
+    """Rebuild a model written by export_model (eval mode, CPU)."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    try:
+        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        state = load_file(str(d / "model.safetensors"))
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"cannot read the model in {str(d)!r}: {e}") from None
+    if meta.get("model_type") == "llama":
+        from maas.models.llama import LlamaConfig
+
+        model: nn.Module = LlamaForCausalLM(LlamaConfig.from_hf(meta))
+        if "lm_head.weight" not in state:
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    else:
+        model = zoo.build(
+            meta["architecture"],
+            meta.get("params", {}),
+            input_shape=tuple(meta["input_shape"]) if "input_shape" in meta else None,
+            num_classes=meta.get("num_classes"),
+            vocab_size=meta.get("vocab_size"),
+        )
+    model.load_state_dict(state)
+    if isinstance(model, LlamaForCausalLM):
+        model.tie_weights()
+    return model.eval()
+
+
+def register(directory: Path, cfg: TrainConfig, data: Data, metrics: dict[str, float], steps: int) -> Any:
+    """Import the exported model as `name:tag` with its lineage; returns the VersionInfo."""
+    from maas.store.registry import Registry
+
+    lineage = {
+        "config": cfg.as_dict(),
+        "config_yaml": cfg.source,
+        "data_digest": data.digest,
+        "parent": cfg.model.base,
+        "steps": steps,
+    }
+    return Registry().import_path(
+        directory,
+        f"{cfg.name}:{cfg.output.tag}",
+        parent=cfg.model.base,
+        operation="train",
+        metrics={**metrics, "lineage": lineage},
+    )
