@@ -82,7 +82,7 @@ class Schedule:
         """Plateau: after `patience` evaluations without improvement, multiply the lr by `factor`."""
         if self.s.kind != "plateau":
             return
-        if val_loss < self.best - 1e-4 * abs(self.best):
+        if math.isinf(self.best) or val_loss < self.best - 1e-4 * abs(self.best):
             self.best, self.bad = val_loss, 0
         else:
             self.bad += 1
