@@ -87,7 +87,9 @@ def test_cnn_learns_digits(tmp_path: Path) -> None:
     assert res.metrics["test_accuracy"] >= 0.9
 
 
-def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_checkpoint_write_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     checkpoint.save(tmp_path, {"position": {"step": 1}})
 
     def boom(*a: object, **k: object) -> None:

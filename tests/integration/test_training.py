@@ -1,0 +1,173 @@
+"""Training through the `maas train` command: real processes, real data, real torch.distributed (gloo),
+the result registered and served by a real server to the official openai client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from openai import OpenAI
+
+from maas.train.export import load_exported
+from tests.integration.conftest import start_server, stop_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def maas(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maas.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    h = str(tmp_path / "home")
+    monkeypatch.setenv("MAAS_HOME", h)
+    return {**os.environ, "MAAS_HOME": h}
+
+
+def _show(name: str, env: dict[str, str]) -> dict:
+    r = maas("models", "show", name, env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _params(d: Path) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in load_exported(d).parameters()])
+
+
+MLP = """name: {name}
+seed: 1
+model: {{arch: mlp, params: {{hidden: [64]}}}}
+data: {{kind: digits}}
+optim: {{name: sgd, lr: 0.05, momentum: 0.9}}
+schedule: {{kind: cosine, warmup_steps: 10}}
+train: {{steps: {steps}, batch_size: {batch}, eval_every: 50, checkpoint_every: {ckpt}, log_every: 10}}
+output: {{dir: {out}}}
+"""
+
+
+def _mlp(tmp: Path, name: str, batch: int, steps: int = 60, ckpt: int = 50) -> Path:
+    f = tmp / f"{name}.yaml"
+    f.write_text(MLP.format(name=name, steps=steps, batch=batch, ckpt=ckpt, out=tmp / name))
+    return f
+
+
+def test_cnn_digits_config_reaches_95_percent_and_is_registered(home: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "cnn"
+    r = maas("train", str(ROOT / "configs/cnn-digits.yaml"), "--set", f"output.dir={out}", env=home)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    info = _show("cnn-digits", home)
+    assert info["operation"] == "train" and info["family"] == "maas-cnn"
+    assert info["metrics"]["test_accuracy"] >= 0.95
+    lineage = info["metrics"]["lineage"]
+    assert lineage["data_digest"].startswith("sklearn-digits-") and "arch: cnn" in lineage["config_yaml"]
+    assert (out / "loss.png").exists() and (out / "metrics.jsonl").exists()
+    # The exported model reproduces the registered accuracy on the same test rows.
+    from maas.train.config import load_config
+    from maas.train.data import load_data
+
+    data = load_data(load_config(ROOT / "configs/cnn-digits.yaml"))
+    with torch.no_grad():
+        acc = float((load_exported(out / "model")(data.test.x).argmax(-1) == data.test.y).float().mean())
+    assert acc == pytest.approx(info["metrics"]["test_accuracy"])
+
+
+def test_ddp_two_processes_match_one_process_with_twice_the_batch(
+    home: dict[str, str], tmp_path: Path
+) -> None:
+    one = maas("train", str(_mlp(tmp_path, "one", 32)), "--no-register", env=home)
+    assert one.returncode == 0, one.stderr
+    two = maas("train", str(_mlp(tmp_path, "two", 16)), "--nproc", "2", "--no-register", env=home)
+    assert two.returncode == 0, two.stderr
+    assert "rank 1" in two.stderr or "rank 0" in two.stderr
+    a, b = _params(tmp_path / "one/model"), _params(tmp_path / "two/model")
+    assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+    # fp16 gradient compression: close to exact, not identical.
+    fp16 = maas(
+        "train", str(_mlp(tmp_path, "fp16", 16)), "--nproc", "2", "--no-register",
+        "--set", "distributed.compression=fp16", env=home,
+    )  # fmt: skip
+    assert fp16.returncode == 0, fp16.stderr
+    c = _params(tmp_path / "fp16/model")
+    assert torch.allclose(a, c, atol=1e-2) and not torch.equal(a, c)
+
+
+def _kill_rank(proc: subprocess.Popen[str], rank: str) -> int:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == rank and "maas.train" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGKILL)
+                return child.pid
+        except psutil.Error:
+            continue
+    return 0
+
+
+def test_killed_worker_is_restarted_and_resumes_to_the_same_result(
+    home: dict[str, str], tmp_path: Path
+) -> None:
+    steps = 3000
+    clean = maas(
+        "train", str(_mlp(tmp_path, "clean", 16, steps, 100)), "--nproc", "2", "--no-register", env=home
+    )
+    assert clean.returncode == 0, clean.stderr
+    cfg = _mlp(tmp_path, "faulty", 16, steps, 100)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--nproc", "2", "--max-restarts", "1", "--no-register"],
+        env=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    metrics = tmp_path / "faulty" / "metrics.jsonl"
+    killed = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and not killed:
+        rows = metrics.read_text().splitlines() if metrics.exists() else []
+        if rows and json.loads(rows[-1])["step"] >= 400:
+            killed = _kill_rank(proc, "1")
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=300)
+    assert killed, out
+    assert proc.returncode == 0, out
+    assert "resuming from step" in out
+    done = json.loads(metrics.read_text().splitlines()[-1])
+    assert done["step"] == steps
+    a, b = _params(tmp_path / "clean/model"), _params(tmp_path / "faulty/model")
+    assert torch.allclose(a, b, atol=1e-6), float((a - b).abs().max())
+
+
+def test_lm_trained_on_wikitext_is_registered_and_served(home: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "lm"
+    r = maas(
+        "train", str(ROOT / "configs/lm-wikitext.yaml"),
+        "--set", "train.steps=300", "--set", "train.eval_every=100", "--set", f"output.dir={out}",
+        env=home,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = _show("wikitext-lm", home)["metrics"]
+    assert m["val_perplexity"] < m["unigram_perplexity"] / 3, m
+    assert m["test_perplexity"] < m["unigram_perplexity"] / 3, m
+
+    server = start_server("wikitext-lm", "--max-model-len", "256")
+    try:
+        client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        assert "wikitext-lm" in {c.id for c in client.models.list().data}
+        c = client.completions.create(
+            model="wikitext-lm", prompt="The game was released in", max_tokens=16, temperature=0
+        )
+        assert c.usage.completion_tokens >= 1 and c.choices[0].text.strip()
+    finally:
+        stop_server(server)
