@@ -18,7 +18,7 @@ from torch import nn
 from maas.train.config import OptimSection, ScheduleSection
 
 
-def build_optimizer(params: Iterable[nn.Parameter], o: OptimSection) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[torch.Tensor], o: OptimSection) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW."""
     ps = [p for p in params if p.requires_grad]
     if o.name == "sgd":

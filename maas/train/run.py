@@ -117,7 +117,11 @@ def run(cfg: TrainConfig, resume: bool = False, register: bool = True) -> Result
         if cfg.distributed.strategy == "ps":
             from maas.train.param_server import run_parameter_server
 
-            result = run_parameter_server(cfg, data, build_model(cfg, data), resume)
+            model = build_model(cfg, data)
+            ps_result = run_parameter_server(cfg, data, model, resume)
+            if ps_result is None:  # a server, or a worker other than the first
+                return Result(0, {})
+            result = ps_result
         else:
             trainer = Trainer(cfg, data, build_model(cfg, data), ctx, out)
             if resume:
@@ -131,9 +135,9 @@ def run(cfg: TrainConfig, resume: bool = False, register: bool = True) -> Result
                         log.info("resuming from step %d (epoch %d)", trainer.pos.step, trainer.pos.epoch)
             result = trainer.fit()
             model = trainer.model
-            result.metrics.update(extra)
-            if ctx.is_main:
-                finish(cfg, data, model, result, register)
+        result.metrics.update(extra)
+        if ctx.is_main:
+            finish(cfg, data, model, result, register)
         return result
     finally:
         ctx.shutdown()

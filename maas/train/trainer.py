@@ -75,11 +75,21 @@ class _Samples(torch.utils.data.Dataset[int]):
 class Trainer:
     """Trains `model` on `data.train` per `cfg`; evaluates on `data.val`; checkpoints to `out`."""
 
-    def __init__(self, cfg: TrainConfig, data: Data, model: nn.Module, ctx: DistContext, out: Path):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: Data,
+        model: nn.Module,
+        ctx: DistContext,
+        out: Path,
+        optimizer: Any = None,
+    ):
+        """`optimizer`: something with torch.optim's step/zero_grad/state_dict/param_groups (the
+        parameter server's remote optimizer); by default the config's, on this process."""
         self.cfg, self.data, self.ctx, self.out = cfg, data, ctx, out
         self.model = model.to(ctx.device)
         self.net = wrap_ddp(self.model, ctx, cfg)
-        self.opt = build_optimizer(self.model.parameters(), cfg.optim)
+        self.opt = optimizer if optimizer is not None else build_optimizer(self.model.parameters(), cfg.optim)
         t = cfg.train
         self.micro_batch = t.batch_size
         self.sampler: DistributedSampler[int] = DistributedSampler(
@@ -145,10 +155,13 @@ class Trainer:
         """Mean loss and accuracy (classifiers) or perplexity (LMs), summed over every rank's shard."""
         if len(split) == 0:
             return {}
+        sharded = self.ctx.initialized  # ranks of a process group split the rows and sum
+        if not sharded and not self.ctx.is_main:
+            return {}  # parameter-server workers: the first one evaluates everything
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64)  # loss * count, correct, count
         bs = max(self.micro_batch, 64)
-        rows = range(self.ctx.rank, len(split), self.ctx.world)
+        rows = range(self.ctx.rank, len(split), self.ctx.world) if sharded else range(len(split))
         idx = torch.tensor(list(rows), dtype=torch.long)
         for i in range(0, len(idx), bs):
             j = idx[i : i + bs]

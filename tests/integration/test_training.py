@@ -171,3 +171,32 @@ def test_lm_trained_on_wikitext_is_registered_and_served(home: dict[str, str], t
         assert c.usage.completion_tokens >= 1 and c.choices[0].text.strip()
     finally:
         stop_server(server)
+
+
+def test_parameter_server_sync_matches_one_process_and_resumes(home: dict[str, str], tmp_path: Path) -> None:
+    const = ["--set", "schedule.kind=constant", "--no-register"]
+    one = maas("train", str(_mlp(tmp_path, "one", 32)), *const, env=home)
+    assert one.returncode == 0, one.stderr
+    ps = ["--strategy", "ps", "--num-servers", "2", "--nproc", "2", *const]
+    r = maas("train", str(_mlp(tmp_path, "ps", 16)), *ps, env=home)
+    assert r.returncode == 0, r.stderr
+    assert "parameter server: 2 workers, 2 servers (sync)" in r.stderr
+    full = _params(tmp_path / "ps/model")
+    assert torch.allclose(_params(tmp_path / "one/model"), full, atol=1e-5)
+    # Stopped after the step-50 checkpoint, resumed: the same weights (the servers reload their shards).
+    part = _mlp(tmp_path, "part", 16)
+    r = maas("train", str(part), *ps, "--set", "train.steps=50", env=home)
+    assert r.returncode == 0, r.stderr
+    r = maas("train", str(part), *ps, "--resume", env=home)
+    assert r.returncode == 0 and "resuming from step 50" in r.stderr, r.stderr
+    assert torch.equal(_params(tmp_path / "part/model"), full)
+
+
+def test_parameter_server_async_converges_on_digits(home: dict[str, str], tmp_path: Path) -> None:
+    r = maas(
+        "train", str(ROOT / "configs/cnn-digits.yaml"), "--strategy", "ps", "--mode", "async",
+        "--nproc", "2", "--set", f"output.dir={tmp_path / 'async'}", env=home,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "(async, staleness 4)" in r.stderr
+    assert _show("cnn-digits", home)["metrics"]["test_accuracy"] >= 0.95
