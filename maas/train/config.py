@@ -218,6 +218,9 @@ def _set(raw: dict[str, Any], dotted: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted!r}: '{p}' is not a section")
     node[parts[-1]] = yaml.safe_load(value)
+    other = {"train.steps": "epochs", "train.epochs": "steps"}.get(key.strip())
+    if other:  # steps and epochs exclude each other: the override replaces the file's choice
+        node.pop(other, None)
 
 
 def parse_config(text: str, base_dir: str = ".", overrides: list[str] | None = None) -> TrainConfig:

@@ -81,6 +81,13 @@ def cross_validate(cfg: TrainConfig, data: Data, ctx: DistContext) -> dict[str, 
         name = key.removeprefix("val_")
         summary[f"cv_{name}_mean"] = statistics.fmean(vs)
         summary[f"cv_{name}_std"] = statistics.pstdev(vs)
+        log.info(
+            "%d-fold cross-validation %s: %.4f +- %.4f",
+            k,
+            name,
+            summary[f"cv_{name}_mean"],
+            summary[f"cv_{name}_std"],
+        )
     return summary
 
 

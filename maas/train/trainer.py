@@ -54,8 +54,18 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether this device computes in bf16 natively (emulated bf16 on older CPUs is slower)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast when asked and supported; fp32 otherwise."""
+    """bf16 autocast when asked (the Trainer falls back to fp32 where it is unsupported)."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -111,6 +121,11 @@ class Trainer:
         self.pos = Position()
         self.history: list[dict[str, Any]] = []
         self.unit = "tokens" if data.task == "lm" else "samples"
+        self.precision = t.precision
+        if t.precision == "bf16" and not bf16_supported(ctx.device):
+            if ctx.is_main:
+                log.warning("train.precision bf16: %s has no native bf16; training in fp32", ctx.device)
+            self.precision = "fp32"
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -166,7 +181,7 @@ class Trainer:
         for i in range(0, len(idx), bs):
             j = idx[i : i + bs]
             x, y = split.x[j].to(self.ctx.device), split.y[j].to(self.ctx.device)
-            with autocast(self.ctx.device, self.cfg.train.precision):
+            with autocast(self.ctx.device, self.precision):
                 logits = self.model(x)
             n = y.numel()
             sums[0] += float(loss_fn(logits, y)) * n
@@ -217,7 +232,7 @@ class Trainer:
                     m = self.pos.micro + a
                     j = order[m * t.batch_size : (m + 1) * t.batch_size]
                     x, y = self.data.train.x[j].to(ctx.device), self.data.train.y[j].to(ctx.device)
-                    with no_sync(self.net, a < t.grad_accum - 1), autocast(ctx.device, t.precision):
+                    with no_sync(self.net, a < t.grad_accum - 1), autocast(ctx.device, self.precision):
                         loss = loss_fn(self.net(x), y)
                         reg = penalty(self.model, cfg.optim)
                         total = loss + reg if reg is not None else loss
@@ -242,6 +257,7 @@ class Trainer:
                     ctx.all_reduce_sum(window)
                     rate = seen * ctx.world / busy if busy > 0 else 0.0
                     row = {
+                        "time": time.time(),
                         "step": step,
                         "epoch": self.pos.epoch,
                         "train_loss": float(window[0] / max(1.0, float(window[1]))),

@@ -200,3 +200,39 @@ def test_parameter_server_async_converges_on_digits(home: dict[str, str], tmp_pa
     assert r.returncode == 0, r.stderr
     assert "(async, staleness 4)" in r.stderr
     assert _show("cnn-digits", home)["metrics"]["test_accuracy"] >= 0.95
+
+
+def test_torchrun_across_two_nodes_matches_one_process(home: dict[str, str], tmp_path: Path) -> None:
+    """The multi-machine command, with both "machines" on localhost: two torchrun agents, one
+    process each, meeting at a c10d rendezvous endpoint."""
+    from tests.integration.conftest import free_port
+
+    one = maas("train", str(_mlp(tmp_path, "one", 32)), "--no-register", env=home)
+    assert one.returncode == 0, one.stderr
+    cfg = _mlp(tmp_path, "nodes", 16)
+    port = free_port()
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "maas-test",
+        "-m", "maas.train", str(cfg), "--no-register",
+    ]  # fmt: skip
+    env = {**home, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(torchrun, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs
+    assert torch.allclose(_params(tmp_path / "one/model"), _params(tmp_path / "nodes/model"), atol=1e-5)
+
+
+def test_csv_mlp_with_cross_validation(home: dict[str, str], tmp_path: Path) -> None:
+    r = maas(
+        "train", str(ROOT / "configs/mlp-wine.yaml"), "--set", f"output.dir={tmp_path / 'wine'}", env=home
+    )
+    assert r.returncode == 0, r.stderr
+    assert "5-fold cross-validation accuracy" in r.stderr
+    m = _show("mlp-wine", home)["metrics"]
+    assert m["cv_accuracy_mean"] >= 0.9 and 0 <= m["cv_accuracy_std"] < 0.1
+    assert m["test_accuracy"] >= 0.9
+    assert m["lineage"]["data_digest"].startswith("sha256:")

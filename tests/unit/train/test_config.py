@@ -21,6 +21,8 @@ def test_defaults_and_yaml_numbers() -> None:
 def test_overrides_are_parsed_as_yaml() -> None:
     cfg = parse_config(BASE, overrides=["train.steps=25", "model.params={hidden: [8]}", "data.kind=digits"])
     assert cfg.train.steps == 25 and cfg.model.params == {"hidden": [8]}
+    cfg = parse_config(BASE, overrides=["train.epochs=2"])  # replaces the file's steps
+    assert cfg.train.epochs == 2 and cfg.train.steps is None
 
 
 @pytest.mark.parametrize(
