@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.mode:
         overrides.append(f"distributed.mode={args.mode}")
     cfg = load_config(args.config, overrides)  # errors in the file show before any process starts
+    if cfg.model.base is not None or cfg.data.tokenizer != "bpe":
+        from maas.store.builtin import ensure_builtins_imported
+
+        ensure_builtins_imported()  # a built-in base model is linked as the parent in the registry
     if args.nproc < 1:
         raise MaasError("--nproc must be at least 1")
     nproc = args.nproc

@@ -304,5 +304,15 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    from maas.errors import InvalidRequestError
+    from maas.store.registry import parse_ref
+
+    try:
+        parse_ref(f"{cfg.name}:{cfg.output.tag}")
+    except InvalidRequestError:
+        raise ConfigError(
+            f"name {cfg.name!r} / output.tag {cfg.output.tag!r} cannot be a registry name: use lowercase "
+            "letters, digits, '.', '_', '-'"
+        ) from None
     if cfg.data.kind in ("text", "csv", "arrays") and not cfg.data.train:
         raise ConfigError(f"data.train (a file or URL) is required for data.kind {cfg.data.kind!r}")

@@ -127,8 +127,17 @@ def load_exported(directory: str | Path) -> nn.Module:
 
 def register(directory: Path, cfg: TrainConfig, data: Data, metrics: dict[str, float], steps: int) -> Any:
     """Import the exported model as `name:tag` with its lineage; returns the VersionInfo."""
-    from maas.store.registry import Registry
+    from maas.errors import InvalidRequestError, ModelNotFoundError
+    from maas.store.registry import Registry, parse_ref
 
+    reg = Registry()
+    parent = None
+    if cfg.model.base:  # linked when the base is in the registry (a path or built-in is named only)
+        try:
+            info = reg.show(cfg.model.base)
+            parent = f"{info.name}:{info.tag}"
+        except (ModelNotFoundError, InvalidRequestError):
+            parent = None
     lineage = {
         "config": cfg.as_dict(),
         "config_yaml": cfg.source,
@@ -136,10 +145,11 @@ def register(directory: Path, cfg: TrainConfig, data: Data, metrics: dict[str, f
         "parent": cfg.model.base,
         "steps": steps,
     }
-    return Registry().import_path(
+    name, tag = parse_ref(f"{cfg.name}:{cfg.output.tag}")
+    return reg.import_path(
         directory,
-        f"{cfg.name}:{cfg.output.tag}",
-        parent=cfg.model.base,
+        f"{name}:{tag}",
+        parent=parent,
         operation="train",
         metrics={**metrics, "lineage": lineage},
     )

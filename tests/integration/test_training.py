@@ -236,3 +236,35 @@ def test_csv_mlp_with_cross_validation(home: dict[str, str], tmp_path: Path) -> 
     assert m["cv_accuracy_mean"] >= 0.9 and 0 <= m["cv_accuracy_std"] < 0.1
     assert m["test_accuracy"] >= 0.9
     assert m["lineage"]["data_digest"].startswith("sha256:")
+
+
+def test_lora_fine_tune_of_a_registered_llm_keeps_it_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LoRA on SmolLM2 (from the registry), merged on export, registered with its parent, served
+    with the base's chat template: it still knows the capital of France."""
+    h = str(tmp_path / "home")
+    monkeypatch.setenv("MAAS_HOME", h)
+    env = {**os.environ, "MAAS_HOME": h, "MAAS_AUTO_IMPORT_BUILTINS": "1"}
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(
+        "name: smol-wiki\nmodel:\n  base: smollm2-135m-instruct\n  lora: {rank: 4, alpha: 8}\n"
+        f"data: {{kind: text, train: {ROOT.parent / 'shared/data/wikitext-2/valid.txt'}, "
+        "tokenizer: smollm2-135m-instruct, block_size: 64, max_documents: 40}\n"
+        "optim: {name: adamw, lr: 1.0e-4}\ntrain: {steps: 4, batch_size: 4, eval_every: 4, log_every: 1}\n"
+        f"output: {{dir: {tmp_path / 'ft'}}}\n"
+    )
+    r = maas("train", str(cfg), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "LoRA on 60 layers" in r.stderr
+    info = _show("smol-wiki", env)
+    assert info["parent"] == "smollm2-135m-instruct:latest" and info["family"] == "llama"
+    assert info["metrics"]["val_perplexity"] < info["metrics"]["unigram_perplexity"]
+    server = start_server("smol-wiki", "--max-model-len", "256", env=env)
+    try:
+        client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        msg = [{"role": "user", "content": "What is the capital of France?"}]
+        c = client.chat.completions.create(model="smol-wiki", messages=msg, temperature=0, max_tokens=20)
+        assert "Paris" in c.choices[0].message.content
+    finally:
+        stop_server(server)

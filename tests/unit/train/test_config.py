@@ -38,6 +38,7 @@ def test_overrides_are_parsed_as_yaml() -> None:
         (BASE + "train: {steps: 2, batch_size: true}", "expected int"),
         ("name: m\ntrain: {steps: 1}\ndata: {kind: text}", "data.train"),
         ("name: [", "not valid YAML"),
+        ("name: My Model\ntrain: {steps: 1}", "cannot be a registry name"),
     ],
 )
 def test_bad_files_say_what_is_wrong(text: str, message: str) -> None:
