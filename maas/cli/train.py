@@ -17,9 +17,10 @@ def add_parser(sub: Any) -> None:
         "--strategy ps uses a parameter server. The trained model is exported to the run folder "
         "(runs/NAME unless output.dir says otherwise) and registered as NAME:latest.",
     )
-    p.add_argument("config", metavar="CONFIG", help="training YAML file")
+    from maas.train.__main__ import add_run_arguments
+
+    add_run_arguments(p)
     p.add_argument("--nproc", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument(
         "--strategy", choices=["ddp", "ps"], help="data-parallel all-reduce (ddp) or parameter server (ps)"
     )
@@ -29,16 +30,11 @@ def add_parser(sub: Any) -> None:
         "--max-restarts", type=int, default=0, help="restart failed workers this often, resuming (torchrun)"
     )
     p.add_argument(
-        "--rdzv-endpoint", metavar="HOST:PORT", help="join a multi-machine rendezvous instead of --standalone"
+        "--nnodes", default="1", help="machines in the job, N or MIN:MAX (with --rdzv-endpoint; default 1)"
     )
     p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a value of the file, e.g. --set train.steps=100 (repeatable)",
+        "--rdzv-endpoint", metavar="HOST:PORT", help="join a multi-machine rendezvous instead of --standalone"
     )
-    p.add_argument("--no-register", action="store_true", help="do not import the result into the registry")
     p.set_defaults(func=run)
 
 
@@ -69,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         argv.append("--resume")
     if args.no_register:
         argv.append("--no-register")
+    if args.nnodes != "1" and not args.rdzv_endpoint:
+        raise MaasError("--nnodes needs --rdzv-endpoint HOST:PORT (where the machines meet)")
     if nproc == 1 and not args.rdzv_endpoint and args.max_restarts == 0:
         from maas.train.run import run as train
 
@@ -76,4 +74,4 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from maas.train.distributed import launch
 
-    return launch(argv, nproc, args.max_restarts, args.rdzv_endpoint)
+    return launch(argv, nproc, args.max_restarts, args.rdzv_endpoint, args.nnodes)

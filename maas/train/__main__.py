@@ -13,15 +13,10 @@ import sys
 from maas.errors import MaasError
 
 
-def parser() -> argparse.ArgumentParser:
-    """Arguments of one rank (also used by `maas train`)."""
-    p = argparse.ArgumentParser(
-        prog="python -m maas.train", description="Train a model from a YAML file (one rank of a job)."
-    )
-    p.add_argument("config", help="training YAML file (see configs/)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in the run folder"
-    )
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """CONFIG, --resume, --set, --no-register (shared with `maas train`)."""
+    p.add_argument("config", metavar="CONFIG", help="training YAML file (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument(
         "--set",
         action="append",
@@ -30,6 +25,14 @@ def parser() -> argparse.ArgumentParser:
         help="override a value of the file, e.g. --set train.steps=100 (repeatable)",
     )
     p.add_argument("--no-register", action="store_true", help="do not import the result into the registry")
+
+
+def parser() -> argparse.ArgumentParser:
+    """Arguments of one rank."""
+    p = argparse.ArgumentParser(
+        prog="python -m maas.train", description="Train a model from a YAML file (one rank of a job)."
+    )
+    add_run_arguments(p)
     return p
 
 

@@ -137,15 +137,18 @@ def no_sync(model: nn.Module, skip: bool) -> Iterator[None]:
         yield
 
 
-def launch(argv: list[str], nproc: int, max_restarts: int = 0, rdzv_endpoint: str | None = None) -> int:
+def launch(
+    argv: list[str], nproc: int, max_restarts: int = 0, rdzv_endpoint: str | None = None, nnodes: str = "1"
+) -> int:
     """Run `python -m maas.train ARGV` on `nproc` processes of this machine through torchrun's
-    elastic launcher (restarts, rendezvous, per-rank environment); returns an exit code."""
+    elastic launcher (restarts, rendezvous, per-rank environment); returns an exit code. With
+    `rdzv_endpoint`, this machine is one of `nnodes` meeting there."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     args = ["--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts)]
     if rdzv_endpoint:
-        args += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
+        args += ["--nnodes", nnodes, "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
     else:
         args += ["--standalone"]
     args += ["--module", "maas.train", *argv]

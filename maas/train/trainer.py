@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
+from maas.errors import MaasError
 from maas.train import checkpoint
 from maas.train.config import TrainConfig
 from maas.train.data import Data, Split
@@ -112,7 +113,7 @@ class Trainer:
         )
         self.steps_per_epoch = (len(self.sampler) // t.batch_size) // t.grad_accum
         if self.steps_per_epoch < 1:
-            raise ValueError(
+            raise MaasError(
                 f"the training split has {len(data.train)} examples: too few for one step of "
                 f"{t.batch_size} x {t.grad_accum} micro-batches on {ctx.world} process(es)"
             )

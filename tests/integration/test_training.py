@@ -202,24 +202,40 @@ def test_parameter_server_async_converges_on_digits(home: dict[str, str], tmp_pa
     assert _show("cnn-digits", home)["metrics"]["test_accuracy"] >= 0.95
 
 
-def test_torchrun_across_two_nodes_matches_one_process(home: dict[str, str], tmp_path: Path) -> None:
-    """The multi-machine command, with both "machines" on localhost: two torchrun agents, one
-    process each, meeting at a c10d rendezvous endpoint."""
+def test_two_nodes_torchrun_and_maas_train_match_one_process(home: dict[str, str], tmp_path: Path) -> None:
+    """The multi-machine commands, with both "machines" on localhost meeting at a c10d rendezvous:
+    one node started with torchrun directly, the other with `maas train --nnodes 2`."""
     from tests.integration.conftest import free_port
 
     one = maas("train", str(_mlp(tmp_path, "one", 32)), "--no-register", env=home)
     assert one.returncode == 0, one.stderr
     cfg = _mlp(tmp_path, "nodes", 16)
-    port = free_port()
+    endpoint = f"127.0.0.1:{free_port()}"
     torchrun = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "maas-test",
-        "-m", "maas.train", str(cfg), "--no-register",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        endpoint,
+        "-m",
+        "maas.train",
+        str(cfg),
+        "--no-register",
+    ]
+    via_maas = [
+        sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--nnodes", "2", "--rdzv-endpoint", endpoint,
+        "--no-register",
     ]  # fmt: skip
     env = {**home, "OMP_NUM_THREADS": "1"}
     nodes = [
-        subprocess.Popen(torchrun, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for _ in range(2)
+        subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for c in (torchrun, via_maas)
     ]
     outs = [p.communicate(timeout=300)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], outs
