@@ -42,6 +42,7 @@ class DataSection:
     vocab_size: int = 4096  # BPE vocabulary
     block_size: int = 128  # tokens per training sequence
     target: str | None = None  # CSV label column (default: the last)
+    text_field: str = "text"  # JSONL corpora: the field holding each document
     max_documents: int | None = None  # cap on text lines read (tests)
 
 

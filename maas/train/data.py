@@ -1,4 +1,4 @@
-"""Datasets for training: tokenized text packed into blocks, and classic (features, label) sets.
+"""Datasets for training: tokenized text (plain or JSONL) packed into blocks, and classic (features, label) sets.
 
 Everything is held in memory as tensors (the datasets here are megabytes); files are read
 through fsspec, so `s3://`, `hdfs://` and `memory://` URLs work like local paths.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,9 +237,26 @@ def _base_tokenizer(name: str) -> Any:
     return Tokenizer.from_source(files.tokenizer)
 
 
-def _documents(raw: bytes, limit: int | None) -> list[str]:
-    lines = [ln.strip() for ln in raw.decode("utf-8", errors="replace").splitlines()]
-    docs = [ln for ln in lines if ln]
+def _documents(raw: bytes, url: str, text_field: str, limit: int | None) -> list[str]:
+    """Documents of a corpus: non-empty lines of a text file, or the `text_field` of each object
+    of a JSONL file (`.jsonl` / `.ndjson`)."""
+    lines = raw.decode("utf-8", errors="replace").splitlines()
+    if url.split("?")[0].endswith((".jsonl", ".ndjson")):
+        docs = []
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{url!r} line {n}: not JSON ({e.msg})") from None
+            text = obj.get(text_field) if isinstance(obj, dict) else None
+            if not isinstance(text, str):
+                raise ConfigError(f"{url!r} line {n}: no string field {text_field!r} (data.text_field)")
+            if text.strip():
+                docs.append(text)
+    else:
+        docs = [ln.strip() for ln in lines if ln.strip()]
     return docs[:limit] if limit else docs
 
 
@@ -257,7 +275,7 @@ def _text(cfg: TrainConfig) -> Data:
     url = cfg.path(cfg.data.train or "")
     raw = read_bytes(url)
     digest = hashlib.sha256(raw)
-    docs = _documents(raw, cfg.data.max_documents)
+    docs = _documents(raw, url, cfg.data.text_field, cfg.data.max_documents)
     if cfg.data.tokenizer == "bpe":
         tok = train_bpe(docs, cfg.data.vocab_size)
         eos_id = int(tok.token_to_id(EOS))
@@ -295,9 +313,10 @@ def _text(cfg: TrainConfig) -> Data:
     train_ids, val_ids = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
     block = cfg.data.block_size
     if cfg.data.test:
-        traw = read_bytes(cfg.path(cfg.data.test))
+        turl = cfg.path(cfg.data.test)
+        traw = read_bytes(turl)
         digest.update(traw)
-        test_ids = stream(_documents(traw, cfg.data.max_documents))
+        test_ids = stream(_documents(traw, turl, cfg.data.text_field, cfg.data.max_documents))
     else:
         test_ids = val_ids
     info: dict[str, Any] = {"tokens": len(ids), "vocab_size": vocab, "documents": len(docs)}

@@ -105,6 +105,13 @@ def test_ddp_two_processes_match_one_process_with_twice_the_batch(
     assert fp16.returncode == 0, fp16.stderr
     c = _params(tmp_path / "fp16/model")
     assert torch.allclose(a, c, atol=1e-2) and not torch.equal(a, c)
+    # PowerSGD (rank-1 gradients, error feedback) still learns the task.
+    psgd = maas(
+        "train", str(_mlp(tmp_path, "psgd", 16, steps=120)), "--nproc", "2",
+        "--set", "distributed.compression=powersgd", env=home,
+    )  # fmt: skip
+    assert psgd.returncode == 0, psgd.stderr
+    assert _show("psgd", home)["metrics"]["test_accuracy"] >= 0.85
 
 
 def _kill_rank(proc: subprocess.Popen[str], rank: str) -> int:
