@@ -66,8 +66,9 @@ def throughput(config: Path, nproc: int, steps: int, log_every: int, home: str) 
     return statistics.median(rates)
 
 
-def overhead(config: Path, steps: int, repeats: int) -> tuple[float, float]:
-    """(our seconds per step, bare seconds per step), best of `repeats` each."""
+def overhead(config: Path, steps: int, repeats: int) -> tuple[float, float, float]:
+    """(our seconds per step, bare seconds per step) best of `repeats` each, and the median of
+    the paired ratios ours / bare (each pair ran back to back)."""
     from maas.train.config import load_config
     from maas.train.data import load_data
     from maas.train.distributed import DistContext
@@ -125,7 +126,8 @@ def overhead(config: Path, steps: int, repeats: int) -> tuple[float, float]:
             opt.step()
             opt.zero_grad(set_to_none=True)
         bare.append((time.perf_counter() - t0) / (steps - log_every))
-    return min(ours), min(bare)
+    paired = statistics.median(o / b for o, b in zip(ours, bare, strict=True))
+    return min(ours), min(bare), paired
 
 
 def main() -> None:
@@ -147,9 +149,9 @@ def main() -> None:
             one = throughput(config, 1, n, max(1, n // 10), home)
             two = throughput(config, 2, n, max(1, n // 10), home)
             print(f"  1 process {one:.0f} {unit[name]}, 2 processes {two:.0f}", file=sys.stderr)
-        ours, bare = overhead(config, n, args.repeats)
+        ours, bare, paired = overhead(config, n, args.repeats)
         print(f"  per step: ours {ours * 1e3:.2f} ms, bare {bare * 1e3:.2f} ms", file=sys.stderr)
-        rows.append((name, unit[name], one, two, ours, bare))
+        rows.append((name, unit[name], one, two, ours, bare, paired))
 
     print(f"\nmaas training on {os.cpu_count()} CPU cores, torch {torch.__version__}\n")
     print(
