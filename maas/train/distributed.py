@@ -94,7 +94,25 @@ def init_from_env(cfg: TrainConfig, with_group: bool = True) -> DistContext:
         backend = cfg.distributed.backend
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+        timeout = datetime.timedelta(minutes=10)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # Under torchrun: the agent's store outlives a restart, and keys left by the failed
+            # attempt (peers' old addresses) make the new gloo mesh connect to dead ports. Each
+            # attempt gets its own key prefix.
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"],
+                int(os.environ["MASTER_PORT"]),
+                world,
+                is_master=False,
+                timeout=timeout,
+            )
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            prefixed = dist.PrefixStore(
+                f"maas/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/attempt-{attempt}", store
+            )
+            dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
         ctx.initialized = True
     return ctx
 

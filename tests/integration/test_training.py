@@ -134,9 +134,10 @@ def test_killed_worker_is_restarted_and_resumes_to_the_same_result(
     )
     assert clean.returncode == 0, clean.stderr
     cfg = _mlp(tmp_path, "faulty", 16, steps, 100)
+    log = (tmp_path / "faulty.log").open("w")  # a file, not a pipe nobody reads while it runs
     proc = subprocess.Popen(
         [sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--nproc", "2", "--max-restarts", "1", "--no-register"],
-        env=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=home, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     metrics = tmp_path / "faulty" / "metrics.jsonl"
     killed = 0
@@ -146,7 +147,8 @@ def test_killed_worker_is_restarted_and_resumes_to_the_same_result(
         if rows and json.loads(rows[-1])["step"] >= 400:
             killed = _kill_rank(proc, "1")
         time.sleep(0.05)
-    out, _ = proc.communicate(timeout=300)
+    proc.wait(timeout=300)
+    out = (tmp_path / "faulty.log").read_text()
     assert killed, out
     assert proc.returncode == 0, out
     assert "resuming from step" in out
