@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,16 +142,11 @@ def wrap_ddp(model: nn.Module, ctx: DistContext, cfg: TrainConfig) -> nn.Module:
     return ddp
 
 
-@contextlib.contextmanager
-def no_sync(model: nn.Module, skip: bool) -> Iterator[None]:
+def no_sync(model: nn.Module, skip: bool) -> contextlib.AbstractContextManager[Any]:
     """DDP's no_sync() when `skip` (accumulating micro-batches), else nothing."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    if skip and isinstance(model, DDP):
-        with model.no_sync():
-            yield
-    else:
-        yield
+    if skip and hasattr(model, "no_sync"):
+        return model.no_sync()  # type: ignore[no-any-return,operator]
+    return contextlib.nullcontext()
 
 
 def launch(

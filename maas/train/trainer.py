@@ -220,7 +220,8 @@ class Trainer:
             unit="step",
             disable=None if ctx.is_main else True,
         )
-        window = torch.zeros(2, dtype=torch.float64)  # loss sum, micro-batches
+        loss_sum, loss_n = 0.0, 0  # training loss over the logging window
+        regularize = bool(cfg.optim.l1 or cfg.optim.l2)
         seen, busy = 0, 0.0  # examples (or tokens) and seconds spent in training steps since the last log
         while self.pos.step < self.total_steps:
             self.sampler.set_epoch(self.pos.epoch)
@@ -235,11 +236,12 @@ class Trainer:
                     x, y = self.data.train.x[j].to(ctx.device), self.data.train.y[j].to(ctx.device)
                     with no_sync(self.net, a < t.grad_accum - 1), autocast(ctx.device, self.precision):
                         loss = loss_fn(self.net(x), y)
-                        reg = penalty(self.model, cfg.optim)
-                        total = loss + reg if reg is not None else loss
-                        (total / t.grad_accum).backward()
-                    window[0] += float(loss.detach())
-                    window[1] += 1
+                        total = loss
+                        if regularize and (reg := penalty(self.model, cfg.optim)) is not None:
+                            total = loss + reg
+                        (total / t.grad_accum if t.grad_accum > 1 else total).backward()
+                    loss_sum += loss.item()
+                    loss_n += 1
                     seen += y.numel()
                 if t.clip_grad_norm:
                     nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
@@ -251,11 +253,12 @@ class Trainer:
                 epoch_done = self.pos.micro >= micro_in_epoch
                 if epoch_done:  # the position saved below already points at the next epoch
                     self.pos.epoch, self.pos.micro = self.pos.epoch + 1, 0
-                bar.update(1)
+                if not bar.disable:
+                    bar.update(1)
                 step = self.pos.step
                 last = step == self.total_steps
                 if step % t.log_every == 0 or last:
-                    ctx.all_reduce_sum(window)
+                    window = ctx.all_reduce_sum(torch.tensor([loss_sum, loss_n], dtype=torch.float64))
                     rate = seen * ctx.world / busy if busy > 0 else 0.0
                     row = {
                         "time": time.time(),
@@ -277,7 +280,7 @@ class Trainer:
                             rate,
                             self.unit,
                         )
-                    window.zero_()
+                    loss_sum, loss_n = 0.0, 0
                     seen, busy = 0, 0.0
                 if step % t.eval_every == 0 or last:
                     ev = self.evaluate(self.data.val, "val")
