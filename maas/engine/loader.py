@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from maas.errors import ModelFormatError
+from maas.errors import MaasError, ModelFormatError
 from maas.formats import ModelFiles, open_model_files
 from maas.models.architectures import build_decoder
 from maas.text.chat_template import ChatTemplate
@@ -35,10 +35,15 @@ class LoadedLM:
     dtype: torch.dtype
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` -> cuda when present, else cpu."""
+def pick_device(device: str = "auto", index: int | None = None) -> torch.device:
+    """`auto` -> cuda (GPU `index` when given) when present, else cpu; asking for cuda without
+    CUDA is an error."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda" if index is None else f"cuda:{index}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MaasError(f"device {device!r} was asked for but CUDA is not available here")
     return torch.device(device)
 
 

@@ -59,6 +59,25 @@ class LlamaConfig:
             rope_scaling=tuple(sorted(scaling.items())) if isinstance(scaling, dict) else None,
         )
 
+    def to_hf(self) -> dict[str, Any]:
+        """The HF config.json dict that from_hf reads back (rope scaling aside)."""
+        return {
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+        }
+
     @classmethod
     def tiny(cls, **kw: Any) -> LlamaConfig:
         """A small random-weight config for tests."""

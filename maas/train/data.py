@@ -277,14 +277,9 @@ def _text(cfg: TrainConfig) -> Data:
     digest = hashlib.sha256(raw)
     docs = _documents(raw, url, cfg.data.text_field, cfg.data.max_documents)
     if cfg.data.tokenizer == "bpe":
-        tok = train_bpe(docs, cfg.data.vocab_size)
-        eos_id = int(tok.token_to_id(EOS))
-        vocab = int(tok.get_vocab_size())
-
-        def encode(texts: list[str]) -> list[list[int]]:
-            return [e.ids for e in tok.encode_batch(texts)]
-
-        hf = tok
+        hf = train_bpe(docs, cfg.data.vocab_size)
+        eos_id = int(hf.token_to_id(EOS))
+        vocab = int(hf.get_vocab_size())
     else:
         base = _base_tokenizer(cfg.data.tokenizer)
         eos_id = base.eos_token_ids[0] if base.eos_token_ids else 0
@@ -298,13 +293,10 @@ def _text(cfg: TrainConfig) -> Data:
         vocab = int(base.vocab_size)
         hf = base.hf
 
-        def encode(texts: list[str]) -> list[list[int]]:
-            return [e.ids for e in base.hf.encode_batch(texts, add_special_tokens=False)]
-
     def stream(texts: list[str]) -> list[int]:
         out: list[int] = []
-        for ids in encode(texts):
-            out.extend(ids)
+        for e in hf.encode_batch(texts, add_special_tokens=False):
+            out.extend(e.ids)
             out.append(eos_id)  # documents (lines) end with EOS, as serving stops on it
         return out
 

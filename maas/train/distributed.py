@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from maas.engine.loader import pick_device
 from maas.errors import MaasError
 from maas.train.config import TrainConfig
 
@@ -65,15 +66,6 @@ class DistContext:
         if self.initialized and dist.is_initialized():
             dist.destroy_process_group()
             self.initialized = False
-
-
-def pick_device(requested: str, local_rank: int) -> torch.device:
-    """`auto`: this rank's GPU when CUDA is present, else the CPU."""
-    if requested == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise MaasError(f"train.device is {requested!r} but CUDA is not available here")
-    return torch.device(requested)
 
 
 def init_from_env(cfg: TrainConfig, with_group: bool = True) -> DistContext:

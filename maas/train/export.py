@@ -43,24 +43,7 @@ def export_model(model: nn.Module, cfg: TrainConfig, data: Data, directory: Path
         c = model.config
         tied = c.tie_word_embeddings
         _write_json(
-            directory / "config.json",
-            {
-                "model_type": "llama",
-                "architectures": ["LlamaForCausalLM"],
-                "vocab_size": c.vocab_size,
-                "hidden_size": c.hidden_size,
-                "intermediate_size": c.intermediate_size,
-                "num_hidden_layers": c.num_hidden_layers,
-                "num_attention_heads": c.num_attention_heads,
-                "num_key_value_heads": c.num_key_value_heads,
-                "head_dim": c.head_dim,
-                "rms_norm_eps": c.rms_norm_eps,
-                "rope_theta": c.rope_theta,
-                "max_position_embeddings": c.max_position_embeddings,
-                "tie_word_embeddings": tied,
-                "eos_token_id": data.eos_id,
-                "torch_dtype": "float32",
-            },
+            directory / "config.json", {**c.to_hf(), "eos_token_id": data.eos_id, "torch_dtype": "float32"}
         )
         save_file(
             _tensors(model, {"lm_head.weight"} if tied else set()), str(directory / "model.safetensors")

@@ -25,11 +25,12 @@ import torch.distributed.rpc as rpc
 from torch import nn
 from torch.futures import Future
 
+from maas.engine.loader import pick_device
 from maas.errors import MaasError
 from maas.train import checkpoint
 from maas.train.config import TrainConfig
 from maas.train.data import Data
-from maas.train.distributed import DistContext, pick_device
+from maas.train.distributed import DistContext
 from maas.train.optim import build_optimizer
 from maas.train.trainer import Result, Trainer
 
@@ -219,10 +220,8 @@ def run_parameter_server(cfg: TrainConfig, data: Data, model: nn.Module, resume:
         ctx = DistContext(rank=rank, world=workers, device=pick_device(cfg.train.device, 0))
         opt = RemoteOptimizer(model, shards, rank, workers, cfg.optim.lr)
         trainer = Trainer(cfg, data, model, ctx, out, optimizer=opt)
-        if resume and (st := checkpoint.load(out)) is not None:
-            trainer.restore(st)
-            if ctx.is_main:
-                log.info("resuming from step %d (epoch %d)", trainer.pos.step, trainer.pos.epoch)
+        if resume:
+            trainer.resume()
         opt.pull()  # start from the servers' values (fresh or restored)
         if ctx.is_main:
             log.info(
@@ -232,12 +231,13 @@ def run_parameter_server(cfg: TrainConfig, data: Data, model: nn.Module, resume:
                 cfg.distributed.mode,
                 f", staleness {cfg.distributed.staleness}" if cfg.distributed.mode == "async" else "",
             )
-        result = trainer.fit()
-        if ctx.is_main and cfg.distributed.mode == "async":
+        result = trainer.fit(final_eval=False)
+        if not ctx.is_main:
+            return None
+        asynchronous = cfg.distributed.mode == "async"
+        if asynchronous:
             opt.pull()  # the final values, after every worker's last update
-            result.metrics.update(
-                {**trainer.evaluate(data.val, "val"), **trainer.evaluate(data.test, "test")}
-            )
-        return result if ctx.is_main else None
+        result.metrics = trainer.final_metrics(reuse_val=not asynchronous)
+        return result
     finally:
         rpc.shutdown()

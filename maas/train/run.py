@@ -66,16 +66,12 @@ def cross_validate(cfg: TrainConfig, data: Data, ctx: DistContext) -> dict[str, 
         fold = replace(data, train=pool.subset(tr), val=pool.subset(va))
         out = cfg.out_dir() / f"fold-{i}"
         checkpoint_clear(out)
-        res = Trainer(cfg, fold, build_model(cfg, fold), ctx, out).fit()
-        for key, v in res.metrics.items():
-            if key.startswith("val_"):
-                scores.setdefault(key, []).append(v)
-        log.info(
-            "fold %d/%d: %s",
-            i + 1,
-            k,
-            {key: round(v, 4) for key, v in res.metrics.items() if key.startswith("val_")},
-        )
+        trainer = Trainer(cfg, fold, build_model(cfg, fold), ctx, out)
+        trainer.fit(final_eval=False)
+        held_out = trainer.last_val[1]  # the last step always evaluates the held-out fold
+        for key, v in held_out.items():
+            scores.setdefault(key, []).append(v)
+        log.info("fold %d/%d: %s", i + 1, k, {key: round(v, 4) for key, v in held_out.items()})
     summary: dict[str, float] = {}
     for key, vs in scores.items():
         name = key.removeprefix("val_")
@@ -132,14 +128,7 @@ def run(cfg: TrainConfig, resume: bool = False, register: bool = True) -> Result
         else:
             trainer = Trainer(cfg, data, build_model(cfg, data), ctx, out)
             if resume:
-                st = checkpoint.load(out)
-                if st is None:
-                    if ctx.is_main:
-                        log.info("no checkpoint in %s: starting from step 0", out)
-                else:
-                    trainer.restore(st)
-                    if ctx.is_main:
-                        log.info("resuming from step %d (epoch %d)", trainer.pos.step, trainer.pos.epoch)
+                trainer.resume()
             result = trainer.fit()
             model = trainer.model
         result.metrics.update(extra)

@@ -121,6 +121,7 @@ class Trainer:
         self.schedule = Schedule(cfg.schedule, cfg.optim.lr, self.total_steps)
         self.pos = Position()
         self.history: list[dict[str, Any]] = []
+        self.last_val: tuple[int, dict[str, float]] = (-1, {})  # (step, metrics) of the last evaluation
         self.unit = "tokens" if data.task == "lm" else "samples"
         self.precision = t.precision
         if t.precision == "bf16" and not bf16_supported(ctx.device):
@@ -158,6 +159,18 @@ class Trainer:
                 self.ctx.world,
             )
 
+    def resume(self) -> bool:
+        """Continue from the run folder's checkpoint when there is one (says which step)."""
+        st = checkpoint.load(self.out)
+        if st is None:
+            if self.ctx.is_main:
+                log.info("no checkpoint in %s: starting from step 0", self.out)
+            return False
+        self.restore(st)
+        if self.ctx.is_main:
+            log.info("resuming from step %d (epoch %d)", self.pos.step, self.pos.epoch)
+        return True
+
     def save(self) -> None:
         """Rank 0 writes the checkpoint; every rank waits for it."""
         if self.ctx.is_main:
@@ -177,8 +190,7 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64)  # loss * count, correct, count
         bs = max(self.micro_batch, 64)
-        rows = range(self.ctx.rank, len(split), self.ctx.world) if sharded else range(len(split))
-        idx = torch.tensor(list(rows), dtype=torch.long)
+        idx = torch.arange(self.ctx.rank, len(split), self.ctx.world) if sharded else torch.arange(len(split))
         for i in range(0, len(idx), bs):
             j = idx[i : i + bs]
             x, y = split.x[j].to(self.ctx.device), split.y[j].to(self.ctx.device)
@@ -206,8 +218,9 @@ class Trainer:
             with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
 
-    def fit(self) -> Result:
-        """Train to the last step (from wherever a restored checkpoint left off)."""
+    def fit(self, final_eval: bool = True) -> Result:
+        """Train to the last step (from wherever a restored checkpoint left off); with
+        `final_eval`, the result carries final_metrics()."""
         from tqdm import tqdm
 
         cfg, t, ctx = self.cfg, self.cfg.train, self.ctx
@@ -284,6 +297,7 @@ class Trainer:
                     seen, busy = 0, 0.0
                 if step % t.eval_every == 0 or last:
                     ev = self.evaluate(self.data.val, "val")
+                    self.last_val = (step, ev)
                     if ev:
                         self._record({"step": step, **ev})
                         if ctx.is_main:
@@ -294,13 +308,22 @@ class Trainer:
                 if epoch_done:
                     break
         bar.close()
-        metrics = {**self.evaluate(self.data.val, "val"), **self.evaluate(self.data.test, "test")}
+        if ctx.is_main:
+            plot_curves(self.history, self.out / "loss.png", cfg.name)
+        return Result(self.pos.step, self.final_metrics() if final_eval else {}, self.history)
+
+    def final_metrics(self, reuse_val: bool = True) -> dict[str, float]:
+        """Validation (the last step's evaluation when `reuse_val` and there was one) and test
+        metrics, plus the unigram baseline for LMs."""
+        step, val = self.last_val
+        if step != self.pos.step or not reuse_val:
+            val = self.evaluate(self.data.val, "val")
+        metrics = {**val, **self.evaluate(self.data.test, "test")}
         if self.data.unigram_ppl is not None:
             metrics["unigram_perplexity"] = self.data.unigram_ppl
-        if ctx.is_main:
+        if self.ctx.is_main:
             log.info("finished %d steps: %s", self.pos.step, _fmt(metrics))
-            plot_curves(self.history, self.out / "loss.png", cfg.name)
-        return Result(self.pos.step, metrics, self.history)
+        return metrics
 
 
 def _fmt(d: dict[str, float]) -> str:

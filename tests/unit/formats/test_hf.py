@@ -14,21 +14,7 @@ from tests.gguf_util import tiny_model
 def save_hf(d, model, model_type="llama"):
     d.mkdir(exist_ok=True)
     c = model.config
-    cfg = {
-        "model_type": model_type,
-        "architectures": ["LlamaForCausalLM"],
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "eos_token_id": 256,
-    }
+    cfg = {**c.to_hf(), "model_type": model_type, "eos_token_id": 256}
     (d / "config.json").write_text(json.dumps(cfg))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
     byte_tokenizer().hf.save(str(d / "tokenizer.json"))
