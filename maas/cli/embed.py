@@ -26,6 +26,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--batch-size", type=int, default=32, help="sentences per forward pass (default %(default)s)"
     )
+    p.add_argument(
+        "--weights",
+        choices=["auto", "float32"],
+        default="auto",
+        help="linear weights for small batches: auto = float16 copies (cosine >= 0.99999 with float32), "
+        "float32 = float32 everywhere (default %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     found = locate(args.model)
     if found.kind != "embedding":
         raise InvalidRequestError(f"{args.model!r} is a {found.kind} model, not an embedding model")
-    emb = Embedder.from_path(local_path(found))
+    emb = Embedder.from_path(local_path(found), weights=args.weights)
     vectors = emb.embed_texts(texts, batch_size=max(1, args.batch_size), truncate=args.truncate).tolist()
     if args.json:
         print(json.dumps([{"text": t, "embedding": v} for t, v in zip(texts, vectors, strict=True)]))

@@ -28,6 +28,15 @@ from maas.errors import EngineDeadError
 log = logging.getLogger("maas.engine")
 
 
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How a served embedding model batches and which weights its small batches read."""
+
+    max_batch_size: int = 64
+    max_wait_ms: float = 1.0
+    weights: str = "auto"  # Embedder WEIGHT_MODES
+
+
 @dataclass
 class _Job:
     seqs: list[list[int]]
@@ -71,6 +80,12 @@ class EmbeddingEngine:
         self._dead: str | None = None
         self._thread = threading.Thread(target=self._run, name="maas-embedder", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_path(cls, path: str, options: EmbedOptions, threads: int = 0) -> EmbeddingEngine:
+        """Load an encoder directory and start its batching worker."""
+        e = Embedder.from_path(path, threads, options.weights)
+        return cls(e, max_batch_size=options.max_batch_size, max_wait_s=options.max_wait_ms / 1000)
 
     # -- facts ---------------------------------------------------------------------------------
 

@@ -16,10 +16,13 @@ import torch
 from maas.errors import ContextLengthError, InvalidRequestError, UnsupportedModelError
 from maas.formats import open_model_files
 from maas.formats.sentence import SentenceConfig, read_sentence_config
-from maas.models.bert import BertConfig, BertModel
+from maas.kernels.small_batch_linear import available, pack_small_batches
+from maas.models.bert import BertConfig, BertModel, Packing
 from maas.text.tokenizer import Tokenizer
 
 log = logging.getLogger("maas.engine")
+
+WEIGHT_MODES = ("auto", "float32")
 
 
 class Embedder:
@@ -38,8 +41,17 @@ class Embedder:
         self._special = set(tokenizer.hf.get_added_tokens_decoder())
 
     @classmethod
-    def from_path(cls, path: str | Path, threads: int = 0) -> Embedder:
-        """Load an HF encoder directory (config.json, safetensors, tokenizer.json, sentence-transformers files)."""
+    def from_path(cls, path: str | Path, threads: int = 0, weights: str = "auto") -> Embedder:
+        """Load an HF encoder directory (config.json, safetensors, tokenizer.json, sentence-transformers files).
+
+        `weights` (WEIGHT_MODES): small batches (up to 192 tokens) read float16 copies of the
+        linear weights ("auto", where fbgemm is available; cosine >= 0.99999 with float32) or
+        pre-packed float32 ones ("float32", the same arithmetic as larger batches).
+        """
+        if weights not in WEIGHT_MODES:
+            raise InvalidRequestError(
+                f"unknown embedding weights {weights!r} (choose from {', '.join(WEIGHT_MODES)})"
+            )
         t0 = time.monotonic()
         if threads > 0:
             torch.set_num_threads(threads)
@@ -52,12 +64,15 @@ class Embedder:
             model = BertModel(BertConfig.from_hf(files.config))
         model.load_hf_state(dict(files.iter_tensors()))
         model = model.float().fuse_qkv()
+        small = "float16" if weights == "auto" and available("float16") else "float32"
+        if not pack_small_batches(model, small):
+            small = "float32 (not pre-packed: no oneDNN)"
         tok = Tokenizer.from_source(files.tokenizer)
         e = cls(model, tok, read_sentence_config(files.path), name=Path(path).name)
         log.info(
-            "loaded encoder %s (%d layers, dim %d, %s pooling%s, max %d tokens) in %.1fs",
+            "loaded encoder %s (%d layers, dim %d, %s pooling%s, max %d tokens, %s weights for small batches) in %.1fs",
             e.name, model.config.num_hidden_layers, e.dim, e.sentence.pooling,
-            ", normalized" if e.sentence.normalize else "", e.max_len, time.monotonic() - t0,
+            ", normalized" if e.sentence.normalize else "", e.max_len, small, time.monotonic() - t0,
         )  # fmt: skip
         return e
 
@@ -93,15 +108,19 @@ class Embedder:
 
     @torch.inference_mode()
     def embed(self, batch: list[list[int]]) -> torch.Tensor:
-        """(B, dim) float32 sentence vectors for one batch of token-id lists (best sorted by length)."""
-        T = max(len(x) for x in batch)
-        ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), T), dtype=torch.long)
-        for i, x in enumerate(batch):
-            ids[i, : len(x)] = torch.tensor(x)
-            mask[i, : len(x)] = 1
-        h = self.model(ids, mask)  # (B, T, H)
-        return pool(h, mask, self.sentence)
+        """(B, dim) float32 sentence vectors for one batch of token-id lists, in the order given.
+
+        The sequences run laid end to end, longest first (no padding in the dense layers;
+        attention pads only within groups of similar length).
+        """
+        order = sorted(range(len(batch)), key=lambda i: -len(batch[i]))
+        seqs = [batch[i] for i in order]
+        ids = torch.tensor([t for x in seqs for t in x], dtype=torch.long)
+        packing = Packing([len(x) for x in seqs])
+        v = pool(self.model.forward_packed(ids, packing), packing.lengths, self.sentence)
+        out = torch.empty_like(v)
+        out[order] = v
+        return out
 
     def embed_texts(self, texts: list[str], batch_size: int = 32, truncate: bool = True) -> torch.Tensor:
         """Vectors for texts in input order (sorted by length inside, batches of `batch_size`)."""
@@ -114,18 +133,20 @@ class Embedder:
         return out
 
 
-def pool(h: torch.Tensor, mask: torch.Tensor, cfg: SentenceConfig) -> torch.Tensor:
-    """(B, T, H) states + (B, T) mask -> (B, H), then L2-normalized when the model says so."""
-    m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+def pool(h: torch.Tensor, lengths: list[int], cfg: SentenceConfig) -> torch.Tensor:
+    """(N, H) states of sequences laid end to end -> (B, H), L2-normalized when the model says so."""
+    lens = torch.tensor(lengths, device=h.device)
+    ends = torch.cumsum(lens, 0)
     if cfg.pooling == "cls":
-        v = h[:, 0]
-    elif cfg.pooling == "max":
-        v = h.masked_fill(m == 0, float("-inf")).amax(dim=1)
+        v = h[ends - lens]
     elif cfg.pooling == "last":
-        v = h[torch.arange(h.shape[0]), mask.sum(1) - 1]
+        v = h[ends - 1]
+    elif cfg.pooling == "max":
+        v = torch.segment_reduce(h, "max", lengths=lens, axis=0)
     else:
-        n = m.sum(dim=1).clamp(min=1e-9)
-        v = (h * m).sum(dim=1) / (n.sqrt() if cfg.pooling == "mean_sqrt_len" else n)
+        v = torch.segment_reduce(h, "sum", lengths=lens, axis=0)
+        n = lens.to(h.dtype)[:, None]
+        v = v / (n.sqrt() if cfg.pooling == "mean_sqrt_len" else n)
     if cfg.normalize:
         v = torch.nn.functional.normalize(v, p=2, dim=-1)
     return v.float()

@@ -1,8 +1,8 @@
 """BERT-family encoders (BERT, MiniLM, and the variants sentence-transformers models use).
 
 Module names follow Hugging Face's BertModel so that safetensors load without renaming.
-`forward` takes padded ids and a mask and returns the last hidden states; pooling lives with
-the embedder, not here.
+`forward` takes padded ids and a mask and returns the last hidden states; `forward_packed` takes
+the sequences laid end to end (no padding in the dense layers). Pooling lives with the embedder.
 """
 
 from __future__ import annotations
@@ -77,12 +77,11 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids -> (B, T, H); token type 0 everywhere (single-segment inputs)."""
-        pos = torch.arange(ids.shape[1], device=ids.device)
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """ids and positions of the same shape -> (*shape, H); token type 0 everywhere (single segments)."""
         x = (
             self.word_embeddings(ids)
-            + self.position_embeddings(pos)[None]
+            + self.position_embeddings(positions)
             + self.token_type_embeddings.weight[0]
         )
         return self.LayerNorm(x)
@@ -120,46 +119,94 @@ class BertAttention(nn.Module):
         self.n_heads = c.num_attention_heads
         self.qkv: nn.Linear | None = None  # set by fuse_qkv()
 
-    def forward(self, x: torch.Tensor, pad: Padding | None) -> torch.Tensor:
-        """x: (B, T, H) when `pad` is None, else (N, H): the N real tokens of a padded (B, T) batch."""
-        H = x.shape[-1]
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """x: (N, H), the tokens of a batch of sequences laid end to end."""
         qkv = (
             self.qkv(x)
             if self.qkv is not None
             else torch.cat([self.self.query(x), self.self.key(x), self.self.value(x)], -1)
         )
-        if pad is not None:
-            qkv = pad.unpack(qkv)  # (B, T, 3H); padded rows are zeros and masked out as keys
-        B, T = qkv.shape[:2]
-        hd = H // self.n_heads
-        q, k, v = (
-            t.view(B, T, self.n_heads, hd).transpose(1, 2) for t in qkv.split(H, dim=-1)
-        )  # (B, nh, T, hd)
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=pad.mask if pad else None, scale=1 / math.sqrt(hd)
-        )
-        a = a.transpose(1, 2).reshape(B, T, H)
-        return self.output(pad.pack(a) if pad is not None else a, x)
+        return self.output(packing.attend(qkv, self.n_heads), x)
 
 
 @dataclass
-class Padding:
-    """Where the real tokens of a padded batch are, so dense layers skip the padding."""
+class _Group:
+    """Consecutive sequences whose attention runs as one padded batch."""
 
-    keep: torch.Tensor  # (N,) flat indices of real tokens in (B * T)
-    mask: torch.Tensor  # (B, 1, 1, T) True where a key may be attended to
-    B: int
-    T: int
+    rows: slice  # their rows in the packed (N, ...) tensor
+    n: int  # sequences
+    T: int  # the longest
+    gather: torch.Tensor | None  # (n * T,) rows (within `rows`) of the padded layout; None: no padding
+    keep: torch.Tensor | None  # real tokens' positions in the padded (n * T) layout
+    mask: torch.Tensor | None  # (n, 1, 1, T) True where a key may be attended to
 
-    def pack(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (N, D)."""
-        return x.reshape(self.B * self.T, -1)[self.keep]
 
-    def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (B, T, D) with zeros at the padding."""
-        out = x.new_zeros(self.B * self.T, x.shape[-1])
-        out[self.keep] = x
-        return out.view(self.B, self.T, -1)
+class Packing:
+    """Where each sequence of a batch lies when its tokens are laid end to end.
+
+    Dense layers run on the N real tokens only. Attention runs per group of consecutive
+    sequences of similar length (padded within a group, so a batch of mixed lengths does not
+    pay attention on the longest one's length for every sequence). Sequences sorted by length
+    give the fewest groups.
+    """
+
+    def __init__(
+        self,
+        lengths: list[int],
+        device: torch.device | None = None,
+        slack: float = 1.3,
+        min_waste: int = 2048,
+    ):
+        self.lengths = lengths
+        self.N = sum(lengths)
+        self.groups: list[_Group] = []
+        start = 0  # first sequence of the open group
+        for i in range(1, len(lengths) + 1):
+            if i == len(lengths) or _worth_splitting(lengths[start : i + 1], slack, min_waste):
+                self.groups.append(self._group(start, i, device))
+                start = i
+        lens = torch.tensor(lengths, device=device)
+        starts = torch.cumsum(lens, 0) - lens
+        self.positions = torch.arange(self.N, device=device) - starts.repeat_interleave(lens)
+
+    def _group(self, a: int, b: int, device: torch.device | None) -> _Group:
+        lens = self.lengths[a:b]
+        first = sum(self.lengths[:a])
+        rows = slice(first, first + sum(lens))
+        n, T = len(lens), max(lens)
+        if all(L == T for L in lens):
+            return _Group(rows, n, T, None, None, None)
+        lt = torch.tensor(lens, device=device)
+        real = torch.arange(T, device=device)[None, :] < lt[:, None]  # (n, T)
+        offs = torch.cumsum(lt, 0) - lt
+        gather = (offs[:, None] + torch.arange(T, device=device)[None, :]).clamp(max=sum(lens) - 1)
+        gather = torch.where(real, gather, offs[:, None])  # padding reads a real row; masked as a key
+        keep = real.reshape(-1).nonzero().squeeze(1)
+        return _Group(rows, n, T, gather.reshape(-1), keep, real[:, None, None, :])
+
+    def attend(self, qkv: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """(N, 3H) fused projections -> (N, H) attention outputs, each sequence seeing only itself."""
+        H = qkv.shape[-1] // 3
+        hd = H // n_heads
+        outs = []
+        for g in self.groups:
+            part = qkv[g.rows]
+            if g.gather is not None:
+                part = part.index_select(0, g.gather)
+            q, k, v = part.view(g.n, g.T, 3, n_heads, hd).permute(2, 0, 3, 1, 4)  # each (n, nh, T, hd)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=g.mask, scale=1 / math.sqrt(hd))
+            a = a.transpose(1, 2).reshape(g.n * g.T, H)
+            outs.append(a.index_select(0, g.keep) if g.keep is not None else a)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _worth_splitting(lens: list[int], slack: float, min_waste: int) -> bool:
+    """Whether the last sequence should start a new group: padding would cost too much attention
+    (over `slack` times the real query-key pairs, and over `min_waste` pairs per head)."""
+    T = max(lens)
+    padded = len(lens) * T * T
+    real = sum(L * L for L in lens)
+    return padded > slack * real and padded - real > min_waste
 
 
 class BertIntermediate(nn.Module):
@@ -183,8 +230,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(c)
         self.output = BertDenseNorm(c.intermediate_size, c.hidden_size, c.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, pad: Padding | None) -> torch.Tensor:
-        x = self.attention(x, pad)
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        x = self.attention(x, packing)
         return self.output(self.intermediate(x), x)
 
 
@@ -206,19 +253,21 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(config)
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids and (B, T) 1/0 mask -> (B, T, H) hidden states."""
-        x = self.embeddings(ids)  # (B, T, H)
-        if attention_mask is None or bool(attention_mask.all()):
-            for layer in self.encoder.layer:
-                x = layer(x, None)
-            return x
-        B, T = ids.shape
+        """(B, T) right-padded ids and (B, T) 1/0 mask -> (B, T, H) hidden states (zeros at padding)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(ids)
         m = attention_mask.bool()
-        pad = Padding(m.reshape(-1).nonzero().squeeze(1), m[:, None, None, :], B, T)
-        x = pad.pack(x)  # (N, H): dense layers run on real tokens only
+        h = self.forward_packed(ids[m], Packing(m.sum(1).tolist(), ids.device))
+        out = h.new_zeros(*ids.shape, h.shape[-1])
+        out[m] = h
+        return out
+
+    def forward_packed(self, ids: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """(N,) ids of sequences laid end to end -> (N, H) hidden states."""
+        x = self.embeddings(ids, packing.positions)
         for layer in self.encoder.layer:
-            x = layer(x, pad)
-        return pad.unpack(x)
+            x = layer(x, packing)
+        return x
 
     def fuse_qkv(self) -> BertModel:
         """Inference transformation: one (H -> 3H) projection per layer instead of three."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 
+from maas.engine.embed_batcher import EmbedOptions
 from maas.engine.engine import EngineConfig
 from maas.errors import MaasError, UnsupportedModelError
 from maas.server.app import create_app
@@ -33,15 +34,9 @@ def spec_for(found: Located, served_name: str | None = None) -> ModelSpec:
 class ModelLoader:
     """Loads specs into served models (engines in their own processes); knows the registry."""
 
-    def __init__(
-        self,
-        config: EngineConfig,
-        embed_batch: int = 64,
-        embed_wait_ms: float = 1.0,
-    ):
+    def __init__(self, config: EngineConfig, embed: EmbedOptions | None = None):
         self.config = config
-        self.embed_batch = embed_batch
-        self.embed_wait_s = embed_wait_ms / 1000
+        self.embed = embed or EmbedOptions()
         self._registry: Any = None
 
     def registry(self) -> Any:
@@ -61,10 +56,8 @@ class ModelLoader:
             return ServedModel(spec.name, "llm", ProcessEngine(path, self.config))
         if spec.kind == "embedding":
             from maas.engine.embed_batcher import EmbeddingEngine
-            from maas.engine.embedder import Embedder
 
-            embedder = Embedder.from_path(path, self.config.threads)
-            engine = EmbeddingEngine(embedder, max_batch_size=self.embed_batch, max_wait_s=self.embed_wait_s)
+            engine = EmbeddingEngine.from_path(str(path), self.embed, self.config.threads)
             return ServedModel(spec.name, "embedding", engine)
         raise UnsupportedModelError(
             f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve "
@@ -102,11 +95,10 @@ def build_pool(
     max_loaded: int | None = None,
     memory_budget: int | None = None,
     use_registry: bool = True,
-    embed_batch: int = 64,
-    embed_wait_ms: float = 1.0,
+    embed: EmbedOptions | None = None,
 ) -> ModelPool:
     """A pool of the named models (checked now: a bad name fails before the server starts)."""
-    loader = ModelLoader(config, embed_batch, embed_wait_ms)
+    loader = ModelLoader(config, embed)
     specs = [spec_for(locate(n), served_name if len(names) == 1 else None) for n in names]
     if max_loaded is None:
         max_loaded = max(3, len(specs))

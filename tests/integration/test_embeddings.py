@@ -41,8 +41,13 @@ def test_parity_with_sentence_transformers(client):
     assert len(texts) == 300
     st = SentenceTransformer(str(builtin_path(EMB)), device="cpu")
     want = st.encode(texts, batch_size=32)
-    got = []
-    for i in range(0, len(texts), 100):
+
+    def one(text: str):  # type: ignore[no-untyped-def]
+        return client.embeddings.create(model=EMB, input=text, extra_body={"truncate": True})
+
+    with ThreadPoolExecutor(8) as ex:  # single sentences, some batched together: small batches
+        got = [r.data[0].embedding for r in ex.map(one, texts[:100])]
+    for i in range(100, len(texts), 100):  # large batches
         r = client.embeddings.create(model=EMB, input=texts[i : i + 100], extra_body={"truncate": True})
         got += [d.embedding for d in sorted(r.data, key=lambda d: d.index)]
     cos = cosine(np.array(got), want)
@@ -131,8 +136,8 @@ def test_concurrent_clients_are_batched_and_routed(client, server):
     with ThreadPoolExecutor(32) as ex:
         got = list(ex.map(lambda t: client.embeddings.create(model=EMB, input=t).data[0].embedding, texts))
     after = httpx.get(server.url + "/health", timeout=10).json()["models"][EMB]
-    for t, g in zip(texts[:8], got[:8], strict=True):
-        np.testing.assert_allclose(g, alone[t], atol=1e-5)  # each caller got its own vector
+    mine = cosine(np.array(got[:8]), np.array([alone[t] for t in texts[:8]]))
+    assert mine.min() >= 0.9999  # each caller got its own vector (float32 or float16 weights)
     assert after["sequences"] - before["sequences"] == 64
     assert after["batches"] - before["batches"] < 64  # several requests shared forward passes
 
