@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from maas.engine.embed_process import EmbedderProcess
 from maas.engine.embedder import Embedder
 from maas.errors import EngineDeadError
 
@@ -35,6 +36,7 @@ class EmbedOptions:
     max_batch_size: int = 64
     max_wait_ms: float = 1.0
     weights: str = "auto"  # Embedder WEIGHT_MODES
+    process: bool = True  # forward passes in a child process (EmbedderProcess), not the server's
 
 
 @dataclass
@@ -62,7 +64,7 @@ class EmbeddingEngine:
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | EmbedderProcess,
         max_batch_size: int = 64,
         max_batch_tokens: int = 16384,
         max_wait_s: float = 0.001,
@@ -84,15 +86,16 @@ class EmbeddingEngine:
     @classmethod
     def from_path(cls, path: str, options: EmbedOptions, threads: int = 0) -> EmbeddingEngine:
         """Load an encoder directory and start its batching worker."""
-        e = Embedder.from_path(path, threads, options.weights)
+        cls_ = EmbedderProcess if options.process else Embedder
+        e = cls_(path, threads, options.weights)
         return cls(e, max_batch_size=options.max_batch_size, max_wait_s=options.max_wait_ms / 1000)
 
     # -- facts ---------------------------------------------------------------------------------
 
     @property
     def alive(self) -> bool:
-        """True while the worker thread runs."""
-        return self._dead is None and self._thread.is_alive()
+        """True while the worker thread (and the embedding process, if any) runs."""
+        return self._dead is None and self._thread.is_alive() and self.embedder.alive
 
     def stats(self) -> dict[str, float]:
         """Queued sequences and totals since start."""
@@ -106,8 +109,8 @@ class EmbeddingEngine:
         }
 
     def memory_bytes(self) -> int:
-        """Bytes of the model's parameters (it runs inside the server process)."""
-        return sum(p.numel() * p.element_size() for p in self.embedder.model.parameters())
+        """Bytes the model takes (its parameters in-process; the child's resident memory otherwise)."""
+        return self.embedder.memory_bytes()
 
     # -- callers -------------------------------------------------------------------------------
 
@@ -130,9 +133,10 @@ class EmbeddingEngine:
         return v.numpy()
 
     def shutdown(self) -> None:
-        """Stop the worker after the batch in progress."""
+        """Stop the worker after the batch in progress, then the embedding process."""
         self._q.put(None)
         self._thread.join(10)
+        self.embedder.close()
 
     # -- worker --------------------------------------------------------------------------------
 
@@ -191,9 +195,11 @@ class EmbeddingEngine:
         try:
             vecs = self.embedder.embed(seqs)
         except Exception as e:  # this batch's requests fail; the worker goes on
-            log.exception("embedding batch failed")
+            if not isinstance(e, EngineDeadError):
+                log.exception("embedding batch failed")
+                e = EngineDeadError(f"the embedding batch failed: {type(e).__name__}: {e}")
             for job, _ in batch:
-                _fail(job, EngineDeadError(f"the embedding batch failed: {type(e).__name__}: {e}"))
+                _fail(job, e)
             return
         s = self.stats_
         s.batches += 1

@@ -25,58 +25,37 @@ log = logging.getLogger("maas.engine")
 WEIGHT_MODES = ("auto", "float32")
 
 
-class Embedder:
-    """Runs one batch of token-id sequences through the encoder and pools them (no batching policy)."""
+def check_weights(weights: str) -> None:
+    """A clear error for a weight mode that is not one of WEIGHT_MODES."""
+    if weights not in WEIGHT_MODES:
+        raise InvalidRequestError(
+            f"unknown embedding weights {weights!r} (choose from {', '.join(WEIGHT_MODES)})"
+        )
 
-    def __init__(self, model: BertModel, tokenizer: Tokenizer, sentence: SentenceConfig, name: str = ""):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.sentence = sentence
-        self.name = name
-        c = model.config
-        self.dim = c.hidden_size
-        self.max_len = min(sentence.max_seq_length or c.max_position_embeddings, c.max_position_embeddings)
-        self.vocab_size = c.vocab_size
-        self.pad_id = c.pad_token_id
-        self._special = set(tokenizer.hf.get_added_tokens_decoder())
 
-    @classmethod
-    def from_path(cls, path: str | Path, threads: int = 0, weights: str = "auto") -> Embedder:
-        """Load an HF encoder directory (config.json, safetensors, tokenizer.json, sentence-transformers files).
+class EncoderInputs:
+    """What an encoder takes: its tokenizer, pooling config and limits; texts -> checked token ids.
 
-        `weights` (WEIGHT_MODES): small batches (up to 192 tokens) read float16 copies of the
-        linear weights ("auto", where fbgemm is available; cosine >= 0.99999 with float32) or
-        pre-packed float32 ones ("float32", the same arithmetic as larger batches).
-        """
-        if weights not in WEIGHT_MODES:
-            raise InvalidRequestError(
-                f"unknown embedding weights {weights!r} (choose from {', '.join(WEIGHT_MODES)})"
-            )
-        t0 = time.monotonic()
-        if threads > 0:
-            torch.set_num_threads(threads)
+    Reads only metadata (config.json, tokenizer.json, sentence-transformers files), not weights.
+    """
+
+    def __init__(self, path: str | Path):
         files = open_model_files(path)
         if files.architecture != "bert":
             raise UnsupportedModelError(
                 f"{str(path)!r} is a {files.architecture} model, not an encoder (embeddings need BERT-family models)"
             )
-        with torch.device("meta"):
-            model = BertModel(BertConfig.from_hf(files.config))
-        model.load_hf_state(dict(files.iter_tensors()))
-        model = model.float().fuse_qkv()
-        small = "float16" if weights == "auto" and available("float16") else "float32"
-        if not pack_small_batches(model, small):
-            small = "float32 (not pre-packed: no oneDNN)"
-        tok = Tokenizer.from_source(files.tokenizer)
-        e = cls(model, tok, read_sentence_config(files.path), name=Path(path).name)
-        log.info(
-            "loaded encoder %s (%d layers, dim %d, %s pooling%s, max %d tokens, %s weights for small batches) in %.1fs",
-            e.name, model.config.num_hidden_layers, e.dim, e.sentence.pooling,
-            ", normalized" if e.sentence.normalize else "", e.max_len, small, time.monotonic() - t0,
-        )  # fmt: skip
-        return e
-
-    # -- inputs --------------------------------------------------------------------------------
+        self.files = files
+        self.config = c = BertConfig.from_hf(files.config)
+        self.tokenizer = Tokenizer.from_source(files.tokenizer)
+        self.sentence = read_sentence_config(files.path)
+        self.name = Path(path).name
+        self.dim = c.hidden_size
+        self.max_len = min(
+            self.sentence.max_seq_length or c.max_position_embeddings, c.max_position_embeddings
+        )
+        self.vocab_size = c.vocab_size
+        self._special = set(self.tokenizer.hf.get_added_tokens_decoder())
 
     def tokenize(self, texts: list[str], truncate: bool = False, param: str = "input") -> list[list[int]]:
         """Token ids with the model's special tokens; too long -> truncated or ContextLengthError."""
@@ -103,6 +82,49 @@ class Embedder:
                 f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})", param=param
             )
         return ids
+
+
+class Embedder(EncoderInputs):
+    """An encoder in this process: one batch of token-id sequences in, pooled vectors out (no batching policy)."""
+
+    def __init__(self, path: str | Path, threads: int = 0, weights: str = "auto"):
+        """Load an HF encoder directory (config.json, safetensors, tokenizer.json, sentence-transformers files).
+
+        `weights` (WEIGHT_MODES): small batches (up to 192 tokens) read float16 copies of the
+        linear weights ("auto", where fbgemm is available; cosine >= 0.99999 with float32) or
+        pre-packed float32 ones ("float32", the same arithmetic as larger batches).
+        """
+        check_weights(weights)
+        t0 = time.monotonic()
+        super().__init__(path)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        with torch.device("meta"):
+            model = BertModel(self.config)
+        model.load_hf_state(dict(self.files.iter_tensors()))
+        self.model = model.float().fuse_qkv().eval()
+        small = "float16" if weights == "auto" and available("float16") else "float32"
+        if not pack_small_batches(self.model, small):
+            small = "float32 (not pre-packed: no oneDNN)"
+        log.info(
+            "loaded encoder %s (%d layers, dim %d, %s pooling%s, max %d tokens, %s weights for small batches) in %.1fs",
+            self.name, self.config.num_hidden_layers, self.dim, self.sentence.pooling,
+            ", normalized" if self.sentence.normalize else "", self.max_len, small, time.monotonic() - t0,
+        )  # fmt: skip
+
+    @classmethod
+    def from_path(cls, path: str | Path, threads: int = 0, weights: str = "auto") -> Embedder:
+        """Same as the constructor (the name the other loaders use)."""
+        return cls(path, threads, weights)
+
+    alive = True  # nothing to die separately in-process
+
+    def close(self) -> None:
+        """Nothing to stop in-process."""
+
+    def memory_bytes(self) -> int:
+        """Bytes of the model's parameters."""
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
     # -- compute -------------------------------------------------------------------------------
 

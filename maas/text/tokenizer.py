@@ -140,6 +140,8 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids of many texts with the tokenizer's own template (e.g. BERT's [CLS] ... [SEP])."""
+        if len(texts) == 1:  # no thread pool for one text
+            return [self.hf.encode(texts[0], add_special_tokens=True).ids]
         return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=True)]
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:

@@ -32,3 +32,21 @@ def test_engine_process_death_gives_503_not_a_hang():
         assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
     finally:
         stop_server(server)
+
+
+def test_embedding_process_death_gives_503_not_a_hang():
+    server = start_server("all-minilm-l6-v2")
+    try:
+        url = server.url + "/v1/embeddings"
+        body = {"model": "all-minilm-l6-v2", "input": "The cat sat."}
+        assert httpx.post(url, json=body, timeout=30).status_code == 200
+        children = psutil.Process(server.proc.pid).children(recursive=True)
+        workers = [c for c in children if "python" in c.name().lower()]
+        assert workers, "the encoder should run in a child process"
+        for c in workers:
+            c.kill()
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+        assert httpx.get(server.url + "/health", timeout=5).status_code == 503
+    finally:
+        stop_server(server)

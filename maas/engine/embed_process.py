@@ -1,0 +1,125 @@
+"""An encoder's forward passes in a child process, so that they never wait on the server's GIL.
+
+In one process, every torch op of a forward pass gives the GIL up and must win it back from the
+event loop; under load that costs more than the arithmetic of a short sentence. The server keeps
+the tokenizer (EncoderInputs) and sends batches of token ids down a pipe; vectors come back.
+One caller at a time (the batcher's worker thread). If the child dies, `embed` raises
+EngineDeadError and `alive` turns False.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maas.engine.embedder import EncoderInputs, check_weights
+from maas.errors import EngineDeadError, MaasError, ModelFormatError
+
+log = logging.getLogger("maas.engine")
+
+
+def _worker_main(path: str, threads: int, weights: str, conn: Any, log_level: int) -> None:
+    """Child process: load the encoder, then answer batches until the pipe closes."""
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    from maas.engine.embedder import Embedder
+
+    try:
+        e = Embedder(path, threads, weights)
+        conn.send(("ready", e.memory_bytes()))
+    except MaasError as err:
+        conn.send(("failed", err.message))
+        return
+    except Exception as err:  # a bug while loading: report it rather than hang the parent
+        conn.send(("failed", f"{type(err).__name__}: {err}"))
+        return
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        try:
+            conn.send(("ok", e.embed(batch).numpy()))
+        except Exception as err:  # this batch fails; the worker goes on
+            logging.getLogger("maas.engine").exception("embedding batch failed")
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+class EmbedderProcess(EncoderInputs):
+    """Embedder's interface (tokenize, fit, embed) with the model in a child process."""
+
+    def __init__(
+        self, path: str | Path, threads: int = 0, weights: str = "auto", load_timeout: float = 300.0
+    ):
+        check_weights(weights)
+        super().__init__(path)  # metadata only: a bad directory fails here, before a process starts
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(
+            target=_worker_main,
+            args=(str(path), threads, weights, child, logging.getLogger().getEffectiveLevel()),
+            name="maas-embedder",
+            daemon=True,
+        )
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(load_timeout):
+            self._proc.kill()
+            raise EngineDeadError("the embedding process did not finish loading the model in time")
+        kind, info = self._recv()
+        if kind == "failed":
+            self._proc.join(5)
+            raise ModelFormatError(info)
+        self._weights_bytes = int(info)
+
+    @property
+    def alive(self) -> bool:
+        """True while the child process runs."""
+        return self._proc.is_alive()
+
+    def _recv(self) -> tuple[str, Any]:
+        try:
+            msg: tuple[str, Any] = self._conn.recv()
+        except (EOFError, OSError):
+            raise EngineDeadError(f"the embedding process exited (code {self._proc.exitcode})") from None
+        return msg
+
+    def embed(self, batch: list[list[int]]) -> torch.Tensor:
+        """(B, dim) float32 sentence vectors, in the order given (blocks until the child answers)."""
+        try:
+            self._conn.send(batch)
+        except (OSError, ValueError):
+            raise EngineDeadError(
+                f"the embedding process is not running (code {self._proc.exitcode})"
+            ) from None
+        kind, value = self._recv()
+        if kind != "ok":
+            raise RuntimeError(value)
+        return torch.from_numpy(value)
+
+    def memory_bytes(self) -> int:
+        """Resident memory of the child process (its weights if it has exited)."""
+        import psutil
+
+        try:
+            return int(psutil.Process(self._proc.pid).memory_info().rss)
+        except (psutil.Error, ValueError, TypeError):
+            return self._weights_bytes
+
+    def close(self) -> None:
+        """Stop the child process."""
+        if self._proc.is_alive():
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(None)
+            self._proc.join(10)
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._conn.close()
