@@ -98,6 +98,12 @@ def add_parser(sub: Any) -> None:
         "faster for one sentence; cosine >= 0.99999 with float32), float32 = float32 everywhere; "
         "larger batches always run in float32 (default %(default)s)",
     )
+    g.add_argument(
+        "--embed-process",
+        action="store_true",
+        help="run each encoder in its own process (a crash there cannot take the server down; its "
+        "forward passes never wait on the server's GIL) instead of a thread of the server",
+    )
     add_engine_args(p)
     p.set_defaults(func=run)
 
@@ -151,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
         max_loaded=args.max_loaded_models,
         memory_budget=args.memory_budget,
         use_registry=args.registry,
-        embed=EmbedOptions(args.embed_max_batch_size, args.embed_max_wait_ms, args.embed_weights),
+        embed=EmbedOptions(
+            args.embed_max_batch_size, args.embed_max_wait_ms, args.embed_weights, args.embed_process
+        ),
     )
     try:
         pool.preload_sync()

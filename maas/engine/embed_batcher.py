@@ -36,7 +36,7 @@ class EmbedOptions:
     max_batch_size: int = 64
     max_wait_ms: float = 1.0
     weights: str = "auto"  # Embedder WEIGHT_MODES
-    process: bool = True  # forward passes in a child process (EmbedderProcess), not the server's
+    process: bool = False  # forward passes in a child process (EmbedderProcess), not the server's
 
 
 @dataclass

@@ -8,7 +8,7 @@ call); with many rows it is bound by arithmetic, where MKL's float32 kernel is t
 - `float16`: fbgemm's packed float16 weights (half the bytes to read), float32 arithmetic.
 
 Measured on a 2-core AVX2 CPU with all-MiniLM-L6-v2's 24 layers (ms per forward pass of the
-linear layers alone, `python benchmarks/embeddings.py --linear`):
+linear layers alone, `python benchmarks/small_batch_linear.py`):
 
     rows      3      34     128    256    1088
     MKL       7.9    11.7   24.8   39.6   146.6

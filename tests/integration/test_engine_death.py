@@ -35,7 +35,7 @@ def test_engine_process_death_gives_503_not_a_hang():
 
 
 def test_embedding_process_death_gives_503_not_a_hang():
-    server = start_server("all-minilm-l6-v2")
+    server = start_server("all-minilm-l6-v2", "--embed-process")
     try:
         url = server.url + "/v1/embeddings"
         body = {"model": "all-minilm-l6-v2", "input": "The cat sat."}
