@@ -19,28 +19,21 @@ from typing import Any
 
 import torch
 
+from maas.engine.child import load_in_child
 from maas.engine.embedder import EncoderInputs, check_weights
-from maas.errors import EngineDeadError, MaasError, ModelFormatError
+from maas.errors import EngineDeadError, ModelFormatError
 
 log = logging.getLogger("maas.engine")
 
 
 def _worker_main(path: str, threads: int, weights: str, conn: Any, log_level: int) -> None:
     """Child process: load the encoder, then answer batches until the pipe closes."""
-    logging.basicConfig(
-        level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
     from maas.engine.embedder import Embedder
 
-    try:
-        e = Embedder(path, threads, weights)
-        conn.send(("ready", e.memory_bytes()))
-    except MaasError as err:
-        conn.send(("failed", err.message))
+    e = load_in_child(lambda: Embedder(path, threads, weights), conn, log_level)
+    if e is None:
         return
-    except Exception as err:  # a bug while loading: report it rather than hang the parent
-        conn.send(("failed", f"{type(err).__name__}: {err}"))
-        return
+    conn.send(("ready", e.memory_bytes()))
     while True:
         try:
             batch = conn.recv()

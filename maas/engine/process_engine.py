@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+from maas.engine.child import load_in_child
 from maas.engine.limits import check_prompt, check_token_ids
 from maas.engine.request import RequestOutput
 from maas.engine.sampling_params import SamplingParams
@@ -31,18 +32,10 @@ log = logging.getLogger("maas.engine")
 
 def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> None:
     """Child process: load the model, then loop: read commands, step, send outputs."""
-    logging.basicConfig(
-        level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
     from maas.engine.engine import Engine
 
-    try:
-        engine = Engine.from_path(path, config)
-    except MaasError as e:
-        out.send(("failed", e.message))
-        return
-    except Exception as e:  # a bug while loading: report it rather than hang the parent
-        out.send(("failed", f"{type(e).__name__}: {e}"))
+    engine = load_in_child(lambda: Engine.from_path(path, config), out, log_level)
+    if engine is None:
         return
     try:
         out.send(
