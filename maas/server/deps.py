@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from maas.server.pool import ModelPool
 
 
-def get_models(request: Request) -> ModelPool:
-    """The app's model pool."""
+async def get_models(request: Request) -> ModelPool:
+    """The app's model pool (async: FastAPI would run a plain function in a worker thread)."""
     pool: ModelPool = request.app.state.models
     return pool
 

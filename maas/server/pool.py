@@ -72,6 +72,7 @@ class ModelPool:
         self._lookup = lookup
         self._catalog = catalog
         self._changed: asyncio.Condition | None = None
+        self._waiting = 0  # tasks waiting on _changed: a release notifies only when there are some
         self._load_lock: asyncio.Lock | None = None
         self.ready = False
         self.on_load: Callable[[ServedModel], None] | None = None  # e.g. attach metrics hooks
@@ -127,15 +128,13 @@ class ModelPool:
             raise InvalidRequestError(
                 f"model {name!r} is a {e.spec.kind} model, not a {kind} model", param="model"
             )
-        cond = self._cond()
         while True:
             if e.served is not None and not e.draining:
                 e.in_use += 1
                 e.last_used = time.monotonic()
                 return Lease(e.served, lambda: self._release(e))
             if e.draining:
-                async with cond:
-                    await cond.wait_for(lambda: not e.draining)
+                await self._wait_until(lambda: not e.draining)
                 continue
             if e.loading is None:
                 e.loading = asyncio.ensure_future(self._load(e))
@@ -151,12 +150,23 @@ class ModelPool:
     def _release(self, e: _Entry) -> None:
         e.in_use -= 1
         e.last_used = time.monotonic()
-        asyncio.ensure_future(self._notify())
+        if self._waiting:
+            asyncio.ensure_future(self._notify())
 
     async def _notify(self) -> None:
         cond = self._cond()
         async with cond:
             cond.notify_all()
+
+    async def _wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait for a change to the pool that makes `predicate()` true."""
+        cond = self._cond()
+        self._waiting += 1
+        try:
+            async with cond:
+                await cond.wait_for(predicate)
+        finally:
+            self._waiting -= 1
 
     # -- loading and eviction ----------------------------------------------------------------
 
@@ -192,7 +202,6 @@ class ModelPool:
         return False
 
     async def _make_room(self, e: _Entry) -> None:
-        cond = self._cond()
         while True:
             others = [o for o in self._unique() if o.served is not None and o is not e]
             if not self._over(e, others):
@@ -205,8 +214,7 @@ class ModelPool:
             victim = others[0]
             victim.draining = True  # no new requests; unloaded when its last one finishes
             log.info("waiting for %s to finish its requests before unloading it", victim.spec.name)
-            async with cond:
-                await cond.wait_for(lambda v=victim: v.in_use == 0)  # type: ignore[misc]
+            await self._wait_until(lambda v=victim: v.in_use == 0)  # type: ignore[misc]
 
     async def _trim(self, e: _Entry) -> None:
         """After a load measured more than estimated: unload idle LRU models until within budget."""
@@ -241,14 +249,12 @@ class ModelPool:
     async def unload(self, name: str) -> bool:
         """Unload `name` once its running requests finish; False when it was not loaded."""
         e = self._entry(name)
-        cond = self._cond()
         if e.loading is not None:
             await asyncio.shield(e.loading)
         if e.served is None:
             return False
         e.draining = True
-        async with cond:
-            await cond.wait_for(lambda: e.in_use == 0)
+        await self._wait_until(lambda: e.in_use == 0)
         await self._unload(e, reason="asked to")
         return True
 
