@@ -84,10 +84,12 @@ class EmbeddingEngine:
         self._thread.start()
 
     @classmethod
-    def from_path(cls, path: str, options: EmbedOptions, threads: int = 0) -> EmbeddingEngine:
-        """Load an encoder directory and start its batching worker."""
+    def from_path(
+        cls, path: str, options: EmbedOptions, threads: int = 0, device: str = "cpu"
+    ) -> EmbeddingEngine:
+        """Load an encoder directory (onto `device`: cpu, cuda or auto) and start its batching worker."""
         cls_ = EmbedderProcess if options.process else Embedder
-        e = cls_(path, threads, options.weights)
+        e = cls_(path, threads, options.weights, device)
         return cls(e, max_batch_size=options.max_batch_size, max_wait_s=options.max_wait_ms / 1000)
 
     # -- facts ---------------------------------------------------------------------------------

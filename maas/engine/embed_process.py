@@ -26,11 +26,11 @@ from maas.errors import EngineDeadError, ModelFormatError
 log = logging.getLogger("maas.engine")
 
 
-def _worker_main(path: str, threads: int, weights: str, conn: Any, log_level: int) -> None:
+def _worker_main(path: str, threads: int, weights: str, device: str, conn: Any, log_level: int) -> None:
     """Child process: load the encoder, then answer batches until the pipe closes."""
     from maas.engine.embedder import Embedder
 
-    e = load_in_child(lambda: Embedder(path, threads, weights), conn, log_level)
+    e = load_in_child(lambda: Embedder(path, threads, weights, device), conn, log_level)
     if e is None:
         return
     conn.send(("ready", e.memory_bytes()))
@@ -52,7 +52,12 @@ class EmbedderProcess(EncoderInputs):
     """Embedder's interface (tokenize, fit, embed) with the model in a child process."""
 
     def __init__(
-        self, path: str | Path, threads: int = 0, weights: str = "auto", load_timeout: float = 300.0
+        self,
+        path: str | Path,
+        threads: int = 0,
+        weights: str = "auto",
+        device: str = "cpu",
+        load_timeout: float = 300.0,
     ):
         check_weights(weights)
         super().__init__(path)  # metadata only: a bad directory fails here, before a process starts
@@ -60,7 +65,7 @@ class EmbedderProcess(EncoderInputs):
         self._conn, child = ctx.Pipe(duplex=True)
         self._proc = ctx.Process(
             target=_worker_main,
-            args=(str(path), threads, weights, child, logging.getLogger().getEffectiveLevel()),
+            args=(str(path), threads, weights, device, child, logging.getLogger().getEffectiveLevel()),
             name="maas-embedder",
             daemon=True,
         )

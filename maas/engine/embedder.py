@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from maas.engine.loader import pick_device
 from maas.errors import ContextLengthError, InvalidRequestError, UnsupportedModelError
 from maas.formats import open_model_files
 from maas.formats.sentence import SentenceConfig, read_sentence_config
@@ -87,35 +88,41 @@ class EncoderInputs:
 class Embedder(EncoderInputs):
     """An encoder in this process: one batch of token-id sequences in, pooled vectors out (no batching policy)."""
 
-    def __init__(self, path: str | Path, threads: int = 0, weights: str = "auto"):
+    def __init__(self, path: str | Path, threads: int = 0, weights: str = "auto", device: str = "cpu"):
         """Load an HF encoder directory (config.json, safetensors, tokenizer.json, sentence-transformers files).
 
-        `weights` (WEIGHT_MODES): small batches (up to 192 tokens) read float16 copies of the
-        linear weights ("auto", where fbgemm is available; cosine >= 0.99999 with float32) or
-        pre-packed float32 ones ("float32", the same arithmetic as larger batches).
+        `weights` (WEIGHT_MODES, CPU only): small batches (up to 192 tokens) read float16 copies of
+        the linear weights ("auto", where fbgemm is available; cosine >= 0.99999 with float32) or
+        pre-packed float32 ones ("float32", the same arithmetic as larger batches). `device`: cpu,
+        cuda or auto (float32 everywhere).
         """
         check_weights(weights)
         t0 = time.monotonic()
         super().__init__(path)
+        self.device = pick_device(device)
         if threads > 0:
             torch.set_num_threads(threads)
         with torch.device("meta"):
             model = BertModel(self.config)
         model.load_hf_state(dict(self.files.iter_tensors()))
-        self.model = model.float().fuse_qkv().eval()
+        self.model = model.float().fuse_qkv().eval().to(self.device)
         small = "float16" if weights == "auto" and available("float16") else "float32"
-        if not pack_small_batches(self.model, small):
+        if self.device.type != "cpu":
+            small = "float32"
+        elif not pack_small_batches(self.model, small):
             small = "float32 (not pre-packed: no oneDNN)"
         log.info(
-            "loaded encoder %s (%d layers, dim %d, %s pooling%s, max %d tokens, %s weights for small batches) in %.1fs",
-            self.name, self.config.num_hidden_layers, self.dim, self.sentence.pooling,
+            "loaded encoder %s on %s (%d layers, dim %d, %s pooling%s, max %d tokens, %s weights for small batches) in %.1fs",
+            self.name, self.device, self.config.num_hidden_layers, self.dim, self.sentence.pooling,
             ", normalized" if self.sentence.normalize else "", self.max_len, small, time.monotonic() - t0,
         )  # fmt: skip
 
     @classmethod
-    def from_path(cls, path: str | Path, threads: int = 0, weights: str = "auto") -> Embedder:
+    def from_path(
+        cls, path: str | Path, threads: int = 0, weights: str = "auto", device: str = "cpu"
+    ) -> Embedder:
         """Same as the constructor (the name the other loaders use)."""
-        return cls(path, threads, weights)
+        return cls(path, threads, weights, device)
 
     alive = True  # nothing to die separately in-process
 
@@ -137,9 +144,9 @@ class Embedder(EncoderInputs):
         """
         order = sorted(range(len(batch)), key=lambda i: -len(batch[i]))
         seqs = [batch[i] for i in order]
-        ids = torch.tensor([t for x in seqs for t in x], dtype=torch.long)
-        packing = Packing([len(x) for x in seqs])
-        v = pool(self.model.forward_packed(ids, packing), packing.lengths, self.sentence)
+        ids = torch.tensor([t for x in seqs for t in x], dtype=torch.long, device=self.device)
+        packing = Packing([len(x) for x in seqs], self.device)
+        v = pool(self.model.forward_packed(ids, packing), packing.lengths, self.sentence).cpu()
         out = torch.empty_like(v)
         out[order] = v
         return out

@@ -57,7 +57,7 @@ class ModelLoader:
         if spec.kind == "embedding":
             from maas.engine.embed_batcher import EmbeddingEngine
 
-            engine = EmbeddingEngine.from_path(str(path), self.embed, self.config.threads)
+            engine = EmbeddingEngine.from_path(str(path), self.embed, self.config.threads, self.config.device)
             return ServedModel(spec.name, "embedding", engine)
         raise UnsupportedModelError(
             f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve "

@@ -13,7 +13,7 @@ from tokenizers import models, normalizers, pre_tokenizers, processors
 
 from maas.engine.embed_batcher import EmbeddingEngine
 from maas.engine.embedder import Embedder
-from maas.errors import ContextLengthError, InvalidRequestError
+from maas.errors import ContextLengthError, InvalidRequestError, MaasError
 
 WORDS = [
     "[PAD]",
@@ -105,6 +105,9 @@ def test_too_long_inputs_are_refused_or_truncated(tmp_path):
         e.fit([2, 999, 3], truncate=False)
     with pytest.raises(InvalidRequestError, match="unknown embedding weights 'int3'"):
         Embedder.from_path(tmp_path, weights="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(MaasError, match="CUDA is not available"):
+            Embedder.from_path(tmp_path, device="cuda")
 
 
 def test_batcher_packs_concurrent_requests_and_routes_results(tmp_path):
