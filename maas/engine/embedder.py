@@ -130,8 +130,9 @@ class Embedder(EncoderInputs):
         """Nothing to stop in-process."""
 
     def memory_bytes(self) -> int:
-        """Bytes of the model's parameters."""
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        """Bytes of the model's parameters and of the pre-packed small-batch weights."""
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return params + sum(getattr(m, "packed_bytes", 0) for m in self.model.modules())
 
     # -- compute -------------------------------------------------------------------------------
 

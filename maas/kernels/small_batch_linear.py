@@ -45,6 +45,7 @@ class SmallBatchLinear(nn.Module):
         self.weight, self.bias = linear.weight, linear.bias
         self.mode, self.max_rows = mode, max_rows
         w = linear.weight.detach()
+        self.packed_bytes = w.numel() * (2 if mode == "float16" else 4)  # the pre-packed copy
         if mode == "float32":
             self._packed: object = torch.ops.mkldnn._reorder_linear_weight(w)
         else:

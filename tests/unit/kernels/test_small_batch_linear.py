@@ -21,6 +21,7 @@ def test_small_batches_match_float32_and_large_ones_are_unchanged(mode, tol):
         want = lin(x)
         got = fast(x)
         assert (got - want).abs().max() <= tol * want.abs().max()
+    assert fast.packed_bytes == 96 * 160 * (2 if mode == "float16" else 4)
     big = torch.randn(17, 96)
     assert torch.equal(fast(big), lin(big))  # past max_rows: float32, as nn.Linear computes it
     assert torch.equal(fast(big[None]), lin(big[None]))  # 3-D inputs take the float32 path too
