@@ -76,7 +76,7 @@ def bench_st(texts: list[str], model_dir: Path, sizes: list[int], n_single: int)
 def bench_engine(texts: list[str], model_dir: Path, sizes: list[int], n_single: int) -> dict[str, float]:
     from maas.engine.embedder import Embedder
 
-    e = Embedder.from_path(model_dir)
+    e = Embedder(model_dir)
     out = {}
     for b in sizes:
         xs = texts[:n_single] if b == 1 else texts

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     found = locate(args.model)
     if found.kind != "embedding":
         raise InvalidRequestError(f"{args.model!r} is a {found.kind} model, not an embedding model")
-    emb = Embedder.from_path(local_path(found), weights=args.weights, device=args.device)
+    emb = Embedder(local_path(found), weights=args.weights, device=args.device)
     vectors = emb.embed_texts(texts, batch_size=max(1, args.batch_size), truncate=args.truncate).tolist()
     if args.json:
         print(json.dumps([{"text": t, "embedding": v} for t, v in zip(texts, vectors, strict=True)]))

@@ -1,14 +1,46 @@
-"""What every model's child process does first: set up logging and load, reporting a failure."""
+"""What every model's child process shares: start it and wait until it has loaded (or failed),
+its side of loading, and its resident memory."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-from maas.errors import MaasError
+from maas.errors import EngineDeadError, MaasError, ModelFormatError
 
 T = TypeVar("T")
+
+
+def spawn_and_wait(
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    name: str,
+    reader: Any,
+    child_ends: list[Any],
+    load_timeout: float,
+    what: str,
+) -> tuple[BaseProcess, Any]:
+    """Start `target(*args)` in a spawned process (closing our copies of `child_ends`), wait for its
+    first message on `reader` and return (process, info of its ("ready", info)). A load that
+    fails is a ModelFormatError; one that hangs or dies, an EngineDeadError naming `what`."""
+    proc = mp.get_context("spawn").Process(target=target, args=args, name=name, daemon=True)
+    proc.start()
+    for c in child_ends:
+        c.close()
+    if not reader.poll(load_timeout):
+        proc.kill()
+        raise EngineDeadError(f"the {what} process did not finish loading the model in time")
+    try:
+        kind, info = reader.recv()
+    except (EOFError, OSError):
+        raise EngineDeadError(f"the {what} process died while loading (exit code {proc.exitcode})") from None
+    if kind == "failed":
+        proc.join(5)
+        raise ModelFormatError(info)
+    return proc, info
 
 
 def load_in_child(build: Callable[[], T], conn: Any, log_level: int) -> T | None:
@@ -23,3 +55,13 @@ def load_in_child(build: Callable[[], T], conn: Any, log_level: int) -> T | None
     except Exception as e:  # a bug while loading: report it rather than hang the parent
         conn.send(("failed", f"{type(e).__name__}: {e}"))
     return None
+
+
+def resident_bytes(proc: BaseProcess) -> int | None:
+    """Resident memory of a child process (None once it has exited)."""
+    import psutil
+
+    try:
+        return int(psutil.Process(proc.pid).memory_info().rss)
+    except (psutil.Error, ValueError, TypeError):
+        return None

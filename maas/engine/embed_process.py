@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from maas.engine.child import load_in_child
+from maas.engine.child import load_in_child, resident_bytes, spawn_and_wait
 from maas.engine.embedder import EncoderInputs, check_weights
-from maas.errors import EngineDeadError, ModelFormatError
+from maas.errors import EngineDeadError
 
 log = logging.getLogger("maas.engine")
 
@@ -61,24 +61,17 @@ class EmbedderProcess(EncoderInputs):
     ):
         check_weights(weights)
         super().__init__(path)  # metadata only: a bad directory fails here, before a process starts
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe(duplex=True)
-        self._proc = ctx.Process(
-            target=_worker_main,
-            args=(str(path), threads, weights, device, child, logging.getLogger().getEffectiveLevel()),
-            name="maas-embedder",
-            daemon=True,
+        self._conn, child = mp.get_context("spawn").Pipe(duplex=True)
+        self._proc, weights_bytes = spawn_and_wait(
+            _worker_main,
+            (str(path), threads, weights, device, child, logging.getLogger().getEffectiveLevel()),
+            "maas-embedder",
+            self._conn,
+            [child],
+            load_timeout,
+            "embedding",
         )
-        self._proc.start()
-        child.close()
-        if not self._conn.poll(load_timeout):
-            self._proc.kill()
-            raise EngineDeadError("the embedding process did not finish loading the model in time")
-        kind, info = self._recv()
-        if kind == "failed":
-            self._proc.join(5)
-            raise ModelFormatError(info)
-        self._weights_bytes = int(info)
+        self._weights_bytes = int(weights_bytes)
 
     @property
     def alive(self) -> bool:
@@ -107,12 +100,8 @@ class EmbedderProcess(EncoderInputs):
 
     def memory_bytes(self) -> int:
         """Resident memory of the child process (its weights if it has exited)."""
-        import psutil
-
-        try:
-            return int(psutil.Process(self._proc.pid).memory_info().rss)
-        except (psutil.Error, ValueError, TypeError):
-            return self._weights_bytes
+        rss = resident_bytes(self._proc)
+        return self._weights_bytes if rss is None else rss
 
     def close(self) -> None:
         """Stop the child process."""

@@ -1,7 +1,7 @@
 """Embedder: an encoder model, its tokenizer and pooling; token ids in, sentence vectors out.
 
 from maas.engine.embedder import Embedder
-e = Embedder.from_path("path/to/all-MiniLM-L6-v2")
+e = Embedder("path/to/all-MiniLM-L6-v2")
 vectors = e.embed_texts(["a sentence", "another"])      # (2, 384) float32, L2-normalized as the model says
 """
 
@@ -107,22 +107,13 @@ class Embedder(EncoderInputs):
         model.load_hf_state(dict(self.files.iter_tensors()))
         self.model = model.float().fuse_qkv().eval().to(self.device)
         small = "float16" if weights == "auto" and available("float16") else "float32"
-        if self.device.type != "cpu":
-            small = "float32"
-        elif not pack_small_batches(self.model, small):
-            small = "float32 (not pre-packed: no oneDNN)"
+        if not pack_small_batches(self.model, small):  # not on the CPU, or no kernels for it
+            small = "float32 (not pre-packed)"
         log.info(
             "loaded encoder %s on %s (%d layers, dim %d, %s pooling%s, max %d tokens, %s weights for small batches) in %.1fs",
             self.name, self.device, self.config.num_hidden_layers, self.dim, self.sentence.pooling,
             ", normalized" if self.sentence.normalize else "", self.max_len, small, time.monotonic() - t0,
         )  # fmt: skip
-
-    @classmethod
-    def from_path(
-        cls, path: str | Path, threads: int = 0, weights: str = "auto", device: str = "cpu"
-    ) -> Embedder:
-        """Same as the constructor (the name the other loaders use)."""
-        return cls(path, threads, weights, device)
 
     alive = True  # nothing to die separately in-process
 

@@ -17,12 +17,12 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
-from maas.engine.child import load_in_child
+from maas.engine.child import load_in_child, resident_bytes, spawn_and_wait
 from maas.engine.limits import check_prompt, check_token_ids
 from maas.engine.request import RequestOutput
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.streams import StreamHub
-from maas.errors import EngineDeadError, InvalidRequestError, MaasError, ModelFormatError
+from maas.errors import EngineDeadError, InvalidRequestError, MaasError
 from maas.formats import open_model_files
 from maas.text.chat_template import ChatTemplate
 from maas.text.tokenizer import Tokenizer
@@ -91,28 +91,15 @@ class ProcessEngine:
         ctx = mp.get_context("spawn")
         self._cmd_r, self._cmd_w = ctx.Pipe(duplex=False)
         self._out_r, self._out_w = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
-            target=_engine_main,
-            args=(str(path), config, self._cmd_r, self._out_w, logging.getLogger().getEffectiveLevel()),
-            name="maas-engine",
-            daemon=True,
+        self._proc, info = spawn_and_wait(
+            _engine_main,
+            (str(path), config, self._cmd_r, self._out_w, logging.getLogger().getEffectiveLevel()),
+            "maas-engine",
+            self._out_r,
+            [self._out_w, self._cmd_r],
+            load_timeout,
+            "engine",
         )
-        self._proc.start()
-        self._out_w.close()
-        self._cmd_r.close()
-        if not self._out_r.poll(load_timeout):
-            self._proc.kill()
-            raise EngineDeadError("the engine process did not finish loading the model in time")
-        try:
-            msg = self._out_r.recv()
-        except EOFError:
-            raise EngineDeadError(
-                f"the engine process died while loading (exit code {self._proc.exitcode})"
-            ) from None
-        if msg[0] == "failed":
-            self._proc.join(5)
-            raise ModelFormatError(msg[1])
-        info = msg[1]
         self.max_model_len: int = info["max_model_len"]
         self.max_num_seqs: int = int(getattr(config, "max_num_seqs", 32))
         self.vocab_size: int = info["vocab_size"]
@@ -137,12 +124,7 @@ class ProcessEngine:
 
     def memory_bytes(self) -> int | None:
         """Resident memory of the engine process (None once it has exited)."""
-        import psutil
-
-        try:
-            return int(psutil.Process(self._proc.pid).memory_info().rss)
-        except (psutil.Error, ValueError, TypeError):
-            return None
+        return resident_bytes(self._proc)
 
     def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
         """Validate lengths before queueing (raises ContextLengthError)."""

@@ -158,31 +158,16 @@ class Packing:
         min_waste: int = 2048,
     ):
         self.lengths = lengths
-        self.N = sum(lengths)
         self.groups: list[_Group] = []
-        start = 0  # first sequence of the open group
+        start, row = 0, 0  # first sequence of the open group, and its first row
         for i in range(1, len(lengths) + 1):
             if i == len(lengths) or _worth_splitting(lengths[start : i + 1], slack, min_waste):
-                self.groups.append(self._group(start, i, device))
-                start = i
+                group = lengths[start:i]
+                self.groups.append(_group(group, row, device))
+                start, row = i, row + sum(group)
         lens = torch.tensor(lengths, device=device)
         starts = torch.cumsum(lens, 0) - lens
-        self.positions = torch.arange(self.N, device=device) - starts.repeat_interleave(lens)
-
-    def _group(self, a: int, b: int, device: torch.device | None) -> _Group:
-        lens = self.lengths[a:b]
-        first = sum(self.lengths[:a])
-        rows = slice(first, first + sum(lens))
-        n, T = len(lens), max(lens)
-        if all(L == T for L in lens):
-            return _Group(rows, n, T, None, None, None)
-        lt = torch.tensor(lens, device=device)
-        real = torch.arange(T, device=device)[None, :] < lt[:, None]  # (n, T)
-        offs = torch.cumsum(lt, 0) - lt
-        gather = (offs[:, None] + torch.arange(T, device=device)[None, :]).clamp(max=sum(lens) - 1)
-        gather = torch.where(real, gather, offs[:, None])  # padding reads a real row; masked as a key
-        keep = real.reshape(-1).nonzero().squeeze(1)
-        return _Group(rows, n, T, gather.reshape(-1), keep, real[:, None, None, :])
+        self.positions = torch.arange(row, device=device) - starts.repeat_interleave(lens)  # row: all tokens
 
     def attend(self, qkv: torch.Tensor, n_heads: int) -> torch.Tensor:
         """(N, 3H) fused projections -> (N, H) attention outputs, each sequence seeing only itself."""
@@ -198,6 +183,21 @@ class Packing:
             a = a.transpose(1, 2).reshape(g.n * g.T, H)
             outs.append(a.index_select(0, g.keep) if g.keep is not None else a)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _group(lens: list[int], first: int, device: torch.device | None) -> _Group:
+    """The group of consecutive sequences of `lens` whose first row is `first`."""
+    rows = slice(first, first + sum(lens))
+    n, T = len(lens), max(lens)
+    if all(L == T for L in lens):
+        return _Group(rows, n, T, None, None, None)
+    lt = torch.tensor(lens, device=device)
+    real = torch.arange(T, device=device)[None, :] < lt[:, None]  # (n, T)
+    offs = torch.cumsum(lt, 0) - lt
+    gather = torch.where(real, offs[:, None] + torch.arange(T, device=device)[None, :], offs[:, None])
+    # (padding reads its sequence's first row; it is masked as a key and dropped as a query)
+    keep = real.reshape(-1).nonzero().squeeze(1)
+    return _Group(rows, n, T, gather.reshape(-1), keep, real[:, None, None, :])
 
 
 def _worth_splitting(lens: list[int], slack: float, min_waste: int) -> bool:

@@ -80,13 +80,13 @@ TEXTS = ["the cat sat on the mat", "a dog ran", "then the cat ran far away and t
 @pytest.mark.parametrize("pooling,normalize", [("mean", True), ("cls", False), ("max", True)])
 def test_matches_transformers_in_any_batch(tmp_path, pooling, normalize):
     hf, tok = save_encoder(tmp_path, pooling, normalize, max_seq_length=32)
-    e = Embedder.from_path(tmp_path, weights="float32")
+    e = Embedder(tmp_path, weights="float32")
     ref = reference(hf, tok, TEXTS, pooling, normalize)
     batched = e.embed_texts(TEXTS, batch_size=4)  # laid end to end together
     alone = torch.cat([e.embed_texts([t]) for t in TEXTS])
     torch.testing.assert_close(batched, ref, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(alone, ref, atol=2e-5, rtol=1e-4)
-    fp16 = Embedder.from_path(tmp_path)  # "auto": float16 weights for small batches (all of these)
+    fp16 = Embedder(tmp_path)  # "auto": float16 weights for small batches (all of these)
     cos = torch.nn.functional.cosine_similarity(fp16.embed_texts(TEXTS, batch_size=4), ref)
     assert cos.min() >= 0.99999
     if normalize:
@@ -95,7 +95,7 @@ def test_matches_transformers_in_any_batch(tmp_path, pooling, normalize):
 
 def test_too_long_inputs_are_refused_or_truncated(tmp_path):
     hf, tok = save_encoder(tmp_path, max_seq_length=6)
-    e = Embedder.from_path(tmp_path)
+    e = Embedder(tmp_path)
     long = "the cat sat on the mat and the dog ran far away"
     with pytest.raises(ContextLengthError, match="at most 6"):
         e.tokenize([long])
@@ -104,15 +104,15 @@ def test_too_long_inputs_are_refused_or_truncated(tmp_path):
     with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
         e.fit([2, 999, 3], truncate=False)
     with pytest.raises(InvalidRequestError, match="unknown embedding weights 'int3'"):
-        Embedder.from_path(tmp_path, weights="int3")
+        Embedder(tmp_path, weights="int3")
     if not torch.cuda.is_available():
         with pytest.raises(MaasError, match="CUDA is not available"):
-            Embedder.from_path(tmp_path, device="cuda")
+            Embedder(tmp_path, device="cuda")
 
 
 def test_batcher_packs_concurrent_requests_and_routes_results(tmp_path):
     save_encoder(tmp_path, max_seq_length=32)
-    e = Embedder.from_path(tmp_path, weights="float32")
+    e = Embedder(tmp_path, weights="float32")
     engine = EmbeddingEngine(e, max_batch_size=8, max_wait_s=0.05)
     seqs = e.tokenize(TEXTS * 4)
 
