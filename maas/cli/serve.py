@@ -24,8 +24,9 @@ def add_parser(sub: Any) -> None:
     s = get_settings()
     p = sub.add_parser(
         "serve",
-        help="serve models over HTTP (OpenAI API)",
-        description="Serve models behind the OpenAI API. MODEL is a registry name[:tag], a built-in "
+        help="serve models over HTTP (OpenAI API; Open Inference Protocol v2 for tensor models)",
+        description="Serve models behind the OpenAI API (LLMs, embeddings) and the Open Inference Protocol v2 "
+        "(tensor models: /v2/models/NAME/infer). MODEL is a registry name[:tag], a built-in "
         f"name, a .gguf file, or an HF model directory (default: {' and '.join(DEFAULT_MODELS)}). The models named "
         "here load at start-up; any other registry model loads on its first request.",
     )
@@ -104,6 +105,18 @@ def add_parser(sub: Any) -> None:
         help="run each encoder in its own process (a crash there cannot take the server down; its "
         "forward passes never wait on the server's GIL) instead of a thread of the server",
     )
+    t = p.add_argument_group("tensor models (Open Inference Protocol v2: /v2/models/NAME/infer)")
+    t.add_argument("--tensor-backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="auto = onnxruntime for ONNX versions, torch for `maas train` exports (default %(default)s)")  # fmt: skip
+    t.add_argument("--tensor-max-batch-size", type=int, default=64, metavar="N",
+                   help="rows per forward pass when batching concurrent requests; larger requests get 400 "
+                   "(default %(default)s)")  # fmt: skip
+    t.add_argument("--tensor-max-wait-ms", type=float, default=1.0, metavar="MS",
+                   help="how long a batch waits for more requests before it runs (default %(default)s)")  # fmt: skip
+    t.add_argument("--tensor-preferred-batch-size", type=int, action="append", default=[], metavar="N",
+                   help="a batch of this many rows runs at once without waiting (repeatable)")  # fmt: skip
+    t.add_argument("--tensor-max-queue", type=int, default=1024, metavar="N",
+                   help="requests waiting per tensor model; more get 429 (default %(default)s)")  # fmt: skip
     add_engine_args(p)
     p.set_defaults(func=run)
 
@@ -138,6 +151,7 @@ def _options(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Check the models, then serve until interrupted (they load as the server starts)."""
     from maas.engine.embed_batcher import EmbedOptions
+    from maas.engine.tensor_engine import TensorOptions
     from maas.errors import InvalidRequestError
     from maas.server.launch import build_pool, serve
     from maas.store.builtin import ensure_builtins_imported
@@ -148,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError(
             "--embed-max-batch-size must be >= 1 and --embed-max-wait-ms within 0..1000"
         )
+    if args.tensor_max_batch_size < 1 or args.tensor_max_wait_ms < 0 or args.tensor_max_queue < 1:
+        raise InvalidRequestError(
+            "--tensor-max-batch-size and --tensor-max-queue must be >= 1, --tensor-max-wait-ms >= 0"
+        )
+    if any(not 1 <= n <= args.tensor_max_batch_size for n in args.tensor_preferred_batch_size):
+        raise InvalidRequestError("--tensor-preferred-batch-size must be within 1..--tensor-max-batch-size")
     options = _options(args)  # a bad key file fails before any model loads
     ensure_builtins_imported()
     pool = build_pool(
@@ -159,6 +179,13 @@ def run(args: argparse.Namespace) -> int:
         use_registry=args.registry,
         embed=EmbedOptions(
             args.embed_max_batch_size, args.embed_max_wait_ms, args.embed_weights, args.embed_process
+        ),
+        tensor=TensorOptions(
+            max_batch_size=args.tensor_max_batch_size,
+            max_wait_ms=args.tensor_max_wait_ms,
+            preferred=tuple(args.tensor_preferred_batch_size),
+            max_queue=args.tensor_max_queue,
+            backend=args.tensor_backend,
         ),
     )
     try:

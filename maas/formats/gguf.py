@@ -16,9 +16,7 @@ import torch
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats.base import ModelFiles, TokenizerSource
 from maas.formats.gguf_reader import GGUFFile, type_name
-
-# Architectures whose blocks are the Llama block (RMSNorm, RoPE, GQA, SwiGLU); qwen2 adds qkv bias.
-LLAMA_LIKE = {"llama", "mistral", "qwen2", "smollm"}
+from maas.models.families import by_gguf_arch, supported
 
 # Tensor types we turn into float32. Tested: F32, F16, BF16, Q8_0, Q4_0, Q4_1; the others go through
 # the same `gguf` dequantizer.
@@ -139,9 +137,10 @@ def open_gguf(path: str | Path) -> ModelFiles:
     arch = _field(reader, "general.architecture")
     if arch is None:
         raise ModelFormatError(f"GGUF file {str(path)!r} has no general.architecture field")
-    if arch not in LLAMA_LIKE:
+    row = by_gguf_arch(str(arch))
+    if row is None:
         raise UnsupportedModelError(
-            f"GGUF architecture {arch!r} is not supported (supported: {', '.join(sorted(LLAMA_LIKE))})"
+            f"GGUF architecture {arch!r} is not supported (supported: {', '.join(supported(gguf=True))})"
         )
     _check_complete(reader, path)
     for t in reader.tensors:
@@ -185,7 +184,7 @@ def open_gguf(path: str | Path) -> ModelFiles:
     return ModelFiles(
         path=path,
         format="gguf",
-        architecture="llama" if arch != "qwen2" else "qwen2",
+        architecture=row.name,
         config=config,
         iter_tensors=iter_tensors,
         tokenizer=tok,

@@ -11,14 +11,7 @@ import torch
 
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats.base import ModelFiles, TokenizerSource
-
-_FAMILIES = {
-    "llama": "llama",
-    "mistral": "llama",
-    "qwen2": "qwen2",
-    "smollm": "llama",
-    "bert": "bert",
-}
+from maas.models.families import by_model_type, supported
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -67,12 +60,13 @@ def open_hf_dir(path: str | Path) -> ModelFiles:
     d = Path(path)
     config = _read_json(d / "config.json")
     model_type = str(config.get("model_type", ""))
-    family = _FAMILIES.get(model_type)
-    if family is None:
+    row = by_model_type(model_type)
+    if row is None or row.kind == "tensor":
         raise UnsupportedModelError(
             f"model_type {model_type!r} in {str(d / 'config.json')!r} is not supported "
-            f"(supported: {', '.join(sorted(_FAMILIES))})"
+            f"(supported: {', '.join(supported('llm') + supported('embedding'))})"
         )
+    family = row.name
     files = sorted(d.glob("*.safetensors"))
     if not files:
         raise ModelFormatError(f"no *.safetensors files in {str(d)!r}")

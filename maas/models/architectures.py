@@ -1,4 +1,4 @@
-"""Family name -> model class and config class."""
+"""Build an empty decoder LM for a family of the table (maas.models.families)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,17 @@ from typing import Any
 from torch import nn
 
 from maas.errors import UnsupportedModelError
-from maas.models.llama import LlamaConfig, LlamaForCausalLM
-
-DECODERS: dict[str, tuple[Any, type[nn.Module]]] = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "qwen2": (LlamaConfig, LlamaForCausalLM),
-}
+from maas.models.families import by_name
 
 
 def build_decoder(family: str, hf_config: dict[str, Any]) -> tuple[Any, nn.Module]:
     """Config and an empty (meta-device) decoder LM for a family name."""
     import torch
 
-    if family not in DECODERS:
+    row = by_name(family)
+    if row is None or row.kind != "llm":
         raise UnsupportedModelError(f"no decoder architecture for family {family!r}")
-    cfg_cls, model_cls = DECODERS[family]
-    cfg = cfg_cls.from_hf(hf_config)
+    cfg = row.config_class().from_hf(hf_config)
     with torch.device("meta"):
-        model = model_cls(cfg)
+        model = row.module_class()(cfg)
     return cfg, model

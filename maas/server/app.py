@@ -20,7 +20,7 @@ from maas.server.metrics import Metrics
 from maas.server.middleware import Gateway
 from maas.server.pool import ModelPool
 from maas.server.ratelimit import RateLimiter
-from maas.server.routes import admin, chat, completions, embeddings, health, models
+from maas.server.routes import admin, chat, completions, embeddings, health, models, v2
 from maas.server.state import ServedModel
 
 log = logging.getLogger("maas.server")
@@ -45,8 +45,9 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
     metrics = Metrics(lambda: [(m.name, m.kind, m.engine) for m in pool.loaded()])
 
     def attach(m: ServedModel) -> None:
-        if m.kind == "embedding":
-            m.engine.on_batch = metrics.embed_batch.labels(m.name).observe
+        hook = metrics.batch_hook(m.name, m.kind)
+        if hook is not None:
+            m.engine.on_batch = hook
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +66,8 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
     app.state.in_flight = {}  # id(engine) -> admitted requests (serving._admit)
     app.state.limiter = RateLimiter(opts.requests_per_min, opts.tokens_per_min)
     install_error_handlers(app)
-    for r in (chat.router, completions.router, embeddings.router, models.router, health.router, admin.router):
+    routers = (chat.router, completions.router, embeddings.router, models.router, health.router, admin.router,
+               v2.router)  # fmt: skip
+    for r in routers:
         app.include_router(r)
     return Gateway(app, opts.keys, metrics, opts.max_body_bytes, opts.json_access_log)

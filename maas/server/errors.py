@@ -44,12 +44,16 @@ def status_of(e: MaasError) -> int:
     return 500
 
 
-def error_response(e: MaasError) -> JSONResponse:
-    """A JSONResponse for a maas error (429s carry Retry-After)."""
+def is_v2(path: str) -> bool:
+    """True for the Open Inference Protocol's paths, whose errors are `{"error": message}`."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_response(e: MaasError, v2: bool = False) -> JSONResponse:
+    """A JSONResponse for a maas error (429s carry Retry-After), in the OpenAI or the v2 shape."""
     headers = {"Retry-After": "1"} if isinstance(e, OverloadedError) else None
-    return JSONResponse(
-        error_body(e.message, e.kind, e.param, e.code), status_code=status_of(e), headers=headers
-    )
+    body = {"error": e.message} if v2 else error_body(e.message, e.kind, e.param, e.code)
+    return JSONResponse(body, status_code=status_of(e), headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -76,21 +80,27 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MaasError)
     async def _maas(request: Request, e: MaasError) -> JSONResponse:
         rejected(request, e.code if isinstance(e.code, str) else e.kind)
-        return error_response(e)
+        return error_response(e, is_v2(request.url.path))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         rejected(request, "invalid_request")
         msg, param = _validation_message(e)
+        if is_v2(request.url.path):
+            return JSONResponse({"error": msg}, status_code=400)
         return JSONResponse(error_body(msg, "invalid_request_error", param, "invalid_value"), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if is_v2(request.url.path):
+            return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
         code = "payload_too_large" if e.status_code == 413 else e.status_code
         return JSONResponse(error_body(str(e.detail), kind, None, code), status_code=e.status_code)
 
     @app.exception_handler(Exception)
-    async def _bug(_: Request, e: Exception) -> JSONResponse:
+    async def _bug(request: Request, e: Exception) -> JSONResponse:
         log.exception("unhandled error")
+        if is_v2(request.url.path):
+            return JSONResponse({"error": "internal server error"}, status_code=500)
         return JSONResponse(error_body("internal server error", "internal_error", None, 500), status_code=500)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
 
 from maas.engine.embed_batcher import EmbedOptions
 from maas.engine.engine import EngineConfig
+from maas.engine.tensor_engine import TensorOptions
 from maas.errors import MaasError, UnsupportedModelError
+from maas.models.families import kind_of
 from maas.server.app import create_app
 from maas.server.middleware import Gateway
 from maas.server.pool import ModelPool
 from maas.server.state import ModelSpec, ServedModel
-from maas.store.locate import Located, api_name, kind_of, local_path, locate, locate_named
+from maas.store.locate import Located, api_name, local_path, locate, locate_named
 
 log = logging.getLogger("maas.server")
 
@@ -34,9 +37,12 @@ def spec_for(found: Located, served_name: str | None = None) -> ModelSpec:
 class ModelLoader:
     """Loads specs into served models (engines in their own processes); knows the registry."""
 
-    def __init__(self, config: EngineConfig, embed: EmbedOptions | None = None):
+    def __init__(
+        self, config: EngineConfig, embed: EmbedOptions | None = None, tensor: TensorOptions | None = None
+    ):
         self.config = config
         self.embed = embed or EmbedOptions()
+        self.tensor = tensor or TensorOptions()
         self._registry: Any = None
 
     def registry(self) -> Any:
@@ -59,9 +65,13 @@ class ModelLoader:
 
             engine = EmbeddingEngine.from_path(str(path), self.embed, self.config.threads, self.config.device)
             return ServedModel(spec.name, "embedding", engine)
+        if spec.kind == "tensor":
+            from maas.engine.tensor_engine import TensorEngine
+
+            o = replace(self.tensor, threads=self.config.threads, device=self.config.device)
+            return ServedModel(spec.name, "tensor", TensorEngine.from_path(str(path), o))
         raise UnsupportedModelError(
-            f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve "
-            "(it serves LLMs and embedding models)"
+            f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve"
         )
 
     def lookup(self, name: str) -> ModelSpec | None:
@@ -84,7 +94,6 @@ class ModelLoader:
                 api_name(i.name, i.tag), kind_of(i.family), "registry", f"{i.name}:{i.tag}", _estimate(i.size)
             )
             for i in infos
-            if kind_of(i.family) != "tensor"  # classic models: no HTTP API for them yet
         ]
 
 
@@ -96,9 +105,10 @@ def build_pool(
     memory_budget: int | None = None,
     use_registry: bool = True,
     embed: EmbedOptions | None = None,
+    tensor: TensorOptions | None = None,
 ) -> ModelPool:
     """A pool of the named models (checked now: a bad name fails before the server starts)."""
-    loader = ModelLoader(config, embed)
+    loader = ModelLoader(config, embed, tensor)
     specs = [spec_for(locate(n), served_name if len(names) == 1 else None) for n in names]
     if max_loaded is None:
         max_loaded = max(3, len(specs))

@@ -47,11 +47,35 @@ class Metrics:
         self.embed_batch = Histogram("maas:embedding_batch_size", "Sentences per embedding forward pass.",
                                      ["model"], buckets=_BATCH, registry=r)  # fmt: skip
         self.embed_inputs = Counter("maas:embedding_inputs", "Sentences embedded.", ["model"], registry=r)
+        self.infer_latency = Histogram("maas:inference_request_latency_seconds",
+                                       "Tensor-model (v2) request latency, body read to response built.",
+                                       ["model"], buckets=_LATENCY, registry=r)  # fmt: skip
+        self.infer_batch = Histogram("maas:inference_batch_size", "Rows per tensor-model forward pass.",
+                                     ["model"], buckets=_BATCH, registry=r)  # fmt: skip
+        self.infer_queue = Histogram("maas:inference_queue_time_seconds",
+                                     "Time a tensor-model request waited for its forward pass.",
+                                     ["model"], buckets=_LATENCY, registry=r)  # fmt: skip
         r.register(_EngineGauges(engines))
 
     def render(self) -> bytes:
         """The text exposition format."""
         return bytes(generate_latest(self.registry))
+
+    def batch_hook(self, model: str, kind: str) -> Callable[[int, list[float]], None] | None:
+        """What a batching engine calls after each forward pass: batch size (and queue times)."""
+        if kind == "embedding":
+            observe = self.embed_batch.labels(model).observe
+            return lambda rows, _waits: observe(rows)
+        if kind == "tensor":
+            size, queue = self.infer_batch.labels(model), self.infer_queue.labels(model)
+
+            def hook(rows: int, waits: list[float]) -> None:
+                size.observe(rows)
+                for w in waits:
+                    queue.observe(w)
+
+            return hook
+        return None
 
     def timer(self, model: str) -> RequestTimer:
         """A timer for one generation request."""

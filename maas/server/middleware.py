@@ -12,7 +12,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 
 from maas.server.auth import KeyRing
-from maas.server.errors import error_body
+from maas.server.errors import error_body, is_v2
 from maas.server.metrics import Metrics
 
 access = logging.getLogger("maas.access")
@@ -55,6 +55,8 @@ class Gateway:
         async def reply(
             status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
         ) -> None:
+            if is_v2(path):  # the Open Inference Protocol's error shape
+                body = {"error": body["error"]["message"]}
             data = json.dumps(body).encode()
             hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
             await send_with_id(
@@ -73,7 +75,7 @@ class Gateway:
         if counted:
             self.in_flight += 1
         try:
-            needs_key = path.startswith(("/v1", "/admin")) or (
+            needs_key = path.startswith(("/v1", "/admin", "/v2/models")) or (
                 path == "/metrics" and self.keys.protect_metrics
             )
             if self.keys.enabled and needs_key:

@@ -12,21 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maas.errors import InvalidRequestError, ModelNotFoundError
+from maas.models.families import kind_of
 from maas.store.builtin import BUILTINS, builtin_path
 
 if TYPE_CHECKING:
     from maas.store.registry import Registry
-
-ENCODER_FAMILIES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert"})
-
-
-def kind_of(family: str) -> str:
-    """'embedding' for encoder families, 'tensor' for maas-trained classic models (maas-cnn, ...),
-    'llm' for the rest."""
-    f = family.lower()
-    if f.startswith("maas-"):
-        return "tensor"
-    return "embedding" if f in ENCODER_FAMILIES else "llm"
 
 
 @dataclass(frozen=True)

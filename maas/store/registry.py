@@ -26,6 +26,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from maas.config import get_settings
 from maas.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError
+from maas.models.families import kind_of
+from maas.models.signature import exported_signature
 from maas.store.blobs import BlobStore, CorruptBlobError, pid_alive
 from maas.store.catalog import File, Tag, Version, open_catalog, session
 
@@ -61,6 +63,7 @@ class VersionInfo:
     files: list[dict[str, Any]]
     metrics: dict[str, Any]
     tags: list[str]
+    signature: dict[str, Any] | None = None  # a tensor model's inputs, outputs and labels
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -69,11 +72,15 @@ class VersionInfo:
 
 def describe_files(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
     """(family, format, [(relpath, file)]) for a GGUF file or an HF-style directory."""
+    if path.is_file() and path.suffix == ".onnx":
+        return "onnx", "onnx", [(path.name, path)]
     if path.is_file():
         with path.open("rb") as f:
             magic = f.read(4)
         if magic != b"GGUF":
-            raise ModelFormatError(f"{str(path)!r} is neither a GGUF file nor a model directory")
+            raise ModelFormatError(
+                f"{str(path)!r} is neither a GGUF file, an .onnx file nor a model directory"
+            )
         from maas.formats.gguf_reader import GGUFFile
 
         arch = str(GGUFFile(path).fields.get("general.architecture", "unknown"))
@@ -88,8 +95,26 @@ def describe_files(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
             for p in path.rglob("*")
             if p.is_file() and not p.name.startswith(".")
         )
-        return family, "hf", files
-    raise ModelFormatError(f"{str(path)!r} does not exist or is not a GGUF file / HF model directory")
+        return family, "onnx" if family == "onnx" else "hf", files
+    raise ModelFormatError(
+        f"{str(path)!r} does not exist or is not a GGUF file / .onnx file / HF model directory"
+    )
+
+
+def read_signature(path: Path, family: str) -> dict[str, Any] | None:
+    """A tensor model's signature as recorded in the registry (None for LLMs and encoders)."""
+    if kind_of(family) != "tensor":
+        return None
+    if family == "onnx":
+        from maas.formats.onnx import onnx_signature
+
+        return onnx_signature(path).as_dict()
+    try:
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"cannot read {str(path / 'config.json')!r}: {e}") from None
+    sig = exported_signature(meta) if isinstance(meta, dict) else None
+    return sig.as_dict() if sig is not None else None
 
 
 class Registry:
@@ -118,6 +143,7 @@ class Registry:
         """Store a model's files as blobs and point `ref` at the new version."""
         name, tag = parse_ref(ref)
         family, fmt, files = describe_files(Path(path).expanduser())
+        signature = read_signature(Path(path).expanduser(), family)
         total = sum(p.stat().st_size for _, p in files)
         from tqdm import tqdm
 
@@ -131,7 +157,7 @@ class Registry:
         with self._pending() as protect:
             stored = [(rel, *self.blobs.put_file(p, bar, protect)) for rel, p in files]
             bar.close()
-            self._commit_import(name, tag, family, fmt, total, parent, operation, metrics, stored)
+            self._commit_import(name, tag, family, fmt, total, parent, operation, metrics, stored, signature)
         return self.show(f"{name}:{tag}")
 
     @contextlib.contextmanager
@@ -176,12 +202,13 @@ class Registry:
         operation: str,
         metrics: dict[str, Any] | None,
         stored: list[tuple[str, str, int]],
+        signature: dict[str, Any] | None = None,
     ) -> None:
 
         def write(db: Any) -> None:
             parent_id = self._version(db, parent).id if parent else None
             v = Version(name=name, family=family, format=fmt, size=total, parent_id=parent_id, operation=operation,
-                        metrics=metrics or {})  # fmt: skip
+                        metrics=metrics or {}, config={"signature": signature} if signature else {})  # fmt: skip
             v.files = [File(relpath=rel, digest=d, size=n) for rel, d, n in stored]
             db.add(v)
             db.flush()
@@ -278,6 +305,7 @@ class Registry:
             parent=parent, operation=v.operation,
             files=[{"path": f.relpath, "digest": f.digest, "size": f.size} for f in v.files],
             metrics=dict(v.metrics or {}), tags=sorted(f"{t.name}:{t.tag}" for t in v.tags),
+            signature=(v.config or {}).get("signature"),
         )  # fmt: skip
 
     def show(self, ref: str) -> VersionInfo:

@@ -4,7 +4,7 @@ Transformer LMs are written as HF Llama directories (config.json, model.safetens
 tokenizer.json, tokenizer_config.json): the serving engine loads them like any HF model, so a
 trained LM is servable by name at once. The other models are written as `maas-<arch>`
 directories (config.json with the architecture and its parameters, model.safetensors) that
-`load_exported` rebuilds.
+`maas.models.exported.load_exported` rebuilds (and `load_servable` serves).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from maas.errors import ModelFormatError
-from maas.models import zoo
 from maas.models.llama import LlamaForCausalLM
+from maas.models.signature import exported_signature
 from maas.train.config import TrainConfig
 from maas.train.data import EOS, Data
 
@@ -73,39 +72,12 @@ def export_model(model: nn.Module, cfg: TrainConfig, data: Data, directory: Path
         meta["vocab_size"] = data.info.get("vocab_size")
         if data.tokenizer is not None:
             (directory / "tokenizer.json").write_text(data.tokenizer.to_str(), encoding="utf-8")
+    sig = exported_signature(meta)  # what the served model takes and gives (the registry records it)
+    if sig is not None:
+        meta["signature"] = sig.as_dict()
     _write_json(directory / "config.json", meta)
     save_file(_tensors(model), str(directory / "model.safetensors"))
     return directory
-
-
-def load_exported(directory: str | Path) -> nn.Module:
-    """Rebuild a model written by export_model (eval mode, CPU)."""
-    from safetensors.torch import load_file
-
-    d = Path(directory)
-    try:
-        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        state = load_file(str(d / "model.safetensors"))
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"cannot read the model in {str(d)!r}: {e}") from None
-    if meta.get("model_type") == "llama":
-        from maas.models.llama import LlamaConfig
-
-        model: nn.Module = LlamaForCausalLM(LlamaConfig.from_hf(meta))
-        if "lm_head.weight" not in state:
-            state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    else:
-        model = zoo.build(
-            meta["architecture"],
-            meta.get("params", {}),
-            input_shape=tuple(meta["input_shape"]) if "input_shape" in meta else None,
-            num_classes=meta.get("num_classes"),
-            vocab_size=meta.get("vocab_size"),
-        )
-    model.load_state_dict(state)
-    if isinstance(model, LlamaForCausalLM):
-        model.tie_weights()
-    return model.eval()
 
 
 def register(directory: Path, cfg: TrainConfig, data: Data, metrics: dict[str, float], steps: int) -> Any:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from openai import OpenAI
 
-from maas.train.export import load_exported
+from maas.models.exported import load_exported
 from tests.integration.conftest import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -104,8 +104,9 @@ def test_jsonl_corpus_and_its_errors() -> None:
 
 def test_rnn_language_model_trains_and_round_trips(tmp_path) -> None:
     """The recurrent LM on a small corpus: loss falls; the exported directory rebuilds the model."""
+    from maas.models.exported import load_exported
     from maas.train.distributed import DistContext
-    from maas.train.export import export_model, load_exported
+    from maas.train.export import export_model
     from maas.train.run import build_model, seed_everything
     from maas.train.trainer import Trainer
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import fsspec
 import torch
 
+from maas.models.exported import load_exported
 from maas.train.config import parse_config
 from maas.train.data import load_data
 from maas.train.distributed import DistContext
-from maas.train.export import export_model, load_exported
+from maas.train.export import export_model
 from maas.train.run import build_model, seed_everything
 from maas.train.trainer import Trainer
 

@@ -1,0 +1,97 @@
+"""The model-family table: one row per family says what it is and where its code lives.
+
+Formats (which HF `model_type`s and GGUF architectures open as which family), the store
+(`kind_of`: llm / embedding / tensor), the zoo and the loaders all read this table; adding a
+family is one row here plus its module. Plain data: importing it costs no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["llm", "embedding", "tensor"]
+KINDS: tuple[Kind, ...] = ("llm", "embedding", "tensor")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its kind, the names files give it, and its config and module classes."""
+
+    name: str  # what ModelFiles.architecture and the registry's `family` say
+    kind: Kind
+    model_types: tuple[str, ...] = ()  # config.json `model_type` values that open as this family
+    gguf_archs: tuple[str, ...] = ()  # GGUF `general.architecture` values
+    module: str = ""  # "package.module:Class" of the nn.Module (imported on use)
+    config: str = ""  # "package.module:Class" with a `from_hf(dict)` constructor, when it has one
+    zoo_arch: str = ""  # the `maas train` architecture name, for exported maas-* models
+
+    def module_class(self) -> Any:
+        """The family's nn.Module class."""
+        return _import(self.module)
+
+    def config_class(self) -> Any:
+        """The family's config class."""
+        return _import(self.config)
+
+
+_LLAMA = ("maas.models.llama:LlamaForCausalLM", "maas.models.llama:LlamaConfig")
+
+FAMILIES: tuple[Family, ...] = (
+    Family("llama", "llm", ("llama", "mistral", "smollm"), ("llama", "mistral", "smollm"), *_LLAMA),
+    Family("qwen2", "llm", ("qwen2",), ("qwen2",), *_LLAMA),  # the Llama block with qkv bias
+    Family("bert", "embedding", ("bert",), (), "maas.models.bert:BertModel", "maas.models.bert:BertConfig"),
+    Family("maas-mlp", "tensor", ("maas-mlp",), module="maas.models.mlp:MLP", zoo_arch="mlp"),
+    Family("maas-cnn", "tensor", ("maas-cnn",), module="maas.models.cnn:CNN", zoo_arch="cnn"),
+    Family("maas-rnn", "tensor", ("maas-rnn",), module="maas.models.rnn:RNNClassifier", zoo_arch="rnn"),
+    Family(
+        "maas-rnn-lm",
+        "tensor",
+        ("maas-rnn-lm",),
+        module="maas.models.rnn:RNNLanguageModel",
+        zoo_arch="rnn-lm",
+    ),  # fmt: skip
+    Family("onnx", "tensor", ("onnx",)),  # an ONNX graph, run by ONNX Runtime
+)
+
+# Encoders whose registry entries are embedding models even though no row loads them yet.
+_OTHER_ENCODERS = frozenset({"roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert"})
+
+
+def by_model_type(model_type: str) -> Family | None:
+    """The family a config.json `model_type` opens as (None when no row claims it)."""
+    return next((f for f in FAMILIES if model_type in f.model_types), None)
+
+
+def by_gguf_arch(arch: str) -> Family | None:
+    """The family a GGUF `general.architecture` opens as."""
+    return next((f for f in FAMILIES if arch in f.gguf_archs), None)
+
+
+def by_name(name: str) -> Family | None:
+    """A family by its table name."""
+    return next((f for f in FAMILIES if f.name == name), None)
+
+
+def kind_of(family: str) -> Kind:
+    """'llm', 'embedding' or 'tensor' for a registry family name (unknown names count as LLMs)."""
+    f = family.lower()
+    row = by_name(f) or by_model_type(f) or by_gguf_arch(f)
+    if row is not None:
+        return row.kind
+    if f.startswith("maas-"):
+        return "tensor"
+    return "embedding" if f in _OTHER_ENCODERS else "llm"
+
+
+def supported(kind: Kind | None = None, gguf: bool = False) -> list[str]:
+    """Names files may carry for families (of `kind`): model_types, or GGUF architectures."""
+    return sorted(
+        {n for f in FAMILIES if kind in (None, f.kind) for n in (f.gguf_archs if gguf else f.model_types)}
+    )
+
+
+def _import(ref: str) -> Any:
+    mod, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(mod), attr)
