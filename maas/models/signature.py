@@ -178,8 +178,10 @@ def exported_signature(meta: dict[str, Any]) -> Signature | None:
         labels = meta.get("labels") or [str(i) for i in range(int(meta["num_classes"]))]
         return classifier_signature(tuple(int(x) for x in meta["input_shape"]), [str(x) for x in labels])
     if meta.get("architecture") == "rnn-lm" and meta.get("vocab_size"):
+        vocab = int(meta["vocab_size"])
         return Signature(
             (TensorSpec("input_ids", "INT64", (-1, -1)),),
-            (TensorSpec("logits", "FP32", (-1, -1, int(meta["vocab_size"]))),),
+            (TensorSpec("logits", "FP32", (-1, -1, vocab)),),
+            extra={"vocab_size": vocab},
         )
     return None

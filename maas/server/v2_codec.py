@@ -69,9 +69,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise InvalidRequestError('the request must be a JSON object with a non-empty "inputs" list')
     params = _params(doc.get("parameters"), "parameters")
-    for p in _SEQUENCE_PARAMS:
-        if p in params:
-            raise InvalidRequestError(f"parameter {p!r}: sequence batching is not supported for this model")
+    check_parameters(params)
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise InvalidRequestError('"id" must be a string')
@@ -96,16 +94,44 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise InvalidRequestError('each of "outputs" must be an object with a "name"')
             op = _params(o.get("parameters"), f"outputs.{o['name']}.parameters")
-            if op.get("classification"):
-                raise InvalidRequestError(
-                    f"output {o['name']!r}: the classification extension is not supported; "
-                    "ask for the scores (the class labels are in the model metadata)",
-                    param=o["name"],
-                )
+            check_output_parameters(o["name"], op)
             req.outputs.append(o["name"])
             if op.get("binary_data", req.binary_default):
                 req.binary.add(o["name"])
     return req
+
+
+def check_parameters(params: dict[str, Any]) -> None:
+    """Refuse request parameters that would change the answer and are not supported (sequences)."""
+    for p in _SEQUENCE_PARAMS:
+        if p in params:
+            raise InvalidRequestError(f"parameter {p!r}: sequence batching is not supported for this model")
+
+
+def check_output_parameters(name: str, params: dict[str, Any]) -> None:
+    """Refuse output parameters that are not supported (the classification extension)."""
+    if params.get("classification"):
+        raise InvalidRequestError(
+            f"output {name!r}: the classification extension is not supported; "
+            "ask for the scores (the class labels are in the model metadata)",
+            param=name,
+        )
+
+
+def tensor_count(name: str, dt: Any, shape: Any) -> int:
+    """Elements of an input tensor of datatype `dt` and `shape` (InvalidRequestError naming it when
+    the datatype is unknown or the shape is not a list of non-negative integers)."""
+    if dt not in DATATYPES:
+        raise InvalidRequestError(
+            f"input {name!r}: datatype {dt!r} is not one of {', '.join(DATATYPES)}", param=name
+        )
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidRequestError(
+            f"input {name!r}: shape must be a list of non-negative integers", param=name
+        )
+    return math.prod(shape)
 
 
 def _params(p: Any, where: str) -> dict[str, Any]:
@@ -122,18 +148,8 @@ def _input(t: Any, i: int, body: bytes, offset: int) -> tuple[str, np.ndarray, i
         raise InvalidRequestError(f"inputs[{i}] must be an object with a string name")
     name = t["name"]
     dt = t.get("datatype")
-    if dt not in DATATYPES:
-        raise InvalidRequestError(
-            f"input {name!r}: datatype {dt!r} is not one of {', '.join(DATATYPES)}", param=name
-        )
     shape = t.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise InvalidRequestError(
-            f"input {name!r}: shape must be a list of non-negative integers", param=name
-        )
-    count = math.prod(shape)
+    count = tensor_count(name, dt, shape)
     size = _params(t.get("parameters"), f"inputs.{name}.parameters").get("binary_data_size")
     if size is not None:
         if "data" in t:
@@ -143,13 +159,14 @@ def _input(t: Any, i: int, body: bytes, offset: int) -> tuple[str, np.ndarray, i
                 f"input {name!r}: binary_data_size {size!r} runs past the end of the body", param=name
             )
         raw = memoryview(body)[offset : offset + size]
-        return name, _from_binary(name, dt, shape, count, raw), size
+        return name, tensor_from_raw(name, dt, shape, count, raw), size
     if "data" not in t:
         raise InvalidRequestError(f"input {name!r} has no data (nor binary_data_size)", param=name)
-    return name, _from_json(name, dt, shape, count, t["data"]), 0
+    return name, tensor_from_list(name, dt, shape, count, t["data"]), 0
 
 
-def _from_binary(name: str, dt: str, shape: list[int], count: int, raw: memoryview) -> np.ndarray:
+def tensor_from_raw(name: str, dt: str, shape: list[int], count: int, raw: memoryview) -> np.ndarray:
+    """An input's array from its raw bytes (little-endian; BYTES elements length-prefixed)."""
     if dt == "BYTES":
         items: list[bytes] = []
         pos = 0
@@ -177,7 +194,8 @@ def _from_binary(name: str, dt: str, shape: list[int], count: int, raw: memoryvi
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def _from_json(name: str, dt: str, shape: list[int], count: int, data: Any) -> np.ndarray:
+def tensor_from_list(name: str, dt: str, shape: list[int], count: int, data: Any) -> np.ndarray:
+    """An input's array from a list of values (flat or nested), checked against its datatype."""
     try:
         raw = np.asarray(data)
     except ValueError:
@@ -226,7 +244,7 @@ def encode_response(
             req.binary_default and (req.outputs is None or name not in req.outputs)
         )
         if binary:
-            raw = _to_binary(a, dt)
+            raw = tensor_to_raw(a, dt)
             o["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif dt == "BYTES":
@@ -247,7 +265,8 @@ def encode_response(
     return b"".join([head, *chunks]), len(head)
 
 
-def _to_binary(a: np.ndarray, dt: str) -> bytes:
+def tensor_to_raw(a: np.ndarray, dt: str) -> bytes:
+    """An output's raw bytes (little-endian; BYTES elements length-prefixed)."""
     if dt == "BYTES":
         parts = []
         for x in a.ravel().tolist():

@@ -85,10 +85,9 @@ def test_cnn_digits_config_reaches_95_percent_and_is_registered(home: dict[str, 
     with torch.no_grad():
         acc = float((load_exported(out / "model")(data.test.x).argmax(-1) == data.test.y).float().mean())
     assert acc == pytest.approx(info["metrics"]["test_accuracy"])
-    # Registered, but there is no HTTP API for classic models yet: a clear refusal, no traceback.
-    r = maas("serve", "cnn-digits", "--port", "0", env=home, timeout=120)
-    assert r.returncode == 2 and "is a tensor model, which this server cannot serve" in r.stderr
-    assert "Traceback" not in r.stderr
+    # The registry records what the served model takes and gives (test_tensor_serving serves it).
+    assert info["signature"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert info["signature"]["labels"] == [str(i) for i in range(10)]
 
 
 def test_ddp_two_processes_match_one_process_with_twice_the_batch(
