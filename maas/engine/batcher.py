@@ -1,8 +1,8 @@
 """Dynamic batching: concurrent requests share forward passes (embeddings and tensor models alike).
 
 A request submits items (sentences, or one tensor request's rows); a worker thread takes what is
-queued, waiting at most `max_wait_s` for company while fewer than `wait_rows` rows are there (or
-until the rows reach one of `preferred` sizes), splits the window into batches of at most
+queued, waiting at most `max_wait_s` for company while fewer than `wait_rows` rows are there and
+the rows have not yet hit one of the `preferred` sizes (what is already queued still joins), splits the window into batches of at most
 `max_batch_size` rows (a `plan` may sort and cut them differently; items batch only with items
 of the same key), runs each batch through `run` in one call and hands every request its own
 results, in its own order. While a batch runs, new requests queue up for the next one. At most
@@ -157,9 +157,9 @@ class DynamicBatcher(Generic[P, R]):
             return None
         items, rows = [first], first.rows
         deadline = time.monotonic() + self.max_wait_s
+        settled = rows in self.preferred  # a preferred size was reached: take what is queued, wait no more
         while rows < self.window_rows:
-            waiting = rows < self.wait_rows and rows not in self.preferred
-            wait = max(0.0, deadline - time.monotonic()) if waiting else 0.0
+            wait = max(0.0, deadline - time.monotonic()) if rows < self.wait_rows and not settled else 0.0
             try:
                 item = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
             except queue.Empty:
@@ -169,6 +169,7 @@ class DynamicBatcher(Generic[P, R]):
                 break
             items.append(item)
             rows += item.rows
+            settled = settled or rows in self.preferred
         return items
 
     def _work(self) -> None:

@@ -147,9 +147,9 @@ def _input(t: Any, i: int, body: bytes, offset: int) -> tuple[str, np.ndarray, i
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
         raise InvalidRequestError(f"inputs[{i}] must be an object with a string name")
     name = t["name"]
-    dt = t.get("datatype")
-    shape = t.get("shape")
-    count = tensor_count(name, dt, shape)
+    dt: Any = t.get("datatype")
+    shape: Any = t.get("shape")
+    count = tensor_count(name, dt, shape)  # both checked there
     size = _params(t.get("parameters"), f"inputs.{name}.parameters").get("binary_data_size")
     if size is not None:
         if "data" in t:
@@ -215,15 +215,21 @@ def tensor_from_list(name: str, dt: str, shape: list[int], count: int, data: Any
         arr[:] = [s.encode("utf-8") for s in raw.ravel().tolist()]
         return arr.reshape(shape)
     want = DATATYPES[dt]
-    if raw.size and raw.dtype.kind not in _ACCEPTS[want.kind]:
-        got = "strings" if raw.dtype.kind in "US" else "booleans" if raw.dtype.kind == "b" else "numbers"
+    kind = raw.dtype.kind
+    if raw.size and kind not in _ACCEPTS[want.kind] and not (want.kind in "iu" and kind == "f"):
+        got = "strings" if kind in "US" else "booleans" if kind == "b" else "numbers"
         raise InvalidRequestError(f"input {name!r}: {dt} data cannot be {got}", param=name)
     if want.kind in "iu" and raw.size:
+        if kind == "f" and not np.array_equal(raw, np.floor(raw)):
+            raise InvalidRequestError(f"input {name!r}: {dt} data must be integers", param=name)
         info = np.iinfo(want)
-        if raw.dtype.kind == "f" or raw.min() < info.min or raw.max() > info.max:
-            raise InvalidRequestError(
-                f"input {name!r}: values outside {dt}'s range or not integers", param=name
-            )
+        try:  # from the parsed Python numbers: exact where numpy's guess (float64) is not, e.g. 2**63
+            arr = np.asarray(data, dtype=want)
+        except (OverflowError, ValueError):
+            arr = None
+        if arr is None or raw.min() < info.min or raw.max() > info.max:
+            raise InvalidRequestError(f"input {name!r}: values outside {dt}'s range", param=name)
+        return arr.reshape(shape)
     return raw.astype(want, copy=False).reshape(shape)
 
 
