@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -14,14 +19,19 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("models", help="the model registry (import, list, show, tag, rm, verify)",
                        description="Store, name, tag and check models under MAAS_HOME.")  # fmt: skip
     verbs = p.add_subparsers(dest="models_verb", metavar="VERB", required=True)
-    imp = verbs.add_parser("import", help="import a GGUF file or an HF model directory",
-                           description="Copy a model's files into the content-addressed store and name it.")  # fmt: skip
-    imp.add_argument("path", help="GGUF file or HF directory")
+    imp = verbs.add_parser("import", help="import a model file or directory",
+                           description="Copy a model's files into the content-addressed store and name it. "
+                           "Tensor models (.onnx, torch.export .pt2, TorchScript .pt) are servable on the "
+                           "v2 API; their signature is read from the file, or given with --signature.")  # fmt: skip
+    imp.add_argument("path", help="GGUF file, HF directory, `maas train` output, .onnx, .pt2 or .pt file")
     imp.add_argument("--name", required=True, help="name[:tag] (tag defaults to latest)")
     imp.add_argument("--parent", default=None, help="name[:tag] of the model this one derives from")
     imp.add_argument(
         "--operation", default="import", help="how it was produced (import, fine-tune, quantize, ...)"
     )
+    imp.add_argument("--signature", default=None, metavar="JSON",
+                     help='a tensor model\'s inputs/outputs (needed for TorchScript; adds class labels): '
+                     '{"inputs": [{"name", "datatype", "shape"}], "outputs": [...], "labels": [...]}')  # fmt: skip
     ls = verbs.add_parser("list", help="list models", description="NAME, TAG, FAMILY, SIZE, CREATED, PARENT.")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     show = verbs.add_parser(
@@ -51,6 +61,28 @@ def add_parser(sub: Any) -> None:
         q.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def with_signature(path: str, signature: str) -> Iterator[Path]:
+    """A temporary model directory: the tensor-model file and a config.json with its signature."""
+    from maas.errors import InvalidRequestError
+    from maas.models.signature import Signature
+
+    src = Path(path).expanduser()
+    kinds = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".ts": "torchscript"}
+    if not src.is_file() or src.suffix not in kinds:
+        raise InvalidRequestError(f"--signature goes with an .onnx, .pt2 or .pt file; {path!r} is not one")
+    try:
+        sig = Signature.from_dict(json.loads(Path(signature).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvalidRequestError(f"cannot read the signature {signature!r}: {e}") from None
+    with tempfile.TemporaryDirectory(prefix="maas-import-") as tmp:
+        d = Path(tmp)
+        shutil.copyfile(src, d / src.name)
+        meta = {"model_type": kinds[src.suffix], "signature": sig.as_dict()}
+        (d / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        yield d
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000:
@@ -72,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
     ensure_builtins_imported()
     reg = Registry()
     if verb == "import":
-        info = reg.import_path(args.path, args.name, parent=args.parent, operation=args.operation)
+        if args.signature:
+            with with_signature(args.path, args.signature) as d:
+                info = reg.import_path(d, args.name, parent=args.parent, operation=args.operation)
+        else:
+            info = reg.import_path(args.path, args.name, parent=args.parent, operation=args.operation)
         print(f"imported {info.name}:{info.tag} ({_size(info.size)}, {len(info.files)} file(s))")
     elif verb == "list":
         infos = reg.list_models()

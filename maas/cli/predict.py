@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
         description="Run a tensor model (a registry name[:tag], a `maas train` output directory or an .onnx "
         "file) on the inputs in FILE: .npy (the model's one input; one sample without the batch axis is "
         'allowed), or .json (a v2 infer request {"inputs": [...]}, or {"INPUT": nested list, ...}). '
-        "Classifiers print the top class of each row; --json prints every output.",
+        "Classifiers print, per row, the top class and its score; --json prints every output.",
     )
     p.add_argument("model", metavar="MODEL", help="tensor model (e.g. cnn-digits, cnn-digits:onnx)")
     p.add_argument("--input", "-i", required=True, metavar="FILE", help=".npy or .json inputs")
@@ -103,10 +103,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump({k: v.tolist() for k, v in outs.items()}, sys.stdout)
         print()
         return 0
-    scores = outs[sig.outputs[0].name]
-    probs = np.exp(scores - scores.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    for i, row in enumerate(probs):
+    scores = outs[sig.outputs[0].name]  # (N, classes): the first output holds the class scores
+    for i, row in enumerate(scores.reshape(len(scores), -1)):
         k = int(row.argmax())
-        print(f"{i}\t{sig.labels[k]}\t{row[k]:.4f}")
+        print(f"{i}\t{sig.labels[k]}\t{row[k]:.4g}")
     return 0

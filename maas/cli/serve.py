@@ -57,7 +57,7 @@ def add_parser(sub: Any) -> None:
     )
     a = p.add_argument_group("access and limits")
     a.add_argument("--api-key", action="append", default=[], metavar="KEY",
-                   help="require `Authorization: Bearer KEY` on /v1 and /admin (repeatable; also MAAS_API_KEYS)")  # fmt: skip
+                   help="require `Authorization: Bearer KEY` on /v1, /v2/models, gRPC model calls and /admin (repeatable; also MAAS_API_KEYS)")  # fmt: skip
     a.add_argument("--admin-api-key", action="append", default=[], metavar="KEY",
                    help="a key that may also use /admin (repeatable; also MAAS_ADMIN_API_KEYS)")  # fmt: skip
     a.add_argument("--api-key-file", default=None, metavar="FILE",
@@ -117,6 +117,9 @@ def add_parser(sub: Any) -> None:
                    help="a batch of this many rows runs at once without waiting (repeatable)")  # fmt: skip
     t.add_argument("--tensor-max-queue", type=int, default=1024, metavar="N",
                    help="requests waiting per tensor model; more get 429 (default %(default)s)")  # fmt: skip
+    t.add_argument("--grpc-port", type=int, default=0, metavar="PORT",
+                   help="also serve the Open Inference Protocol v2 over gRPC (KServe / Triton clients, e.g. "
+                   "tritonclient.grpc) on this port, at --host; default 0 = no gRPC")  # fmt: skip
     add_engine_args(p)
     p.set_defaults(func=run)
 
@@ -137,6 +140,8 @@ def _options(args: argparse.Namespace) -> Any:
         user, admin = user + u, admin + a
     if args.max_queued_requests < 0:
         raise InvalidRequestError("--max-queued-requests must be >= 0")
+    if not 0 <= args.grpc_port <= 65535:
+        raise InvalidRequestError("--grpc-port must be within 0..65535 (0 = no gRPC)")
     return ServerOptions(
         keys=KeyRing.build(user, admin, args.protect_metrics),
         max_body_bytes=args.max_body_size,
@@ -145,6 +150,8 @@ def _options(args: argparse.Namespace) -> Any:
         requests_per_min=max(0, args.rate_limit_rpm),
         tokens_per_min=max(0, args.rate_limit_tpm),
         request_timeout_s=max(0.0, args.request_timeout),
+        grpc_port=args.grpc_port,
+        grpc_host=args.host,
     )
 
 

@@ -1,7 +1,8 @@
 """Tensor-model backends: one call runs named numpy inputs through a model and gives named outputs.
 
-PyTorch (eager, CPU or CUDA) runs models `maas train` exported; ONNX Runtime runs .onnx graphs
-(`maas export onnx`, or a user's file). `open_backend` picks one for a path.
+PyTorch (eager, CPU or CUDA) runs models `maas train` exported and users' torch.export / TorchScript
+programs; ONNX Runtime runs .onnx graphs (`maas export onnx`, or a user's file). `open_backend`
+picks one for a path.
 
 b = open_backend("runs/cnn-digits/model")                       # TorchBackend
 b.infer({"input": np.zeros((2, 1, 8, 8), np.float32)})         # {"scores": (2, 10) float32}
@@ -43,13 +44,13 @@ class TensorBackend(Protocol):
 
 
 class TorchBackend:
-    """An nn.Module in eager mode; inputs are passed positionally in signature order."""
+    """An nn.Module in eager mode (given in eval mode); inputs are passed positionally in signature order."""
 
     platform = "pytorch_libtorch"
 
     def __init__(self, module: torch.nn.Module, signature: Signature, device: str = "cpu"):
         self.device = pick_device(device)
-        self.module = module.to(self.device).eval()
+        self.module = module.to(self.device)
         self.signature = signature
 
     @torch.inference_mode()
@@ -115,17 +116,23 @@ class OrtBackend:
         return os.path.getsize(self.path)
 
 
-def is_onnx(path: Path) -> bool:
-    """True for an .onnx file or a directory holding the one .onnx graph of a model."""
+def model_format(path: Path) -> str:
+    """ "onnx", "torch-export", "torchscript" (a file, or a directory's config.json model_type), or
+    "maas" (a `maas train` export)."""
+    from maas.formats.torch_program import SUFFIXES
+
     if path.is_file():
-        return path.suffix == ".onnx"
+        return "onnx" if path.suffix == ".onnx" else SUFFIXES.get(path.suffix, "maas")
     meta = path / "config.json"
     if meta.exists():
         try:
-            return json.loads(meta.read_text(encoding="utf-8")).get("model_type") == "onnx"
+            kind = json.loads(meta.read_text(encoding="utf-8")).get("model_type")
         except (OSError, ValueError):
-            return False
-    return any(path.glob("*.onnx"))
+            kind = None
+        return kind if kind in ("onnx", "torch-export", "torchscript") else "maas"
+    if any(path.glob("*.onnx")):
+        return "onnx"
+    return next((SUFFIXES[f.suffix] for f in path.iterdir() if f.suffix in SUFFIXES), "maas")
 
 
 def open_backend(
@@ -137,7 +144,8 @@ def open_backend(
     p = Path(path)
     if threads > 0:
         torch.set_num_threads(threads)
-    if is_onnx(p):
+    fmt = model_format(p)
+    if fmt == "onnx":
         if backend == "torch":
             raise InvalidRequestError(f"{str(p)!r} is an ONNX graph: it runs on onnxruntime, not torch")
         from maas.formats.onnx import onnx_signature
@@ -145,9 +153,14 @@ def open_backend(
         return OrtBackend(p, onnx_signature(p), device, threads)
     if backend == "onnxruntime":
         raise InvalidRequestError(
-            f"{str(p)!r} is a PyTorch model; export it first (`maas export onnx NAME`) to run it on onnxruntime"
+            f"{str(p)!r} is a PyTorch model; export it (`maas export onnx NAME`) to run it on onnxruntime"
         )
-    from maas.models.exported import load_servable
+    if fmt == "maas":
+        from maas.models.exported import load_servable
 
-    module, sig = load_servable(p)
+        module, sig = load_servable(p)
+    else:
+        from maas.formats.torch_program import load_program
+
+        module, sig = load_program(p)
     return TorchBackend(module, sig, device)

@@ -53,6 +53,8 @@ FAMILIES: tuple[Family, ...] = (
         zoo_arch="rnn-lm",
     ),  # fmt: skip
     Family("onnx", "tensor", ("onnx",)),  # an ONNX graph, run by ONNX Runtime
+    Family("torch-export", "tensor", ("torch-export",)),  # a torch.export program (.pt2)
+    Family("torchscript", "tensor", ("torchscript",)),  # a TorchScript module (.pt) with a recorded signature
 )
 
 # Encoders whose registry entries are embedding models even though no row loads them yet.

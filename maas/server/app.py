@@ -37,6 +37,8 @@ class ServerOptions:
     requests_per_min: int = 0  # per API key (or client address without keys); 0 = no limit
     tokens_per_min: int = 0
     request_timeout_s: float = 0.0  # 0 = none; longer requests are aborted (504)
+    grpc_port: int = 0  # the Open Inference Protocol v2 over gRPC; 0 = off
+    grpc_host: str = "127.0.0.1"
 
 
 def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway:
@@ -55,7 +57,18 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
         for m in pool.loaded():
             attach(m)
             log.info("serving %s (%s)", m.name, m.kind)
-        yield
+        grpc_server = None
+        if opts.grpc_port:
+            from maas.server.grpc_v2 import start_grpc  # grpc loads only when asked for
+
+            grpc_server = await start_grpc(
+                pool, opts, metrics, opts.grpc_host, opts.grpc_port, app.state.limiter
+            )
+        try:
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2.0)
         await asyncio.to_thread(pool.shutdown)
 
     pool.on_load = attach

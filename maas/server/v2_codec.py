@@ -224,12 +224,12 @@ def tensor_from_list(name: str, dt: str, shape: list[int], count: int, data: Any
             raise InvalidRequestError(f"input {name!r}: {dt} data must be integers", param=name)
         info = np.iinfo(want)
         try:  # from the parsed Python numbers: exact where numpy's guess (float64) is not, e.g. 2**63
-            arr = np.asarray(data, dtype=want)
+            exact = np.asarray(data, dtype=want)
         except (OverflowError, ValueError):
-            arr = None
-        if arr is None or raw.min() < info.min or raw.max() > info.max:
+            exact = None
+        if exact is None or raw.min() < info.min or raw.max() > info.max:
             raise InvalidRequestError(f"input {name!r}: values outside {dt}'s range", param=name)
-        return arr.reshape(shape)
+        return exact.reshape(shape)
     return raw.astype(want, copy=False).reshape(shape)
 
 

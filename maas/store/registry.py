@@ -70,16 +70,21 @@ class VersionInfo:
         return dict(self.__dict__)
 
 
+# Single-file tensor models, by suffix (a directory says its family in config.json's model_type).
+_FILE_FAMILIES = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".ts": "torchscript"}
+
+
 def describe_files(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
     """(family, format, [(relpath, file)]) for a GGUF file or an HF-style directory."""
-    if path.is_file() and path.suffix == ".onnx":
-        return "onnx", "onnx", [(path.name, path)]
+    if path.is_file() and path.suffix in _FILE_FAMILIES:
+        family = _FILE_FAMILIES[path.suffix]
+        return family, family, [(path.name, path)]
     if path.is_file():
         with path.open("rb") as f:
             magic = f.read(4)
         if magic != b"GGUF":
             raise ModelFormatError(
-                f"{str(path)!r} is neither a GGUF file, an .onnx file nor a model directory"
+                f"{str(path)!r} is neither a GGUF, .onnx, .pt2 or .pt file nor a model directory"
             )
         from maas.formats.gguf_reader import GGUFFile
 
@@ -95,7 +100,7 @@ def describe_files(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
             for p in path.rglob("*")
             if p.is_file() and not p.name.startswith(".")
         )
-        return family, "onnx" if family == "onnx" else "hf", files
+        return family, family if family in _FILE_FAMILIES.values() else "hf", files
     raise ModelFormatError(
         f"{str(path)!r} does not exist or is not a GGUF file / .onnx file / HF model directory"
     )
@@ -109,6 +114,10 @@ def read_signature(path: Path, family: str) -> dict[str, Any] | None:
         from maas.formats.onnx import onnx_signature
 
         return onnx_signature(path).as_dict()
+    if family in ("torch-export", "torchscript"):
+        from maas.formats.torch_program import program_signature  # imports torch: only for these files
+
+        return program_signature(path).as_dict()
     try:
         meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

@@ -9,14 +9,16 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from maas import __version__
 from maas.errors import RequestTimeoutError
 from maas.server.deps import Models
+from maas.server.pool import ModelPool
 from maas.server.serving import client_of
-from maas.server.v2_codec import decode_body, decode_request, encode_response
+from maas.server.v2_codec import InferRequest, decode_body, decode_request, encode_response
 
 if TYPE_CHECKING:
     from maas.engine.tensor_engine import TensorEngine
@@ -44,11 +46,16 @@ async def live() -> dict[str, Any]:
 @router.get("/v2/health/ready", summary="Server readiness (v2)")
 async def ready(models: Models) -> Any:
     """200 once the start-up models are loaded and every loaded engine runs; 503 otherwise."""
-    ok = models.ready and all(m.engine.alive for m in models.loaded())
+    ok = server_is_ready(models)
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-def _versions(models: Models, model: str) -> list[str]:
+def server_is_ready(models: ModelPool) -> bool:
+    """True once the start-up models are loaded and every loaded engine runs."""
+    return models.ready and all(m.engine.alive for m in models.loaded())
+
+
+def _versions(models: ModelPool, model: str) -> list[str]:
     out = []
     for spec, _ in models.specs():
         name, _, tag = spec.name.partition(":")
@@ -57,7 +64,8 @@ def _versions(models: Models, model: str) -> list[str]:
     return sorted(out)
 
 
-async def _metadata(models: Models, model: str, version: str | None) -> dict[str, Any]:
+async def metadata_of(models: ModelPool, model: str, version: str | None) -> dict[str, Any]:
+    """A tensor model's v2 metadata (loading it if needed)."""
     lease = await models.acquire(api_ref(model, version), "tensor")
     try:
         eng: TensorEngine = lease.model.engine
@@ -80,18 +88,23 @@ async def _metadata(models: Models, model: str, version: str | None) -> dict[str
 @router.get("/v2/models/{model}", summary="Model metadata (v2)")
 async def model_metadata(model: str, models: Models) -> dict[str, Any]:
     """Inputs, outputs (names, datatypes, shapes; -1 = any size), platform, class labels."""
-    return await _metadata(models, model, None)
+    return await metadata_of(models, model, None)
 
 
 @router.get("/v2/models/{model}/versions/{version}", summary="Model version metadata (v2)")
 async def version_metadata(model: str, version: str, models: Models) -> dict[str, Any]:
     """The same for one version (a registry tag)."""
-    return await _metadata(models, model, version)
+    return await metadata_of(models, model, version)
+
+
+def model_is_ready(models: ModelPool, model: str, version: str | None) -> bool:
+    """True when the tensor model is loaded (ModelNotFoundError when unknown)."""
+    spec, loaded = models.spec(api_ref(model, version))
+    return loaded and spec.kind == "tensor"
 
 
 async def _ready(models: Models, model: str, version: str | None) -> Any:
-    spec, loaded = models.spec(api_ref(model, version))
-    ok = loaded and spec.kind == "tensor"
+    ok = model_is_ready(models, model, version)
     return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
 
@@ -129,17 +142,7 @@ async def _infer(model: str, version: str | None, request: Request, models: Mode
     limiter = app.state.limiter
     if limiter.enabled:
         limiter.admit(client_of(request))
-    lease = await models.acquire(name, "tensor")
-    try:
-        eng: TensorEngine = lease.model.engine
-        timeout = app.state.options.request_timeout_s
-        work = eng.infer(req.inputs, req.outputs)
-        try:
-            out = await (asyncio.wait_for(work, timeout) if timeout > 0 else work)
-        except TimeoutError:
-            raise RequestTimeoutError("the request ran past the server's request timeout") from None
-    finally:
-        lease.release()
+    out = await run_infer(models, name, req, app.state.options.request_timeout_s)
     params = {k: v for k, v in req.parameters.items() if k != "binary_data_output"}
     data, header = encode_response(model, version, out, req, params)
     app.state.metrics.infer_latency.labels(name).observe(time.monotonic() - t0)
@@ -148,3 +151,18 @@ async def _infer(model: str, version: str | None, request: Request, models: Mode
     return Response(
         data, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header)}
     )
+
+
+async def run_infer(models: ModelPool, name: str, req: InferRequest, timeout: float) -> dict[str, np.ndarray]:
+    """The outputs of one decoded request on the tensor model `name` (RequestTimeoutError past
+    `timeout` seconds; 0 = no limit)."""
+    lease = await models.acquire(name, "tensor")
+    try:
+        eng: TensorEngine = lease.model.engine
+        work = eng.infer(req.inputs, req.outputs)
+        try:
+            return await (asyncio.wait_for(work, timeout) if timeout > 0 else work)
+        except TimeoutError:
+            raise RequestTimeoutError("the request ran past the server's request timeout") from None
+    finally:
+        lease.release()
