@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
 
 from maas.models.exported import load_exported, load_servable
 from maas.store.registry import Registry
-from tests.integration.conftest import Server, start_server, stop_server
+from tests.integration.conftest import Server, free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("cnn-digits", "lstm-digits", "mlp-wine")
@@ -49,10 +50,13 @@ def home() -> Iterator[dict[str, str]]:
         yield env
 
 
+GRPC_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def served(home: dict[str, str]) -> Iterator[Server]:
     s = start_server(*MODELS, "cnn-digits:onnx", "--tensor-max-wait-ms", "5", "--max-body-size", "16MiB",
-                     env=home)  # fmt: skip
+                     "--grpc-port", str(GRPC_PORT), env=home)  # fmt: skip
     yield s
     stop_server(s)
 
@@ -138,6 +142,43 @@ def test_onnx_export_matches_torch_and_is_served_by_onnxruntime(
     want = in_process(home, "cnn-digits", x)
     for binary in (False, True):
         np.testing.assert_allclose(infer(triton, "cnn-digits", x, binary, version="onnx"), want, atol=1e-4)
+
+
+def test_tritonclient_grpc_gets_the_same_answers(home: dict[str, str], served: Server) -> None:
+    import tritonclient.grpc as tg
+
+    c = tg.InferenceServerClient(f"127.0.0.1:{GRPC_PORT}")
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("cnn-digits")
+    assert c.get_model_metadata("cnn-digits", "onnx").platform == "onnxruntime_onnx"
+    x = digits(16)
+    want = in_process(home, "cnn-digits", x)
+    for version, tol in (("", 1e-5), ("onnx", 1e-4)):
+        i = tg.InferInput("input", list(x.shape), "FP32")
+        i.set_data_from_numpy(x)
+        r = c.infer("cnn-digits", [i], model_version=version, request_id="g-1")
+        assert r.get_response().id == "g-1"
+        np.testing.assert_allclose(r.as_numpy("scores"), want, atol=tol)
+    bad = tg.InferInput("input", [1, 8, 8], "FP32")
+    bad.set_data_from_numpy(x[0])
+    with pytest.raises(InferenceServerException, match="'input' has shape"):
+        c.infer("cnn-digits", [bad])
+
+
+def test_a_torch_export_program_imported_by_a_user_is_served(
+    home: dict[str, str], served: Server, tmp_path: Path, triton: th.InferenceServerClient
+) -> None:
+    module, _ = load_servable(Registry(home=home["MAAS_HOME"]).path_for("cnn-digits"))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(module, (torch.rand(2, 1, 8, 8),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "cnn.pt2"))
+    maas("models", "import", str(tmp_path / "cnn.pt2"), "--name", "cnn-program", env=home)
+    meta = triton.get_model_metadata("cnn-program")  # loaded from the registry on first use
+    assert meta["inputs"][0]["shape"] == [-1, 1, 8, 8] and meta["outputs"][0]["name"] == "output_0"
+    x = digits(5)
+    i = th.InferInput(meta["inputs"][0]["name"], list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    out = triton.infer("cnn-program", [i]).as_numpy("output_0")
+    np.testing.assert_allclose(out, in_process(home, "cnn-digits", x), atol=1e-5)
 
 
 def batch_rows(url: str, model: str) -> tuple[float, float]:
