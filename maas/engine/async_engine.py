@@ -18,6 +18,8 @@ from maas.engine.request import RequestOutput
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.streams import StreamHub
 from maas.errors import EngineDeadError
+from maas.text.chat_template import ChatTemplate
+from maas.text.tokenizer import Tokenizer
 
 log = logging.getLogger("maas.engine")
 
@@ -43,14 +45,23 @@ class AsyncEngine:
         return self.engine.max_model_len
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - maas.text.tokenizer.Tokenizer
+    def tokenizer(self) -> Tokenizer:
         """The model's tokenizer."""
         return self.engine.tokenizer
 
     @property
-    def chat_template(self):  # noqa: ANN201 - maas.text.chat_template.ChatTemplate
+    def chat_template(self) -> ChatTemplate:
         """The model's chat template."""
         return self.engine.lm.chat_template
+
+    @property
+    def max_num_seqs(self) -> int:
+        """Sequences in the running batch at most."""
+        return self.engine.config.max_num_seqs
+
+    def memory_bytes(self) -> int | None:
+        """Not measured in-thread (the server's engines run in their own processes)."""
+        return None
 
     def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
         """Validate lengths before queueing (raises ContextLengthError)."""

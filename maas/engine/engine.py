@@ -101,9 +101,7 @@ class Engine:
         if config.threads:
             torch.set_num_threads(config.threads)
         lm = load_lm(path, config.device, config.dtype)
-        fuse = getattr(lm.model, "fuse_projections", None)
-        if fuse is not None:
-            fuse()
+        lm.model.fuse_projections()
         if lm.device.type == "cpu" and lm.dtype == torch.float32:
             mode = config.weights
             if mode == "auto":  # the native 8-bit kernel where it builds, else fbgemm's fp16

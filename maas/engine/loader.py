@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from maas.errors import MaasError, ModelFormatError
 from maas.formats import ModelFiles, open_model_files
 from maas.models.architectures import build_decoder
+from maas.models.decoder import DecoderLM
 from maas.text.chat_template import ChatTemplate
 from maas.text.tokenizer import Tokenizer
 
@@ -28,7 +28,7 @@ class LoadedLM:
 
     files: ModelFiles
     config: Any
-    model: nn.Module
+    model: DecoderLM
     tokenizer: Tokenizer
     chat_template: ChatTemplate
     device: torch.device
@@ -59,10 +59,10 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ModelFormatError(f"unknown dtype {dtype!r} (float32, bfloat16, float16, auto)") from None
 
 
-def load_weights(model: nn.Module, files: ModelFiles, dtype: torch.dtype, device: torch.device) -> None:
+def load_weights(model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device: torch.device) -> None:
     """Assign tensors from `files` to a meta-device model; fail clearly on missing or odd tensors."""
     wanted = dict(model.state_dict())
-    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
     state: dict[str, torch.Tensor] = {}
     bar = tqdm(
         total=len(wanted),
@@ -91,14 +91,8 @@ def load_weights(model: nn.Module, files: ModelFiles, dtype: torch.dtype, device
         )
     model.load_state_dict(state, assign=True, strict=True)
     if tied:
-        model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[union-attr]
-    inv = getattr(model, "inv_freq", None)
-    if inv is not None and inv.is_meta:
-        from maas.models.llama import rope_inv_freq
-
-        model.inv_freq = rope_inv_freq(model.config).to(device)  # type: ignore[union-attr,arg-type]
-    elif inv is not None:
-        model.inv_freq = inv.to(device)  # type: ignore[union-attr]
+        model.share_embeddings()
+    model.materialize_buffers(device)
 
 
 def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedLM:

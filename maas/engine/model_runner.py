@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from maas.engine.attention import AttentionMetadata, KVCache, PagedAttention, PrefillChunk
 from maas.engine.request import TokenLogprob
 from maas.engine.sampler import SampleRow, sample
 from maas.engine.scheduler import Batch, ScheduledSeq
+from maas.models.decoder import DecoderLM
 
 
 @dataclass
@@ -27,7 +27,7 @@ class ModelRunner:
     """Holds the model and its KV cache; turns a `Batch` into sampled tokens."""
 
     def __init__(
-        self, model: nn.Module, num_slots: int, max_len: int, device: torch.device, dtype: torch.dtype
+        self, model: DecoderLM, num_slots: int, max_len: int, device: torch.device, dtype: torch.dtype
     ):
         cfg: Any = model.config
         self.model = model
@@ -120,7 +120,7 @@ class ModelRunner:
     def run(self, batch: Batch) -> RunnerOutput:
         """Forward the batch, sample for items that reached their last token."""
         order, ids, pos, meta = self._prepare(batch)
-        hidden = self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))  # type: ignore[operator]  # (T, d)
+        hidden = self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))  # (T, d)
         where = {id(it): i for i, it in enumerate(batch.items)}  # flat order -> the batch's order
         ends: list[int] = []
         rows: list[SampleRow] = []
@@ -143,7 +143,7 @@ class ModelRunner:
         tokens: list[int | None] = [None] * len(batch.items)
         logprobs: list[TokenLogprob | None] = [None] * len(batch.items)
         if rows:
-            logits = self.model.lm_head(hidden[torch.tensor(ends, device=self.device)])  # type: ignore[operator]  # (S, V)
+            logits = self.model.lm_head(hidden[torch.tensor(ends, device=self.device)])  # (S, V)
             toks, lps = sample(logits, rows)
             for j, i in enumerate(targets):
                 tokens[i], logprobs[i] = toks[j], lps[j]

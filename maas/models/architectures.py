@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from maas.errors import UnsupportedModelError
+from maas.models.decoder import DecoderLM
 from maas.models.families import by_name
 
 
-def build_decoder(family: str, hf_config: dict[str, Any]) -> tuple[Any, nn.Module]:
+def build_decoder(family: str, hf_config: dict[str, Any]) -> tuple[Any, DecoderLM]:
     """Config and an empty (meta-device) decoder LM for a family name."""
     import torch
 
@@ -20,4 +19,6 @@ def build_decoder(family: str, hf_config: dict[str, Any]) -> tuple[Any, nn.Modul
     cfg = row.config_class().from_hf(hf_config)
     with torch.device("meta"):
         model = row.module_class()(cfg)
+    if not isinstance(model, DecoderLM):
+        raise UnsupportedModelError(f"{row.module} does not implement maas.models.decoder.DecoderLM")
     return cfg, model

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maas.models.decoder import DecoderLM
+
 
 @dataclass(frozen=True)
 class LlamaConfig:
@@ -246,8 +248,10 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(DecoderLM):
     """The full LM. `forward` returns hidden states or logits; `logits` projects hidden states."""
+
+    inv_freq: torch.Tensor
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -265,12 +269,21 @@ class LlamaForCausalLM(nn.Module):
     def tie_weights(self) -> None:
         """Share the input embedding with the output projection when the config says so."""
         if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+            self.share_embeddings()
+
+    def share_embeddings(self) -> None:
+        """The output projection reads the input embedding's weight."""
+        self.lm_head.weight = self.model.embed_tokens.weight
+
+    def materialize_buffers(self, device: torch.device) -> None:
+        """RoPE frequencies (not stored in checkpoints) computed on `device`."""
+        self.inv_freq = (
+            rope_inv_freq(self.config).to(device) if self.inv_freq.is_meta else self.inv_freq.to(device)
+        )
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (*lead,) -> cos, sin (*lead, head_dim)."""
-        inv_freq: torch.Tensor = self.inv_freq  # type: ignore[assignment]
-        freqs = positions.float().unsqueeze(-1) * inv_freq  # (*lead, hd/2)
+        freqs = positions.float().unsqueeze(-1) * self.inv_freq  # (*lead, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 

@@ -48,8 +48,10 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
 
     def attach(m: ServedModel) -> None:
         hook = metrics.batch_hook(m.name, m.kind)
-        if hook is not None:
-            m.engine.on_batch = hook
+        if m.kind == "embedding":
+            m.embedding().on_batch = hook
+        elif m.kind == "tensor":
+            m.tensor().on_batch = hook
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

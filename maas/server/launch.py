@@ -12,6 +12,7 @@ import uvicorn
 
 from maas.engine.embed_batcher import EmbedOptions
 from maas.engine.engine import EngineConfig
+from maas.engine.protocol import EmbeddingClient, LLMClient, TensorClient
 from maas.engine.tensor_engine import TensorOptions
 from maas.errors import MaasError, UnsupportedModelError
 from maas.models.families import kind_of
@@ -59,17 +60,21 @@ class ModelLoader:
         if spec.kind == "llm":
             from maas.engine.process_engine import ProcessEngine
 
-            return ServedModel(spec.name, "llm", ProcessEngine(path, self.config))
+            llm: LLMClient = ProcessEngine(path, self.config)  # typed: mypy checks each contract
+            return ServedModel(spec.name, "llm", llm)
         if spec.kind == "embedding":
             from maas.engine.embed_batcher import EmbeddingEngine
 
-            engine = EmbeddingEngine.from_path(str(path), self.embed, self.config.threads, self.config.device)
-            return ServedModel(spec.name, "embedding", engine)
+            emb: EmbeddingClient = EmbeddingEngine.from_path(
+                str(path), self.embed, self.config.threads, self.config.device
+            )
+            return ServedModel(spec.name, "embedding", emb)
         if spec.kind == "tensor":
             from maas.engine.tensor_engine import TensorEngine
 
             o = replace(self.tensor, threads=self.config.threads, device=self.config.device)
-            return ServedModel(spec.name, "tensor", TensorEngine.from_path(str(path), o))
+            tensor: TensorClient = TensorEngine.from_path(str(path), o)
+            return ServedModel(spec.name, "tensor", tensor)
         raise UnsupportedModelError(
             f"model {spec.name!r} is a {spec.kind} model, which this server cannot serve"
         )

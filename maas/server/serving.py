@@ -13,8 +13,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from maas.engine.async_engine import AsyncEngine, request_id
-from maas.engine.process_engine import ProcessEngine
+from maas.engine.async_engine import request_id
+from maas.engine.protocol import LLMClient
 from maas.engine.request import RequestOutput, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.errors import MaasError, OverloadedError, RequestTimeoutError
@@ -29,7 +29,7 @@ class Job:
 
     kind: str  # "chat" | "text"
     model: str
-    engine: AsyncEngine | ProcessEngine
+    engine: LLMClient
     prompt_ids: list[int]
     params: SamplingParams
     stream: bool
@@ -283,7 +283,7 @@ def _admit(job: Job, request: Request) -> None:
         job.charge = lambda n: limiter.spent(client_of(request), n)
     flights: dict[int, int] = app.state.in_flight
     key = id(job.engine)
-    limit = getattr(job.engine, "max_num_seqs", 32) + app.state.options.max_queued_requests
+    limit = job.engine.max_num_seqs + app.state.options.max_queued_requests
     if flights.get(key, 0) >= limit:
         raise OverloadedError(
             f"model {job.model!r} has {limit} requests running or queued; retry shortly", code="queue_full"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from maas.engine.protocol import EmbeddingClient, LLMClient, ModelEngine, TensorClient
 
 
 @dataclass(frozen=True)
@@ -12,7 +15,7 @@ class ModelSpec:
     """A model the server can load: its API name, kind, and where it comes from."""
 
     name: str
-    kind: str  # "llm" | "embedding"
+    kind: str  # "llm" | "embedding" | "tensor"
     origin: str  # "path" | "registry" | "builtin"
     source: str  # the path given on the command line, the registry name:tag, or the built-in name
     estimate: int = 1 << 30  # bytes expected once loaded (before it has been measured)
@@ -20,15 +23,29 @@ class ModelSpec:
 
 @dataclass
 class ServedModel:
-    """A loaded model behind an API name."""
+    """A loaded model behind an API name; `llm()`, `embedding()`, `tensor()` give its engine's contract."""
 
     name: str
     kind: str
-    engine: Any  # AsyncEngine | ProcessEngine for LLMs
+    engine: ModelEngine
     created: int = field(default_factory=lambda: int(time.time()))
     owned_by: str = "maas"
 
+    def llm(self) -> LLMClient:
+        """The engine of an LLM (the pool hands a route only models of the kind it asked for)."""
+        assert self.kind == "llm", self.kind
+        return cast("LLMClient", self.engine)
+
+    def embedding(self) -> EmbeddingClient:
+        """The engine of an embedding model."""
+        assert self.kind == "embedding", self.kind
+        return cast("EmbeddingClient", self.engine)
+
+    def tensor(self) -> TensorClient:
+        """The engine of a tensor model."""
+        assert self.kind == "tensor", self.kind
+        return cast("TensorClient", self.engine)
+
     def memory(self) -> int | None:
         """Resident bytes the model takes (its engine process), when measurable."""
-        fn = getattr(self.engine, "memory_bytes", None)
-        return fn() if fn is not None else None
+        return self.engine.memory_bytes()

@@ -51,6 +51,13 @@ def test_api_keys(guarded):
     assert httpx.get(guarded.url + "/admin/models", headers=auth(USER), timeout=10).status_code == 403
     assert httpx.get(guarded.url + "/admin/models", headers=auth(ADMIN), timeout=10).status_code == 200
     assert httpx.get(guarded.url + "/v1/models", headers=auth(ADMIN), timeout=10).status_code == 200
+    # The v2 API: model calls need a key (errors in v2's shape); health and server metadata stay open.
+    r = httpx.get(guarded.url + "/v2/models/any-model", timeout=10)
+    assert r.status_code == 401 and "API key" in r.json()["error"]
+    assert httpx.get(guarded.url + "/v2/health/live", timeout=10).status_code == 200
+    assert httpx.get(guarded.url + "/v2", timeout=10).json()["name"] == "maas"
+    r = httpx.get(guarded.url + "/v2/models/any-model", headers=auth(USER), timeout=10)
+    assert r.status_code == 404 and "any-model" in r.json()["error"]
     log = Path(guarded.log).read_text(encoding="utf-8")
     assert USER not in log and ADMIN not in log  # keys are never logged; key ids are
     assert '"key_id": "' in log

@@ -204,6 +204,9 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_answers(
     with ThreadPoolExecutor(32) as pool:
         together = np.concatenate(list(pool.map(one, range(96))))
     rows, passes = batch_rows(served.url, "cnn-digits")
+    text = httpx.get(served.url + "/metrics").text
+    for name in ("inference_request_latency_seconds", "inference_queue_time_seconds"):
+        assert re.search(rf'maas:{name}_count{{model="cnn-digits"}} ([1-9][0-9.e+]*)', text), name
     assert rows - rows0 == 96
     assert passes - passes0 < 96  # some forward passes carried several requests
     np.testing.assert_allclose(together[:8], alone, atol=1e-5)

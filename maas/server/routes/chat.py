@@ -24,7 +24,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, models
 
 def _job(body: ChatCompletionRequest, params: SamplingParams, lease: Lease) -> Job:
     m = lease.model
-    eng = m.engine
+    eng = m.llm()
     messages = [msg.model_dump(exclude_none=True) for msg in body.messages]
     prompt = eng.chat_template.render(
         messages, add_generation_prompt=body.add_generation_prompt, **(body.chat_template_kwargs or {})

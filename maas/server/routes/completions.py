@@ -26,7 +26,7 @@ async def completions(body: CompletionRequest, request: Request, models: Models)
 
 def _job(body: CompletionRequest, params: SamplingParams, lease: Lease) -> Job:
     m = lease.model
-    eng = m.engine
+    eng = m.llm()
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
         if len(prompt) != 1:

@@ -24,7 +24,7 @@ async def embeddings(body: EmbeddingRequest, models: Models) -> Any:
     texts, ids = body.texts_or_ids()
     lease = await models.acquire(body.model, "embedding")
     try:
-        eng = lease.model.engine
+        eng = lease.model.embedding()
         dims = body.dimensions
         if dims is not None and not 1 <= dims <= eng.dim:
             raise InvalidRequestError(

@@ -30,8 +30,9 @@ async def list_models(models: Models) -> dict[str, Any]:
     data = []
     for spec, loaded in models.specs():
         card = _card(spec, loaded, served[spec.name].created if spec.name in served else 0)
-        if spec.name in served and hasattr(served[spec.name].engine, "max_model_len"):
-            card["max_model_len"] = served[spec.name].engine.max_model_len
+        m = served.get(spec.name)
+        if m is not None and m.kind in ("llm", "embedding"):
+            card["max_model_len"] = m.llm().max_model_len if m.kind == "llm" else m.embedding().max_model_len
         data.append(card)
     return {"object": "list", "data": data}
 

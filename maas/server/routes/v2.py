@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -19,9 +19,6 @@ from maas.server.deps import Models
 from maas.server.pool import ModelPool
 from maas.server.serving import client_of
 from maas.server.v2_codec import InferRequest, decode_body, decode_request, encode_response
-
-if TYPE_CHECKING:
-    from maas.engine.tensor_engine import TensorEngine
 
 router = APIRouter()
 
@@ -68,7 +65,7 @@ async def metadata_of(models: ModelPool, model: str, version: str | None) -> dic
     """A tensor model's v2 metadata (loading it if needed)."""
     lease = await models.acquire(api_ref(model, version), "tensor")
     try:
-        eng: TensorEngine = lease.model.engine
+        eng = lease.model.tensor()
         sig = eng.signature
         meta: dict[str, Any] = {
             "name": model,
@@ -158,7 +155,7 @@ async def run_infer(models: ModelPool, name: str, req: InferRequest, timeout: fl
     `timeout` seconds; 0 = no limit)."""
     lease = await models.acquire(name, "tensor")
     try:
-        eng: TensorEngine = lease.model.engine
+        eng = lease.model.tensor()
         work = eng.infer(req.inputs, req.outputs)
         try:
             return await (asyncio.wait_for(work, timeout) if timeout > 0 else work)

@@ -1,0 +1,101 @@
+"""The contracts the server relies on, one per model kind: what it may call on a loaded engine.
+
+The LLM engine (in-thread AsyncEngine or child-process ProcessEngine), the embedding engine and
+the tensor engine each satisfy one; the server never reaches past them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from maas.engine.request import RequestOutput
+from maas.engine.sampling_params import SamplingParams
+from maas.models.signature import Signature
+from maas.text.chat_template import ChatTemplate
+from maas.text.tokenizer import Tokenizer
+
+
+class ModelEngine(Protocol):
+    """What the pool, /health and metrics need of any loaded model."""
+
+    @property
+    def alive(self) -> bool:
+        """True while the engine can serve."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Counters for /health and the metrics gauges."""
+        ...
+
+    def memory_bytes(self) -> int | None:
+        """Bytes the model takes, when measurable."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop the engine (in-flight requests fail)."""
+        ...
+
+
+class LLMClient(ModelEngine, Protocol):
+    """A decoder LM: chat template, tokenizer, limits, streamed generation."""
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer."""
+        ...
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """The model's chat template."""
+        ...
+
+    @property
+    def max_num_seqs(self) -> int:
+        """Sequences in the running batch at most."""
+        ...
+
+    @property
+    def max_model_len(self) -> int:
+        """The longest prompt + output accepted."""
+        ...
+
+    def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
+        """The max_tokens to use (ContextLengthError when the prompt does not fit)."""
+        ...
+
+    def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[tuple[int, RequestOutput], None]:
+        """Stream (choice index, output) pairs; closing the generator aborts the request."""
+        ...
+
+
+class EmbeddingClient(ModelEngine, Protocol):
+    """An encoder: token-id sequences in, pooled vectors out, batched across requests."""
+
+    dim: int
+    max_model_len: int
+    embedder: Any  # engine.embedder.EncoderInputs: tokenize / fit
+    on_batch: Callable[[int, list[float]], None] | None
+
+    async def embed(self, seqs: list[list[int]], dimensions: int | None = None) -> np.ndarray:
+        """(len(seqs), dimensions or dim) float32 vectors."""
+        ...
+
+
+class TensorClient(ModelEngine, Protocol):
+    """A tensor model: named arrays in, named arrays out, checked against its signature, batched."""
+
+    signature: Signature
+    platform: str
+    max_batch_size: int | None
+    on_batch: Callable[[int, list[float]], None] | None
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The requested outputs (all by default)."""
+        ...
