@@ -296,6 +296,9 @@ class Registry:
         name, tag = parse_ref(ref)
         row = db.scalar(select(Tag).where(Tag.name == name, Tag.tag == tag))
         if row is None:
+            by_number = db.get(Version, int(tag)) if tag.isdigit() else None  # name:N = version N of name
+            if by_number is not None and by_number.name == name:
+                return by_number
             known = (
                 ", ".join(f"{t.name}:{t.tag}" for t in db.scalars(select(Tag).where(Tag.name == name)))
                 or "none"
@@ -318,7 +321,8 @@ class Registry:
         )  # fmt: skip
 
     def show(self, ref: str) -> VersionInfo:
-        """Everything the catalog knows about one tag."""
+        """Everything the catalog knows about one tag (or `name:N`, version number N of name,
+        when no tag is called N)."""
         name, tag = parse_ref(ref)
         with session(self.engine) as db:
             return self._info(db, name, tag, self._version(db, ref))

@@ -43,6 +43,10 @@ def test_shared_files_are_stored_once_and_tags_are_aliases(reg, gguf):
     assert reg.show("b:prod").tags == ["b:prod", "b:v1"]
     with pytest.raises(ModelNotFoundError, match="b:v1"):
         reg.show("b:nope")
+    n = reg.show("b:v1").version  # a version number works where a tag does (v2's /versions/N)
+    assert reg.show(f"b:{n}").tags == ["b:prod", "b:v1"] and reg.path_for(f"b:{n}").exists()
+    with pytest.raises(ModelNotFoundError):
+        reg.show(f"a:{n}")  # version N belongs to another name
 
 
 def test_rm_collects_only_unreferenced_blobs(reg, gguf, tmp_path):
