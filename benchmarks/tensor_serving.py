@@ -199,8 +199,19 @@ def server(cmd: list[str], port: int, log: Path) -> Iterator[int]:
 
 
 def maas_server(ref: str, port: int, args: argparse.Namespace, backend: str) -> list[str]:
-    """`maas serve REF` on `port` with --threads and the tensor backend."""
-    cmd = [MAAS, "serve", ref, "--port", str(port), "--threads", str(args.threads), "--no-registry"]
+    """`maas serve REF` on `port` with --threads and the tensor backend, logging warnings only."""
+    cmd = [
+        MAAS,
+        "--log-level",
+        "warning",
+        "serve",
+        ref,
+        "--port",
+        str(port),
+        "--threads",
+        str(args.threads),
+        "--no-registry",
+    ]
     cmd += ["--tensor-backend", backend]
     if args.max_wait_ms is not None:
         cmd += ["--tensor-max-wait-ms", str(args.max_wait_ms)]
@@ -220,10 +231,10 @@ def kserve_python() -> Path:
 
 
 def kserve_server(onnx: Path, name: str, port: int, threads: int) -> list[str]:
-    """KServe's ModelServer serving `onnx` (REST only, no per-request log lines)."""
+    """KServe's ModelServer serving `onnx` (REST only; logging left unconfigured: warnings only)."""
     return [str(kserve_python()), str(KSERVE_SCRIPT), "--onnx", str(onnx), "--model_name", name,
             "--http_port", str(port), "--threads", str(threads), "--enable_grpc", "false",
-            "--enable_latency_logging", "false"]  # fmt: skip
+            "--enable_latency_logging", "false", "--configure_logging", "false"]  # fmt: skip
 
 
 def ort_session(path: Path, threads: int):  # type: ignore[no-untyped-def]
@@ -322,11 +333,13 @@ def header(args: argparse.Namespace) -> list[str]:
                 if ln.startswith("model name")), platform.processor())  # fmt: skip
     kserve = "KServe skipped" if args.skip_kserve else kserve_versions()
     return [
-        f"machine: nproc {os.cpu_count()}, {cpu}; Python {platform.python_version()}",
+        f"machine: nproc {len(os.sched_getaffinity(0))}, {cpu}; Python {platform.python_version()}",
         f"maas {version('maas')}, torch {version('torch')}, onnxruntime {version('onnxruntime')}, "
         f"tritonclient {version('tritonclient')}; {kserve}",
-        f"threads: maas --threads {args.threads} (torch and ORT intra-op); KServe model ORT intra_op "
-        f"{args.threads}; in-process ORT intra_op {args.threads}. Load-generator threads share the same cores.",
+        f"threads: maas --threads {args.threads} (torch and ORT intra-op)"
+        + ("" if args.skip_kserve else f"; KServe model ORT intra_op {args.threads}")
+        + f"; in-process ORT intra_op {args.threads}. The load generator's threads share the same cores.",
+        "logging: warnings only on every server (no per-request access or timing lines)",
         f"maas batching: --tensor-max-wait-ms {args.max_wait_ms if args.max_wait_ms is not None else '(default)'}",
     ]
 
@@ -363,7 +376,7 @@ def parse_args() -> argparse.Namespace:
         "--home", help="MAAS_HOME to use and keep (default: a temporary one); models there are reused"
     )
     ap.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="threads per server (default nproc)"
+        "--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads per server (default nproc)"
     )
     ap.add_argument("--max-wait-ms", type=float, help="maas --tensor-max-wait-ms (default: maas's default)")
     args = ap.parse_args()
