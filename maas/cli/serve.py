@@ -111,8 +111,9 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--tensor-max-batch-size", type=int, default=64, metavar="N",
                    help="rows per forward pass when batching concurrent requests; larger requests get 400 "
                    "(default %(default)s)")  # fmt: skip
-    t.add_argument("--tensor-max-wait-ms", type=float, default=1.0, metavar="MS",
-                   help="how long a batch waits for more requests before it runs (default %(default)s)")  # fmt: skip
+    t.add_argument("--tensor-max-wait-ms", type=float, default=0.0, metavar="MS",
+                   help="how long a batch waits for more requests before it runs; 0 = it takes what is "
+                   "queued (requests arriving during a forward pass still share the next) (default %(default)s)")  # fmt: skip
     t.add_argument("--tensor-preferred-batch-size", type=int, action="append", default=[], metavar="N",
                    help="a batch of this many rows runs at once without waiting (repeatable)")  # fmt: skip
     t.add_argument("--tensor-max-queue", type=int, default=1024, metavar="N",

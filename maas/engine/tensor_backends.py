@@ -95,6 +95,9 @@ class OrtBackend:
         if threads > 0:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: a server's forward passes are short and
+        # far apart, and spinning threads take the cores the HTTP side needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         dev = pick_device(device)
         providers = ["CPUExecutionProvider"]
         if dev.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():

@@ -28,7 +28,7 @@ class TensorOptions:
     """How a served tensor model batches (Triton's dynamic_batching) and where it runs."""
 
     max_batch_size: int = 64  # rows per forward pass, and the most one request may send
-    max_wait_ms: float = 1.0  # how long a batch waits for more requests (Triton's max_queue_delay)
+    max_wait_ms: float = 0.0  # how long a batch waits for more requests (Triton's max_queue_delay)
     preferred: tuple[int, ...] = ()  # batch sizes that go at once without waiting
     max_queue: int = 1024  # requests waiting; more get 429
     backend: str = "auto"  # auto | torch | onnxruntime

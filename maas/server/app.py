@@ -6,6 +6,7 @@ uvicorn --factory maas.server.app:app_from_env   # or, as users do: maas serve
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.preload()
+        gc.freeze()  # start-up objects (models, modules) leave the collector's scans: shorter GC pauses
         for m in pool.loaded():
             attach(m)
             log.info("serving %s (%s)", m.name, m.kind)

@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from maas.server import v2_infer
 from maas.server.auth import KeyRing
 from maas.server.errors import error_body, is_v2
 from maas.server.metrics import Metrics
@@ -95,6 +96,11 @@ class Gateway:
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 await reply(413, _too_large(self.max_body))
                 return
+            infer = v2_infer.match(scope.get("method", ""), path)
+            if infer is not None:  # the tensor-serving hot path, without FastAPI's machinery
+                scope["maas.route"] = v2_infer.ROUTE
+                await v2_infer.infer(self.app, scope, self._limited(receive), send_with_id, headers, *infer)
+                return
             await self.app(scope, self._limited(receive), send_with_id)
         finally:
             if counted:
@@ -120,7 +126,11 @@ class Gateway:
         self, scope: Scope, path: str, status: int, rid: str, key_id: str | None, secs: float
     ) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or ("/v1/*" if path.startswith("/v1") else "other")
+        template = (
+            scope.get("maas.route")
+            or getattr(route, "path", None)
+            or ("/v1/*" if path.startswith("/v1") else "other")
+        )
         self.metrics.http.labels(template, scope.get("method", ""), str(status)).inc()
         state = scope.get("state", {})
         if self.json_log:

@@ -1,24 +1,22 @@
-"""The Open Inference Protocol v2 over HTTP (KServe / Triton): health, metadata and infer for tensor
-models. A model version is a registry tag: /v2/models/NAME/versions/TAG is NAME:TAG
+"""The Open Inference Protocol v2 over HTTP (KServe / Triton): health and metadata for tensor models,
+and the infer call both transports share (`run_infer`; HTTP's infer endpoint is server/v2_infer.py). A model version is a registry tag: /v2/models/NAME/versions/TAG is NAME:TAG
 (/v2/models/NAME is NAME:latest). Errors are `{"error": "..."}`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from maas import __version__
 from maas.errors import RequestTimeoutError
 from maas.server.deps import Models
 from maas.server.pool import ModelPool
-from maas.server.serving import client_of
-from maas.server.v2_codec import InferRequest, decode_body, decode_request, encode_response
+from maas.server.v2_codec import InferRequest
 
 router = APIRouter()
 
@@ -115,39 +113,6 @@ async def model_ready(model: str, models: Models) -> Any:
 async def version_ready(model: str, version: str, models: Models) -> Any:
     """The same for one version."""
     return await _ready(models, model, version)
-
-
-@router.post("/v2/models/{model}/infer", summary="Inference (v2)")
-async def infer(model: str, request: Request, models: Models) -> Response:
-    """Tensors in (JSON or binary), tensors out; concurrent requests share forward passes."""
-    return await _infer(model, None, request, models)
-
-
-@router.post("/v2/models/{model}/versions/{version}/infer", summary="Inference on one version (v2)")
-async def infer_version(model: str, version: str, request: Request, models: Models) -> Response:
-    """The same for one version (a registry tag)."""
-    return await _infer(model, version, request, models)
-
-
-async def _infer(model: str, version: str | None, request: Request, models: Models) -> Response:
-    t0 = time.monotonic()
-    name = api_ref(model, version)
-    request.state.model = name
-    body = decode_body(await request.body(), request.headers.get("content-encoding"))
-    req = decode_request(body, request.headers.get("inference-header-content-length"))
-    app = request.app
-    limiter = app.state.limiter
-    if limiter.enabled:
-        limiter.admit(client_of(request))
-    out = await run_infer(models, name, req, app.state.options.request_timeout_s)
-    params = {k: v for k, v in req.parameters.items() if k != "binary_data_output"}
-    data, header = encode_response(model, version, out, req, params)
-    app.state.metrics.infer_latency.labels(name).observe(time.monotonic() - t0)
-    if header is None:
-        return Response(data, media_type="application/json")
-    return Response(
-        data, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header)}
-    )
 
 
 async def run_infer(models: ModelPool, name: str, req: InferRequest, timeout: float) -> dict[str, np.ndarray]:
