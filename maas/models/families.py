@@ -25,7 +25,6 @@ class Family:
     gguf_archs: tuple[str, ...] = ()  # GGUF `general.architecture` values
     module: str = ""  # "package.module:Class" of the nn.Module (imported on use)
     config: str = ""  # "package.module:Class" with a `from_hf(dict)` constructor, when it has one
-    zoo_arch: str = ""  # the `maas train` architecture name, for exported maas-* models
 
     def module_class(self) -> Any:
         """The family's nn.Module class."""
@@ -42,9 +41,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("llama", "llm", ("llama", "mistral", "smollm"), ("llama", "mistral", "smollm"), *_LLAMA),
     Family("qwen2", "llm", ("qwen2",), ("qwen2",), *_LLAMA),  # the Llama block with qkv bias
     Family("bert", "embedding", ("bert",), (), "maas.models.bert:BertModel", "maas.models.bert:BertConfig"),
-    Family("maas-mlp", "tensor", ("maas-mlp",), module="maas.models.mlp:MLP", zoo_arch="mlp"),
-    Family("maas-cnn", "tensor", ("maas-cnn",), module="maas.models.cnn:CNN", zoo_arch="cnn"),
-    Family("maas-rnn", "tensor", ("maas-rnn",), module="maas.models.rnn:RNNClassifier", zoo_arch="rnn"),
+    Family("maas-mlp", "tensor", ("maas-mlp",), module="maas.models.mlp:MLP"),
+    Family("maas-cnn", "tensor", ("maas-cnn",), module="maas.models.cnn:CNN"),
+    Family("maas-rnn", "tensor", ("maas-rnn",), module="maas.models.rnn:RNNClassifier"),
     Family(
         "maas-rnn-lm",
         "tensor",
