@@ -216,6 +216,21 @@ class DynamicBatcher(Generic[P, R]):
                 job.loop.call_soon_threadsafe(_resolve, job.future, job.results)
 
 
+class Batched:
+    """An engine in front of a DynamicBatcher: the hook called after each batch is the batcher's."""
+
+    batcher: DynamicBatcher[Any, Any]
+
+    @property
+    def on_batch(self) -> Callable[[int, list[float]], None] | None:
+        """Called with each batch's rows and its items' queue times (metrics)."""
+        return self.batcher.on_batch
+
+    @on_batch.setter
+    def on_batch(self, fn: Callable[[int, list[float]], None] | None) -> None:
+        self.batcher.on_batch = fn
+
+
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
     if not fut.done():
         fut.set_result(value)

@@ -9,14 +9,13 @@ vectors, in its own order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from maas.engine.batcher import BatchStats, DynamicBatcher, Item
+from maas.engine.batcher import Batched, BatchStats, DynamicBatcher, Item
 from maas.engine.embed_process import EmbedderProcess
 from maas.engine.embedder import Embedder
 from maas.errors import EngineDeadError
@@ -34,7 +33,7 @@ class EmbedOptions:
     process: bool = False  # forward passes in a child process (EmbedderProcess), not the server's
 
 
-class EmbeddingEngine:
+class EmbeddingEngine(Batched):
     """An Embedder behind a batching worker thread; `await embed(seqs)` from any event loop."""
 
     def __init__(
@@ -81,15 +80,6 @@ class EmbeddingEngine:
     def stats_(self) -> BatchStats:
         """The batcher's counters."""
         return self.batcher.stats_
-
-    @property
-    def on_batch(self) -> Callable[[int, list[float]], None] | None:
-        """Called with each batch's size and its items' queue times (metrics)."""
-        return self.batcher.on_batch
-
-    @on_batch.setter
-    def on_batch(self, fn: Callable[[int, list[float]], None] | None) -> None:
-        self.batcher.on_batch = fn
 
     def stats(self) -> dict[str, float]:
         """Queued sequences and totals since start."""

@@ -10,12 +10,11 @@ out = await engine.infer({"input": images})      # {"scores": (N, 10) float32}
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from maas.engine.batcher import DynamicBatcher
+from maas.engine.batcher import Batched, DynamicBatcher
 from maas.engine.tensor_backends import TensorBackend, open_backend
 from maas.errors import InvalidRequestError
 from maas.models.signature import Signature
@@ -36,7 +35,7 @@ class TensorOptions:
     device: str = "cpu"
 
 
-class TensorEngine:
+class TensorEngine(Batched):
     """A backend behind a batching worker; `await infer(inputs)` from any event loop."""
 
     def __init__(self, backend: TensorBackend, options: TensorOptions | None = None):
@@ -75,15 +74,6 @@ class TensorEngine:
     def alive(self) -> bool:
         """True while the batching worker runs."""
         return self.batcher.alive
-
-    @property
-    def on_batch(self) -> Callable[[int, list[float]], None] | None:
-        """Called with each batch's rows and its requests' queue times (metrics)."""
-        return self.batcher.on_batch
-
-    @on_batch.setter
-    def on_batch(self, fn: Callable[[int, list[float]], None] | None) -> None:
-        self.batcher.on_batch = fn
 
     def stats(self) -> dict[str, float]:
         """Queued requests and totals since start."""

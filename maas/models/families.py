@@ -44,13 +44,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("maas-mlp", "tensor", ("maas-mlp",), module="maas.models.mlp:MLP"),
     Family("maas-cnn", "tensor", ("maas-cnn",), module="maas.models.cnn:CNN"),
     Family("maas-rnn", "tensor", ("maas-rnn",), module="maas.models.rnn:RNNClassifier"),
-    Family(
-        "maas-rnn-lm",
-        "tensor",
-        ("maas-rnn-lm",),
-        module="maas.models.rnn:RNNLanguageModel",
-        zoo_arch="rnn-lm",
-    ),  # fmt: skip
+    Family("maas-rnn-lm", "tensor", ("maas-rnn-lm",), module="maas.models.rnn:RNNLanguageModel"),
     Family("onnx", "tensor", ("onnx",)),  # an ONNX graph, run by ONNX Runtime
     Family("torch-export", "tensor", ("torch-export",)),  # a torch.export program (.pt2)
     Family("torchscript", "tensor", ("torchscript",)),  # a TorchScript module (.pt) with a recorded signature
