@@ -53,6 +53,13 @@ class EngineDeadError(MaasError):
     kind = "service_unavailable"
 
 
+class PayloadTooLargeError(InvalidRequestError):
+    """The request body is over the server's size limit (413)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="payload_too_large")
+
+
 class OverloadedError(MaasError):
     """The server is at capacity (429/503)."""
 

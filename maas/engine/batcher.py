@@ -109,6 +109,8 @@ class DynamicBatcher(Generic[P, R]):
 
     async def submit(self, items: list[tuple[P, int]], key: Hashable = None) -> list[R]:
         """Results for (payload, rows) items, in the order given, once their batches have run."""
+        if not items:
+            return []
         if not self.alive:
             raise EngineDeadError(f"the batching worker is not running: {self._dead or 'stopped'}")
         if self.max_queue and self._q.qsize() + len(items) > self.max_queue:
@@ -125,9 +127,17 @@ class DynamicBatcher(Generic[P, R]):
         return await job.future
 
     def close(self) -> None:
-        """Stop the worker after the batch in progress."""
+        """Stop the worker after the batch in progress; requests still queued fail."""
         self._q.put(None)
         self._thread.join(10)
+        err = EngineDeadError("the model was unloaded")
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _fail(item.job, err)
 
     # -- batch plans ---------------------------------------------------------------------------
 
@@ -173,14 +183,18 @@ class DynamicBatcher(Generic[P, R]):
         return items
 
     def _work(self) -> None:
+        items: list[Item[P]] = []
         try:
-            while (items := self._take()) is not None:
+            while (taken := self._take()) is not None:
+                items = taken
                 for batch in self.plan(items):
                     self._run(batch)
         except Exception as e:  # a bug: fail every waiting request rather than hang them
             self._dead = f"{type(e).__name__}: {e}"
             log.exception("batching worker stopped")
             err = EngineDeadError(f"the batching worker stopped: {self._dead}")
+            for it in items:  # the window in progress (failing a finished job is a no-op)
+                _fail(it.job, err)
             while True:
                 try:
                     item = self._q.get_nowait()
@@ -193,12 +207,15 @@ class DynamicBatcher(Generic[P, R]):
         start = time.monotonic()
         try:
             results = self.run_batch([it.payload for it in batch])
-        except Exception as e:  # this batch's requests fail; the worker goes on
+        except Exception as e:
+            if len(batch) > 1 and not isinstance(e, EngineDeadError):  # one by one: only the bad one fails
+                for it in batch:
+                    self._run([it])
+                return
             if not isinstance(e, MaasError):
                 log.exception("batch failed")
-                e = EngineDeadError(f"the batch failed: {type(e).__name__}: {e}")
-            for it in batch:
-                _fail(it.job, e)
+                e = EngineDeadError(f"the model failed: {type(e).__name__}: {e}")
+            _fail(batch[0].job, e)
             return
         rows = sum(it.rows for it in batch)
         s = self.stats_
@@ -213,7 +230,8 @@ class DynamicBatcher(Generic[P, R]):
             job.results[it.index] = r
             job.left -= 1
             if job.left == 0:
-                job.loop.call_soon_threadsafe(_resolve, job.future, job.results)
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                    job.loop.call_soon_threadsafe(_resolve, job.future, job.results)
 
 
 class Batched:

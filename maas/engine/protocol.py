@@ -11,11 +11,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from maas.engine.request import RequestOutput
-from maas.engine.sampling_params import SamplingParams
-from maas.models.signature import Signature
-from maas.text.chat_template import ChatTemplate
-from maas.text.tokenizer import Tokenizer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the contract itself costs no torch import
+    from maas.engine.request import RequestOutput
+    from maas.engine.sampling_params import SamplingParams
+    from maas.models.signature import Signature
+    from maas.text.chat_template import ChatTemplate
+    from maas.text.tokenizer import Tokenizer
 
 
 class ModelEngine(Protocol):

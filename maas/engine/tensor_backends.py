@@ -110,13 +110,29 @@ class OrtBackend:
         self._names = [o.name for o in self.session.get_outputs()]
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every output for one batch."""
-        outs = self.session.run(self._names, inputs)
-        return dict(zip(self._names, outs, strict=True))
+        """Every output for one batch (BYTES go to ONNX Runtime as UTF-8 strings, its string type)."""
+        feed = {n: _strings(n, a) if a.dtype == object else a for n, a in inputs.items()}
+        outs = self.session.run(self._names, feed)
+        return {n: _bytes(o) if o.dtype == object else o for n, o in zip(self._names, outs, strict=True)}
 
     def memory_bytes(self) -> int:
         """The graph file's size (its weights)."""
         return os.path.getsize(self.path)
+
+
+def _strings(name: str, a: np.ndarray) -> np.ndarray:
+    try:
+        return np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else str(b), otypes=[object])(
+            a
+        )
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"input {name!r}: BYTES for this ONNX model must be UTF-8 text", param=name
+        ) from None
+
+
+def _bytes(a: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda s: s.encode("utf-8") if isinstance(s, str) else s, otypes=[object])(a)
 
 
 def model_format(path: Path) -> str:

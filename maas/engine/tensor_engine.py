@@ -10,6 +10,7 @@ out = await engine.infer({"input": images})      # {"scores": (N, 10) float32}
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ from maas.engine.batcher import Batched, DynamicBatcher
 from maas.engine.tensor_backends import TensorBackend, open_backend
 from maas.errors import InvalidRequestError
 from maas.models.signature import Signature
+
+log = logging.getLogger("maas.engine")
 
 Arrays = dict[str, np.ndarray]
 
@@ -80,10 +83,6 @@ class TensorEngine(Batched):
         s = self.batcher.stats_
         return {"queued": self.batcher.queued, "requests": s.requests, "rows": s.rows, "batches": s.batches}
 
-    def batch_sizes(self) -> list[int]:
-        """Rows of the recent forward passes (the last 1000)."""
-        return list(self.batcher.stats_.batch_sizes)
-
     def memory_bytes(self) -> int:
         """Bytes the model takes."""
         return self.backend.memory_bytes()
@@ -124,6 +123,13 @@ class TensorEngine(Batched):
         names = [t.name for t in self.signature.inputs]
         stacked = {n: np.concatenate([r[n] for r in requests]) for n in names}  # (sum rows, ...)
         out = self.backend.infer(stacked)
-        cuts = np.cumsum([r[names[0]].shape[0] for r in requests])[:-1]
+        rows = [r[names[0]].shape[0] for r in requests]
+        if any(a.ndim == 0 or a.shape[0] != sum(rows) for a in out.values()):
+            # an output whose first axis is not the batch (a reduction, a list of detections):
+            # stacking does not apply to this model, so it runs one request at a time from now on
+            log.warning("%s: an output's first axis is not the batch; batching turned off", self.platform)
+            self.batcher.max_batch_size = 1
+            return [self.backend.infer(r) for r in requests]
+        cuts = np.cumsum(rows)[:-1]
         split = {n: np.split(a, cuts) for n, a in out.items()}
         return [{n: parts[i] for n, parts in split.items()} for i in range(len(requests))]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from maas.errors import ModelFormatError
-from maas.models.signature import Signature, TensorSpec
+from maas.models.signature import Signature, TensorSpec, parse_signature
 
 # onnx.TensorProto element types -> Open Inference Protocol datatypes.
 _ELEM_TYPES = {1: "FP32", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64", 8: "BYTES",
@@ -26,19 +26,32 @@ def onnx_file(path: str | Path) -> Path:
 
 def onnx_signature(path: str | Path) -> Signature:
     """The graph's inputs and outputs (dimensions without a fixed size are -1); a directory's
-    config.json `signature` (written by `maas export onnx`: labels, NaN rules) wins when present."""
+    config.json `signature` (written by `maas export onnx` or `--signature`: labels, NaN rules)
+    wins when present, once its names are checked against the graph's."""
     p = Path(path)
+    graph = _graph_signature(onnx_file(p))
     meta = p / "config.json" if p.is_dir() else None
-    if meta is not None and meta.exists():
-        try:
-            recorded = json.loads(meta.read_text(encoding="utf-8")).get("signature")
-        except (OSError, ValueError) as e:
-            raise ModelFormatError(f"cannot read {str(meta)!r}: {e}") from None
-        if isinstance(recorded, dict):
-            return Signature.from_dict(recorded)
+    if meta is None or not meta.exists():
+        return graph
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8")).get("signature")
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"cannot read {str(meta)!r}: {e}") from None
+    if recorded is None:
+        return graph
+    sig = parse_signature(recorded, str(meta))
+    for what, mine, theirs in (("inputs", sig.inputs, graph.inputs), ("outputs", sig.outputs, graph.outputs)):
+        if sorted(t.name for t in mine) != sorted(t.name for t in theirs):
+            raise ModelFormatError(
+                f"{str(meta)!r}: the signature's {what} ({', '.join(t.name for t in mine)}) are not the "
+                f"graph's ({', '.join(t.name for t in theirs)})"
+            )
+    return sig
+
+
+def _graph_signature(f: Path) -> Signature:
     import onnx
 
-    f = onnx_file(p)
     try:
         graph = onnx.load(str(f), load_external_data=False).graph
     except Exception as e:  # protobuf's DecodeError and friends: not an ONNX file

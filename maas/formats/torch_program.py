@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from maas.errors import ModelFormatError
-from maas.models.signature import Signature, TensorSpec
+from maas.models.signature import Signature, TensorSpec, parse_signature
 
 _DTYPES = {torch.bool: "BOOL", torch.uint8: "UINT8", torch.int8: "INT8", torch.int16: "INT16",
            torch.int32: "INT32", torch.int64: "INT64", torch.float16: "FP16", torch.float32: "FP32",
@@ -73,7 +73,7 @@ def _recorded(p: Path) -> Signature | None:
         sig = json.loads(meta.read_text(encoding="utf-8")).get("signature")
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"cannot read {str(meta)!r}: {e}") from None
-    return Signature.from_dict(sig) if isinstance(sig, dict) else None
+    return parse_signature(sig, str(meta)) if sig is not None else None
 
 
 def _export_signature(ep: Any, f: Path) -> Signature:

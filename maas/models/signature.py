@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from maas.errors import InvalidRequestError
+from maas.errors import InvalidRequestError, ModelFormatError
 
 # Open Inference Protocol datatypes -> numpy dtypes (BYTES: object arrays of bytes).
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -59,9 +59,13 @@ class TensorSpec:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> TensorSpec:
-        """From tensor metadata (as_dict's form)."""
-        return TensorSpec(str(d["name"]), str(d["datatype"]), tuple(int(x) for x in d["shape"]),
-                          bool(d.get("allow_nan", False)))  # fmt: skip
+        """From tensor metadata (as_dict's form); ValueError for an unknown datatype or a bad shape."""
+        name, dt, shape = str(d["name"]), str(d["datatype"]), d["shape"]
+        if dt not in DATATYPES:
+            raise ValueError(f"tensor {name!r}: datatype {dt!r} is not one of {', '.join(DATATYPES)}")
+        if not isinstance(shape, list) or not all(isinstance(x, int) and x >= -1 for x in shape):
+            raise ValueError(f"tensor {name!r}: shape must be a list of sizes (-1 for any size)")
+        return TensorSpec(name, dt, tuple(shape), bool(d.get("allow_nan", False)))
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,21 @@ class Signature:
                     )
             if a.dtype.kind == "f" and not t.allow_nan and not np.isfinite(a).all():
                 raise InvalidRequestError(f"input {t.name!r} holds NaN or infinite values", param=t.name)
+            vocab = self.extra.get("vocab_size")
+            if vocab and a.dtype.kind in "iu" and a.size and (a.min() < 0 or a.max() >= vocab):
+                raise InvalidRequestError(
+                    f"input {t.name!r} holds token ids outside the vocabulary (0..{vocab - 1})", param=t.name
+                )
+
+
+def parse_signature(d: Any, where: str) -> Signature:
+    """A signature recorded in a file (config.json, --signature); ModelFormatError naming `where`."""
+    try:
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        return Signature.from_dict(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFormatError(f"{where}: not a valid signature ({type(e).__name__}: {e})") from None
 
 
 def classifier_signature(
@@ -172,8 +191,8 @@ def classifier_signature(
 def exported_signature(meta: dict[str, Any]) -> Signature | None:
     """The signature of a `maas-<arch>` directory's config.json (written by `maas train`): its own
     `signature` entry, else derived from the training data it records (older exports)."""
-    if isinstance(meta.get("signature"), dict):
-        return Signature.from_dict(meta["signature"])
+    if "signature" in meta:
+        return parse_signature(meta["signature"], "config.json")
     if meta.get("task") == "classify" and "input_shape" in meta and meta.get("num_classes"):
         labels = meta.get("labels") or [str(i) for i in range(int(meta["num_classes"]))]
         return classifier_signature(tuple(int(x) for x in meta["input_shape"]), [str(x) for x in labels])

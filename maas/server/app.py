@@ -56,24 +56,26 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await pool.preload()
-        gc.freeze()  # start-up objects (models, modules) leave the collector's scans: shorter GC pauses
-        for m in pool.loaded():
-            attach(m)
-            log.info("serving %s (%s)", m.name, m.kind)
         grpc_server = None
-        if opts.grpc_port:
-            from maas.server.grpc_v2 import start_grpc  # grpc loads only when asked for
-
-            grpc_server = await start_grpc(
-                pool, opts, metrics, opts.grpc_host, opts.grpc_port, app.state.limiter
-            )
         try:
+            if opts.grpc_port:  # bound first: a port in use fails before any model loads
+                from maas.server.grpc_v2 import start_grpc  # grpc loads only when asked for
+
+                grpc_server = await start_grpc(
+                    pool, opts, metrics, opts.grpc_host, opts.grpc_port, app.state.limiter
+                )
+            await pool.preload()
+            gc.freeze()  # start-up objects (models, modules) leave the collector's scans: shorter GC pauses
+            for m in pool.loaded():
+                attach(m)
+                log.info("serving %s (%s)", m.name, m.kind)
             yield
         finally:
-            if grpc_server is not None:
-                await grpc_server.stop(grace=2.0)
-        await asyncio.to_thread(pool.shutdown)
+            try:
+                if grpc_server is not None:
+                    await grpc_server.stop(grace=2.0)
+            finally:
+                await asyncio.to_thread(pool.shutdown)
 
     pool.on_load = attach
     app = FastAPI(title="maas", version=__version__, lifespan=lifespan)

@@ -16,6 +16,7 @@ from maas.errors import (
     MaasError,
     ModelNotFoundError,
     OverloadedError,
+    PayloadTooLargeError,
     RequestTimeoutError,
 )
 
@@ -33,6 +34,8 @@ def status_of(e: MaasError) -> int:
     """HTTP status for a maas error."""
     if isinstance(e, ModelNotFoundError):
         return 404
+    if isinstance(e, PayloadTooLargeError):
+        return 413
     if isinstance(e, InvalidRequestError):
         return 400
     if isinstance(e, OverloadedError):

@@ -35,6 +35,7 @@ from maas.server.routes.v2 import (
     server_is_ready,
     server_metadata,
 )
+from maas.server.v2_codec import timeout_s
 
 if TYPE_CHECKING:
     from maas.server.app import ServerOptions
@@ -165,7 +166,8 @@ class GrpcServer:
                 if code == grpc.StatusCode.INTERNAL:
                     log.error("gRPC %s: %s", type(request).__name__, message)
                 reason = e.code if isinstance(e.code, str) else e.kind
-                self.metrics.rejected.labels(_model_of(request), reason).inc()
+                model = "" if isinstance(e, ModelNotFoundError) else _model_of(request)  # bounded label set
+                self.metrics.rejected.labels(model, reason).inc()
             except Exception:
                 log.exception("unhandled error in a gRPC call")
                 code, message = grpc.StatusCode.INTERNAL, "internal server error"
@@ -207,7 +209,7 @@ class GrpcServer:
         req = pb.decode_infer_request(request)
         if self.limiter.enabled:
             self.limiter.admit(client)
-        out = await run_infer(self.pool, name, req, self.options.request_timeout_s)
+        out = await run_infer(self.pool, name, req, timeout_s(req.parameters, self.options.request_timeout_s))
         params = {k: v for k, v in req.parameters.items() if k != "binary_data_output"}
         resp = pb.encode_infer_response(request.model_name, request.model_version, out, req, params)
         self.metrics.infer_latency.labels(name).observe(time.monotonic() - t0)

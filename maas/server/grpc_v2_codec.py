@@ -23,6 +23,7 @@ from maas.server.v2_codec import (
     InferRequest,
     check_output_parameters,
     check_parameters,
+    refuse_shared_memory,
     tensor_count,
     tensor_from_list,
     tensor_from_raw,
@@ -76,7 +77,6 @@ _FIELD_DTYPES = {
     "fp32_contents": np.float32,
     "fp64_contents": np.float64,
 }
-_SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
 def parameters_of(params: Any) -> dict[str, Any]:
@@ -104,13 +104,6 @@ def set_parameters(target: Any, params: dict[str, Any]) -> None:
             p.string_param = str(v)
 
 
-def _refuse_shared_memory(what: str, name: str, params: dict[str, Any]) -> None:
-    if any(k in params for k in _SHARED_MEMORY):
-        raise InvalidRequestError(
-            f"{what} {name!r}: shared memory is not supported; send the tensor in the request", param=name
-        )
-
-
 def decode_infer_request(msg: Any) -> InferRequest:
     """A ModelInferRequest's inputs (numpy arrays), output names, parameters and id."""
     params = parameters_of(msg.parameters)
@@ -130,7 +123,7 @@ def decode_infer_request(msg: Any) -> InferRequest:
             raise InvalidRequestError(f"inputs[{i}] has no name")
         if name in req.inputs:
             raise InvalidRequestError(f"input {name!r} is given twice", param=name)
-        _refuse_shared_memory("input", name, parameters_of(t.parameters))
+        refuse_shared_memory("input", name, parameters_of(t.parameters))
         shape = list(t.shape)
         count = tensor_count(name, t.datatype, shape)
         if raw:
@@ -146,7 +139,6 @@ def decode_infer_request(msg: Any) -> InferRequest:
         for o in msg.outputs:
             op = parameters_of(o.parameters)
             check_output_parameters(o.name, op)
-            _refuse_shared_memory("output", o.name, op)
             req.outputs.append(o.name)
     return req
 

@@ -1,12 +1,11 @@
 """Open Inference Protocol v2 tensors on the wire: JSON (flat or nested data) and Triton's binary
 extension (a JSON header of `Inference-Header-Content-Length` bytes, then raw little-endian tensors
 in input order; BYTES elements each prefixed by a 4-byte length). Numpy arrays in and out, with no
-per-element Python for binary tensors.
+per-element Python for binary numeric tensors (BYTES elements are read one by one).
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from maas.errors import InvalidRequestError
+from maas.errors import InvalidRequestError, PayloadTooLargeError
 from maas.models.signature import DATATYPES, datatype_of
 
 _SEQUENCE_PARAMS = ("sequence_id", "sequence_start", "sequence_end")
@@ -39,18 +38,23 @@ class InferRequest:
     binary_default: bool = False  # `binary_data_output`: outputs not named in `outputs` are binary
 
 
-def decode_body(body: bytes, encoding: str | None) -> bytes:
-    """Undo a gzip / deflate Content-Encoding (tritonclient's request compression)."""
+def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo a gzip / deflate Content-Encoding (tritonclient's request compression); more than
+    `limit` bytes once inflated is a PayloadTooLargeError, as a plain body that size would be."""
     if not encoding or encoding == "identity":
         return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidRequestError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)")
+    d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as e:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
         raise InvalidRequestError(f"the body is not valid {encoding} data: {e}") from None
-    raise InvalidRequestError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)")
+    if len(out) > limit:
+        raise PayloadTooLargeError(f"the request body inflates to over the limit of {limit} bytes")
+    if not d.eof:
+        raise InvalidRequestError(f"the body is not valid {encoding} data: it ends early")
+    return out
 
 
 def decode_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -102,14 +106,36 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
 
 
 def check_parameters(params: dict[str, Any]) -> None:
-    """Refuse request parameters that would change the answer and are not supported (sequences)."""
+    """Refuse request parameters that would change the answer and are not supported (sequences);
+    `timeout` (microseconds, Triton's meaning) must be a positive integer."""
     for p in _SEQUENCE_PARAMS:
         if p in params:
             raise InvalidRequestError(f"parameter {p!r}: sequence batching is not supported for this model")
+    t = params.get("timeout")
+    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t <= 0):
+        raise InvalidRequestError("parameter 'timeout' must be a positive number of microseconds")
+
+
+def timeout_s(params: dict[str, Any], server_s: float) -> float:
+    """The request's time limit in seconds: its `timeout` parameter or the server's, whichever is
+    shorter (0 = none)."""
+    t = params.get("timeout")
+    if t is None:
+        return server_s
+    return t / 1e6 if server_s <= 0 else min(server_s, t / 1e6)
+
+
+def refuse_shared_memory(what: str, name: str, params: dict[str, Any]) -> None:
+    """Shared-memory regions are not supported: a 400 rather than an empty or unread region."""
+    if any(k.startswith("shared_memory_") for k in params):
+        raise InvalidRequestError(
+            f"{what} {name!r}: shared memory is not supported; send the tensor in the request", param=name
+        )
 
 
 def check_output_parameters(name: str, params: dict[str, Any]) -> None:
-    """Refuse output parameters that are not supported (the classification extension)."""
+    """Refuse output parameters that are not supported (the classification extension, shared memory)."""
+    refuse_shared_memory("output", name, params)
     if params.get("classification"):
         raise InvalidRequestError(
             f"output {name!r}: the classification extension is not supported; "
@@ -150,7 +176,9 @@ def _input(t: Any, i: int, body: bytes, offset: int) -> tuple[str, np.ndarray, i
     dt: Any = t.get("datatype")
     shape: Any = t.get("shape")
     count = tensor_count(name, dt, shape)  # both checked there
-    size = _params(t.get("parameters"), f"inputs.{name}.parameters").get("binary_data_size")
+    params = _params(t.get("parameters"), f"inputs.{name}.parameters")
+    refuse_shared_memory("input", name, params)
+    size = params.get("binary_data_size")
     if size is not None:
         if "data" in t:
             raise InvalidRequestError(f"input {name!r} has both data and binary_data_size", param=name)

@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 
-from maas.errors import MaasError, OverloadedError
+from maas.errors import MaasError, ModelNotFoundError, OverloadedError
 from maas.server.errors import status_of
 from maas.server.routes.v2 import api_ref, run_infer
-from maas.server.v2_codec import decode_body, decode_request, encode_response
+from maas.server.v2_codec import decode_body, decode_request, encode_response, timeout_s
 
 log = logging.getLogger("maas.server")
 
@@ -53,12 +53,16 @@ async def infer(app: Any, scope: dict[str, Any], receive: Any, send: Any, header
     scope["state"]["model"] = name
     extra: list[tuple[bytes, bytes]] = []
     try:
-        body = decode_body(await _body(receive), headers.get("content-encoding"))
+        body = decode_body(
+            await _body(receive), headers.get("content-encoding"), state.options.max_body_bytes
+        )
         req = decode_request(body, headers.get("inference-header-content-length"))
         if state.limiter.enabled:
             key = scope["state"].get("key_id")
             state.limiter.admit(f"key:{key}" if key else f"addr:{(scope.get('client') or ('?',))[0]}")
-        out = await run_infer(state.models, name, req, state.options.request_timeout_s)
+        out = await run_infer(
+            state.models, name, req, timeout_s(req.parameters, state.options.request_timeout_s)
+        )
         params = {k: v for k, v in req.parameters.items() if k != "binary_data_output"}
         data, header = encode_response(model, version, out, req, params)
         state.metrics.infer_latency.labels(name).observe(time.monotonic() - t0)
@@ -71,7 +75,8 @@ async def infer(app: Any, scope: dict[str, Any], receive: Any, send: Any, header
     except HTTPException as e:  # the Gateway's body limit (413) or a client gone
         status, data, kind = e.status_code, orjson.dumps({"error": str(e.detail)}), b"application/json"
     except MaasError as e:
-        state.metrics.rejected.labels(name, e.code if isinstance(e.code, str) else e.kind).inc()
+        model_label = "" if isinstance(e, ModelNotFoundError) else name  # no series per unknown name
+        state.metrics.rejected.labels(model_label, e.code if isinstance(e.code, str) else e.kind).inc()
         status, data, kind = status_of(e), orjson.dumps({"error": e.message}), b"application/json"
         if isinstance(e, OverloadedError):
             extra.append((b"retry-after", b"1"))

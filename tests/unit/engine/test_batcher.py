@@ -165,3 +165,57 @@ def test_signature_round_trips_and_checks_batch_agreement() -> None:
         sig.check({"a": np.zeros((2, 2), np.float32), "b": np.zeros(3, np.int64)})
     with pytest.raises(InvalidRequestError, match="missing input 'b'"):
         sig.check({"a": np.zeros((2, 2), np.float32)})
+
+
+def test_a_bad_request_in_a_shared_batch_fails_alone_and_a_dead_worker_fails_what_it_held() -> None:
+    def picky(xs: list[int]) -> list[int]:
+        if 13 in xs:
+            raise RuntimeError("bad row")
+        return [x + 1 for x in xs]
+
+    b = DynamicBatcher(picky, name="t", max_batch_size=8, max_wait_s=0.05)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*[b.submit([(x, 1)]) for x in (1, 13, 2)], return_exceptions=True)
+
+    ok1, bad, ok2 = asyncio.run(main())
+    b.close()
+    assert ok1 == [2] and ok2 == [3] and isinstance(bad, EngineDeadError) and "bad row" in str(bad)
+
+    def broken_plan(items: list[object]) -> list[list[object]]:
+        raise RuntimeError("planner bug")
+
+    d = DynamicBatcher(lambda xs: xs, name="t", max_batch_size=8, plan=broken_plan)  # type: ignore[arg-type]
+
+    async def held() -> None:
+        with pytest.raises(EngineDeadError, match="planner bug"):
+            await asyncio.wait_for(d.submit([(1, 1)]), 5)  # failed, not left waiting
+
+    asyncio.run(held())
+    assert not d.alive
+
+
+def test_outputs_without_a_batch_axis_turn_stacking_off() -> None:
+    class Summed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(0)  # (4,): the batch is reduced away, though the signature says (-1, 4)
+
+    sig = Signature((TensorSpec("x", "FP32", (-1, 4)),), (TensorSpec("y", "FP32", (-1,)),))
+    eng = TensorEngine(TorchBackend(Summed(), sig), TensorOptions(max_batch_size=8, max_wait_ms=50))
+    xs = [np.full((2, 4), i, np.float32) for i in range(3)]
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        return await asyncio.gather(*[eng.infer({"x": x}) for x in xs])
+
+    outs = asyncio.run(main())
+    eng.shutdown()
+    for i, o in enumerate(outs):
+        np.testing.assert_array_equal(o["y"], np.full(4, 2 * i, np.float32))  # each its own answer
+
+
+def test_token_ids_outside_the_vocabulary_are_refused() -> None:
+    sig = Signature((TensorSpec("ids", "INT64", (-1, -1)),), (TensorSpec("logits", "FP32", (-1, -1, 5)),),
+                    extra={"vocab_size": 5})  # fmt: skip
+    sig.check({"ids": np.array([[0, 4]])})
+    with pytest.raises(InvalidRequestError, match=r"'ids' holds token ids outside the vocabulary \(0..4\)"):
+        sig.check({"ids": np.array([[0, 5]])})

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import numpy as np
 import pytest
 import tritonclient.http as th
 
-from maas.errors import InvalidRequestError
-from maas.server.v2_codec import decode_body, decode_request, encode_response
+from maas.errors import InvalidRequestError, PayloadTooLargeError
+from maas.server.v2_codec import decode_body, decode_request, encode_response, timeout_s
 
 ALL = {
     "BOOL": np.array([[True, False, True]]),
@@ -86,11 +87,28 @@ def test_output_selection_and_per_output_binary_flag() -> None:
     assert req.outputs == ["p", "q"] and req.binary == {"p"}
 
 
-def test_gzip_bodies_are_decoded() -> None:
+def test_compressed_bodies_are_inflated_within_the_body_limit() -> None:
     raw = json.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1.0]}]}).encode()
-    assert decode_body(gzip.compress(raw), "gzip") == raw
+    assert decode_body(gzip.compress(raw), "gzip", 1000) == raw
+    assert decode_body(zlib.compress(raw), "deflate", 1000) == raw
     with pytest.raises(InvalidRequestError, match="not valid gzip"):
-        decode_body(b"nope", "gzip")
+        decode_body(b"nope", "gzip", 1000)
+    bomb = gzip.compress(b"\0" * 10_000_000)  # 10 MB of zeros in about 10 KB
+    with pytest.raises(PayloadTooLargeError, match="inflates to over the limit of 1000000 bytes"):
+        decode_body(bomb, "gzip", 1_000_000)
+    with pytest.raises(InvalidRequestError, match="Content-Encoding 'br'"):
+        decode_body(raw, "br", 1000)
+
+
+def test_timeout_parameter_is_honoured_and_shared_memory_refused() -> None:
+    assert timeout_s({"timeout": 250_000}, 0) == 0.25 and timeout_s({"timeout": 5_000_000}, 2.0) == 2.0
+    assert timeout_s({}, 3.0) == 3.0
+    assert "positive number of microseconds" in bad(inp() | {"parameters": {"timeout": -1}})
+    shm = inp()
+    shm["inputs"][0]["parameters"] = {"shared_memory_region": "r0"}  # type: ignore[index]
+    assert "'img': shared memory is not supported" in bad(shm)
+    out_shm = inp() | {"outputs": [{"name": "s", "parameters": {"shared_memory_region": "r1"}}]}
+    assert "'s': shared memory is not supported" in bad(out_shm)
 
 
 def bad(doc: object, header: str | None = None, extra: bytes = b"") -> str:
