@@ -65,11 +65,11 @@ def add_parser(sub: Any) -> None:
 def with_signature(path: str, signature: str) -> Iterator[Path]:
     """A temporary model directory: the tensor-model file and a config.json with its signature."""
     from maas.errors import InvalidRequestError
+    from maas.models.families import FILE_FAMILIES
     from maas.models.signature import Signature
 
     src = Path(path).expanduser()
-    kinds = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".ts": "torchscript"}
-    if not src.is_file() or src.suffix not in kinds:
+    if not src.is_file() or src.suffix not in FILE_FAMILIES:
         raise InvalidRequestError(f"--signature goes with an .onnx, .pt2 or .pt file; {path!r} is not one")
     try:
         sig = Signature.from_dict(json.loads(Path(signature).read_text(encoding="utf-8")))
@@ -78,7 +78,7 @@ def with_signature(path: str, signature: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="maas-import-") as tmp:
         d = Path(tmp)
         shutil.copyfile(src, d / src.name)
-        meta = {"model_type": kinds[src.suffix], "signature": sig.as_dict()}
+        meta = {"model_type": FILE_FAMILIES[src.suffix], "signature": sig.as_dict()}
         (d / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         yield d
 

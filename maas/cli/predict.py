@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.model!r} is a {found.kind} model; `maas predict` runs tensor models"
         )
     engine = TensorEngine.from_path(
-        str(local_path(found)), TensorOptions(max_batch_size=1 << 30, backend=args.backend, device=args.device)
+        str(local_path(found)),
+        TensorOptions(max_batch_size=1 << 30, backend=args.backend, device=args.device),
     )
     try:
         sig = engine.signature

@@ -7,11 +7,9 @@ the tensor engine each satisfy one; the server never reaches past them.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the contract itself costs no torch import
     from maas.engine.request import RequestOutput

@@ -21,6 +21,7 @@ import torch
 
 from maas.engine.loader import pick_device
 from maas.errors import InvalidRequestError, ModelFormatError
+from maas.models.families import FILE_FAMILIES
 from maas.models.signature import DATATYPES, Signature
 
 log = logging.getLogger("maas.engine")
@@ -136,22 +137,18 @@ def _bytes(a: np.ndarray) -> np.ndarray:
 
 
 def model_format(path: Path) -> str:
-    """ "onnx", "torch-export", "torchscript" (a file, or a directory's config.json model_type), or
+    """One of "onnx", "torch-export", "torchscript" (a file, or a directory's config.json model_type),
     "maas" (a `maas train` export)."""
-    from maas.formats.torch_program import SUFFIXES
-
     if path.is_file():
-        return "onnx" if path.suffix == ".onnx" else SUFFIXES.get(path.suffix, "maas")
+        return FILE_FAMILIES.get(path.suffix, "maas")
     meta = path / "config.json"
     if meta.exists():
         try:
             kind = json.loads(meta.read_text(encoding="utf-8")).get("model_type")
         except (OSError, ValueError):
             kind = None
-        return kind if kind in ("onnx", "torch-export", "torchscript") else "maas"
-    if any(path.glob("*.onnx")):
-        return "onnx"
-    return next((SUFFIXES[f.suffix] for f in path.iterdir() if f.suffix in SUFFIXES), "maas")
+        return kind if kind in FILE_FAMILIES.values() else "maas"
+    return next((FILE_FAMILIES[f.suffix] for f in path.iterdir() if f.suffix in FILE_FAMILIES), "maas")
 
 
 def open_backend(

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from maas.errors import ModelFormatError
+from maas.models.families import FILE_FAMILIES
 from maas.models.signature import Signature, TensorSpec, parse_signature
 
 _DTYPES = {torch.bool: "BOOL", torch.uint8: "UINT8", torch.int8: "INT8", torch.int16: "INT16",
            torch.int32: "INT32", torch.int64: "INT64", torch.float16: "FP16", torch.float32: "FP32",
            torch.float64: "FP64"}  # fmt: skip
-SUFFIXES = {".pt2": "torch-export", ".pt": "torchscript", ".ts": "torchscript"}
+SUFFIXES = {k: v for k, v in FILE_FAMILIES.items() if v in ("torch-export", "torchscript")}
 
 
 def program_file(path: str | Path) -> Path:

@@ -50,6 +50,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("torchscript", "tensor", ("torchscript",)),  # a TorchScript module (.pt) with a recorded signature
 )
 
+# Single-file tensor models, by suffix (a directory says its family in config.json's model_type).
+FILE_FAMILIES = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".ts": "torchscript"}
+
 # Encoders whose registry entries are embedding models even though no row loads them yet.
 _OTHER_ENCODERS = frozenset({"roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert"})
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from maas.config import get_settings
 from maas.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError
-from maas.models.families import kind_of
+from maas.models.families import FILE_FAMILIES, kind_of
 from maas.models.signature import exported_signature
 from maas.store.blobs import BlobStore, CorruptBlobError, pid_alive
 from maas.store.catalog import File, Tag, Version, open_catalog, session
@@ -70,14 +70,10 @@ class VersionInfo:
         return dict(self.__dict__)
 
 
-# Single-file tensor models, by suffix (a directory says its family in config.json's model_type).
-_FILE_FAMILIES = {".onnx": "onnx", ".pt2": "torch-export", ".pt": "torchscript", ".ts": "torchscript"}
-
-
 def describe_files(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
     """(family, format, [(relpath, file)]) for a GGUF file or an HF-style directory."""
-    if path.is_file() and path.suffix in _FILE_FAMILIES:
-        family = _FILE_FAMILIES[path.suffix]
+    if path.is_file() and path.suffix in FILE_FAMILIES:
+        family = FILE_FAMILIES[path.suffix]
         return family, family, [(path.name, path)]
     if path.is_file():
         with path.open("rb") as f:
@@ -100,7 +96,7 @@ def describe_files(path: Path) -> tuple[str, str, list[tuple[str, Path]]]:
             for p in path.rglob("*")
             if p.is_file() and not p.name.startswith(".")
         )
-        return family, family if family in _FILE_FAMILIES.values() else "hf", files
+        return family, family if family in FILE_FAMILIES.values() else "hf", files
     raise ModelFormatError(
         f"{str(path)!r} does not exist or is not a GGUF file / .onnx file / HF model directory"
     )
