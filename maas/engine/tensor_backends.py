@@ -138,7 +138,7 @@ def _bytes(a: np.ndarray) -> np.ndarray:
 
 def model_format(path: Path) -> str:
     """One of "onnx", "torch-export", "torchscript" (a file, or a directory's config.json model_type),
-    "maas" (a `maas train` export)."""
+    or "maas" (a `maas train` export)."""
     if path.is_file():
         return FILE_FAMILIES.get(path.suffix, "maas")
     meta = path / "config.json"
