@@ -16,7 +16,7 @@ import torch
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats.base import ModelFiles, TokenizerSource
 from maas.formats.gguf_reader import GGUFFile, type_name
-from maas.models.families import by_gguf_arch, supported
+from maas.models.families import Family, by_gguf_arch, supported
 
 # Tensor types we turn into float32. Tested: F32, F16, BF16, Q8_0, Q4_0, Q4_1; the others go through
 # the same `gguf` dequantizer.
@@ -25,33 +25,17 @@ SUPPORTED_TYPES = {
     "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
 }  # fmt: skip
 
-_LAYER_NAMES = {
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-_TOP_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
-def hf_name(gguf_name: str) -> str | None:
-    """Map a llama.cpp tensor name to the HF Llama name (None for tensors we do not use)."""
-    if gguf_name in _TOP_NAMES:
-        return _TOP_NAMES[gguf_name]
+def hf_name(row: Family, gguf_name: str) -> str | None:
+    """Map a llama.cpp tensor name to the family's HF name (None for tensors we do not use)."""
+    if gguf_name in row.gguf_top_names:
+        return row.gguf_top_names[gguf_name]
     m = _BLOCK_RE.match(gguf_name)
-    if not m or m.group(2) not in _LAYER_NAMES:
+    if not m or m.group(2) not in row.gguf_block_names:
         return None
-    return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+    return f"model.layers.{m.group(1)}.{row.gguf_block_names[m.group(2)]}.{m.group(3)}"
 
 
 def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -74,7 +58,7 @@ def _check_complete(reader: GGUFFile, path: Path) -> None:
             )
 
 
-def _config(reader: GGUFFile, arch: str, n_tokens: int) -> dict[str, Any]:
+def _config(reader: GGUFFile, arch: str, row: Family, n_tokens: int) -> dict[str, Any]:
     def k(name: str, default: Any = None) -> Any:
         return _field(reader, f"{arch}.{name}", default)
 
@@ -82,7 +66,7 @@ def _config(reader: GGUFFile, arch: str, n_tokens: int) -> dict[str, Any]:
     hidden = int(k("embedding_length"))
     cfg: dict[str, Any] = {
         "architectures": ["LlamaForCausalLM"],
-        "model_type": "qwen2" if arch == "qwen2" else "llama",
+        "model_type": row.name,
         "hidden_size": hidden,
         "intermediate_size": int(k("feed_forward_length")),
         "num_hidden_layers": int(k("block_count")),
@@ -93,7 +77,7 @@ def _config(reader: GGUFFile, arch: str, n_tokens: int) -> dict[str, Any]:
         "rope_theta": float(k("rope.freq_base", 10000.0)),
         "max_position_embeddings": int(k("context_length", 2048)),
         "vocab_size": int(k("vocab_size", n_tokens) or n_tokens),
-        "attention_bias": arch == "qwen2",
+        **row.hf_config,
     }
     scaling = k("rope.scaling.type")
     if scaling and scaling != "none":
@@ -144,14 +128,14 @@ def open_gguf(path: str | Path) -> ModelFiles:
         )
     _check_complete(reader, path)
     for t in reader.tensors:
-        if hf_name(t.name) is not None and type_name(t.type_id) not in SUPPORTED_TYPES:
+        if hf_name(row, t.name) is not None and type_name(t.type_id) not in SUPPORTED_TYPES:
             raise UnsupportedModelError(
                 f"tensor {t.name!r} in {str(path)!r} has type {type_name(t.type_id)}, which maas cannot "
                 f"dequantize (supported: {', '.join(sorted(SUPPORTED_TYPES))})"
             )
     tok = _tokenizer_source(reader)
     n_tokens = len((tok.gguf_fields or {}).get("tokens") or [])
-    config = _config(reader, arch, n_tokens)
+    config = _config(reader, arch, row, n_tokens)
     config["tie_word_embeddings"] = not any(t.name == "output.weight" for t in reader.tensors)
     if not any(t.name == "token_embd.weight" for t in reader.tensors):
         raise ModelFormatError(f"GGUF file {str(path)!r} has no token_embd.weight tensor")
@@ -160,7 +144,7 @@ def open_gguf(path: str | Path) -> ModelFiles:
         import gguf
 
         for t in reader.tensors:
-            name = hf_name(t.name)
+            name = hf_name(row, t.name)
             if name is None:
                 continue
             data = reader.data(t)
@@ -174,7 +158,7 @@ def open_gguf(path: str | Path) -> ModelFiles:
             if not data.flags.writeable:  # memory-mapped F32 tensors: copy out of the map
                 data = data.copy()
             w = torch.from_numpy(data).reshape(shape)
-            if arch != "qwen2":  # llama.cpp permutes Llama's Q/K rows for its RoPE; undo that
+            if row.gguf_qk_permuted:  # llama.cpp permutes Llama's Q/K rows for its RoPE; undo that
                 if name.startswith("model.layers.") and ".self_attn.q_proj." in name:
                     w = _unpermute(w, config["num_attention_heads"])
                 elif name.startswith("model.layers.") and ".self_attn.k_proj." in name:

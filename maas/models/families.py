@@ -8,7 +8,7 @@ family is one row here plus its module. Plain data: importing it costs no torch.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Kind = Literal["llm", "embedding", "tensor"]
@@ -25,6 +25,15 @@ class Family:
     gguf_archs: tuple[str, ...] = ()  # GGUF `general.architecture` values
     module: str = ""  # "package.module:Class" of the nn.Module (imported on use)
     config: str = ""  # "package.module:Class" with a `from_hf(dict)` constructor, when it has one
+    # GGUF files: llama.cpp tensor names -> HF names (per-block and top-level), whether llama.cpp
+    # permuted the Q/K rows for its RoPE (undone at load), config entries GGUF does not carry.
+    gguf_block_names: dict[str, str] = field(default_factory=dict)
+    gguf_top_names: dict[str, str] = field(default_factory=dict)
+    gguf_qk_permuted: bool = False
+    hf_config: dict[str, Any] = field(default_factory=dict)
+    # `maas train` architectures: "package.module:function" building a fresh module from YAML
+    # parameters and the training data's shape (the zoo's hook; the arch is the name without "maas-").
+    builder: str = ""
 
     def module_class(self) -> Any:
         """The family's nn.Module class."""
@@ -34,17 +43,67 @@ class Family:
         """The family's config class."""
         return _import(self.config)
 
+    def build(self) -> Any:
+        """The family's builder function (`maas train` families)."""
+        return _import(self.builder)
+
 
 _LLAMA = ("maas.models.llama:LlamaForCausalLM", "maas.models.llama:LlamaConfig")
+_LLAMA_GGUF_BLOCKS = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_LLAMA_GGUF_TOP = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+
+
+def _zoo(arch: str, cls: str) -> Family:
+    return Family(
+        f"maas-{arch}",
+        "tensor",
+        (f"maas-{arch}",),
+        module=cls,
+        builder=f"maas.models.zoo:build_{arch.replace('-', '_')}",
+    )
+
 
 FAMILIES: tuple[Family, ...] = (
-    Family("llama", "llm", ("llama", "mistral", "smollm"), ("llama", "mistral", "smollm"), *_LLAMA),
-    Family("qwen2", "llm", ("qwen2",), ("qwen2",), *_LLAMA),  # the Llama block with qkv bias
+    Family(
+        "llama",
+        "llm",
+        ("llama", "mistral", "smollm"),
+        ("llama", "mistral", "smollm"),
+        *_LLAMA,
+        gguf_block_names=_LLAMA_GGUF_BLOCKS,
+        gguf_top_names=_LLAMA_GGUF_TOP,
+        gguf_qk_permuted=True,
+        builder="maas.models.zoo:build_llama",
+    ),  # `maas train` exports it as an HF Llama directory
+    Family(
+        "qwen2",
+        "llm",
+        ("qwen2",),
+        ("qwen2",),
+        *_LLAMA,  # the Llama block with qkv bias
+        gguf_block_names=_LLAMA_GGUF_BLOCKS,
+        gguf_top_names=_LLAMA_GGUF_TOP,
+        hf_config={"attention_bias": True},
+    ),
     Family("bert", "embedding", ("bert",), (), "maas.models.bert:BertModel", "maas.models.bert:BertConfig"),
-    Family("maas-mlp", "tensor", ("maas-mlp",), module="maas.models.mlp:MLP"),
-    Family("maas-cnn", "tensor", ("maas-cnn",), module="maas.models.cnn:CNN"),
-    Family("maas-rnn", "tensor", ("maas-rnn",), module="maas.models.rnn:RNNClassifier"),
-    Family("maas-rnn-lm", "tensor", ("maas-rnn-lm",), module="maas.models.rnn:RNNLanguageModel"),
+    _zoo("mlp", "maas.models.mlp:MLP"),
+    _zoo("cnn", "maas.models.cnn:CNN"),
+    _zoo("rnn", "maas.models.rnn:RNNClassifier"),
+    _zoo("rnn-lm", "maas.models.rnn:RNNLanguageModel"),
     Family("onnx", "tensor", ("onnx",)),  # an ONNX graph, run by ONNX Runtime
     Family("torch-export", "tensor", ("torch-export",)),  # a torch.export program (.pt2)
     Family("torchscript", "tensor", ("torchscript",)),  # a TorchScript module (.pt) with a recorded signature
@@ -70,6 +129,11 @@ def by_gguf_arch(arch: str) -> Family | None:
 def by_name(name: str) -> Family | None:
     """A family by its table name."""
     return next((f for f in FAMILIES if f.name == name), None)
+
+
+def zoo_architectures() -> tuple[str, ...]:
+    """The architecture names `maas train` builds (`model.arch`)."""
+    return tuple(f.name.removeprefix("maas-") for f in FAMILIES if f.builder)
 
 
 def kind_of(family: str) -> Kind:
