@@ -62,7 +62,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
                 from maas.server.grpc_v2 import start_grpc  # grpc loads only when asked for
 
                 grpc_server = await start_grpc(
-                    pool, opts, metrics, opts.grpc_host, opts.grpc_port, app.state.limiter
+                    pool, opts, metrics, opts.grpc_host, opts.grpc_port, app.state.limiter, app.state.gateway
                 )
             await pool.preload()
             gc.freeze()  # start-up objects (models, modules) leave the collector's scans: shorter GC pauses
@@ -89,4 +89,6 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
                v2.router)  # fmt: skip
     for r in routers:
         app.include_router(r)
-    return Gateway(app, opts.keys, metrics, opts.max_body_bytes, opts.json_access_log)
+    gateway = Gateway(app, opts.keys, metrics, opts.max_body_bytes, opts.json_access_log)
+    app.state.gateway = gateway  # the gRPC server shares its drain
+    return gateway

@@ -87,9 +87,15 @@ class GrpcServer:
     """The v2 gRPC service over a model pool; `await start(host, port)`, then `await stop()`."""
 
     def __init__(
-        self, pool: ModelPool, options: ServerOptions, metrics: Metrics, limiter: RateLimiter | None = None
+        self,
+        pool: ModelPool,
+        options: ServerOptions,
+        metrics: Metrics,
+        limiter: RateLimiter | None = None,
+        gate: Any = None,
     ):
         self.pool, self.options, self.metrics = pool, options, metrics
+        self.gate = gate  # the HTTP Gateway: its drain also refuses new model calls here and counts ours
         self.limiter = limiter or RateLimiter(options.requests_per_min, options.tokens_per_min)
         self.port = 0
         self.server: grpc.aio.Server | None = None
@@ -152,6 +158,20 @@ class GrpcServer:
         """`fn` behind the API-key check, with maas errors turned into status codes."""
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            gate = self.gate
+            if gate is None:
+                return await checked(request, context)
+            if gate.draining and keyed:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another instance"
+                )
+            gate.in_flight += 1  # the drain waits for these too
+            try:
+                return await checked(request, context)
+            finally:
+                gate.in_flight -= 1
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
             key_id = None
             if keyed and self.options.keys.enabled:
                 header = dict(context.invocation_metadata() or ()).get("authorization")
@@ -181,7 +201,8 @@ class GrpcServer:
         return pb.ServerLiveResponse(live=True)
 
     async def _server_ready(self, request: Any, client: str) -> Any:
-        return pb.ServerReadyResponse(ready=server_is_ready(self.pool))
+        draining = self.gate is not None and self.gate.draining
+        return pb.ServerReadyResponse(ready=server_is_ready(self.pool) and not draining)
 
     async def _server_metadata(self, request: Any, client: str) -> Any:
         return pb.ServerMetadataResponse(**await server_metadata())
@@ -223,8 +244,10 @@ async def start_grpc(
     host: str,
     port: int,
     limiter: RateLimiter | None = None,
+    gate: Any = None,
 ) -> GrpcServer:
-    """A running v2 gRPC server on host:port (port 0: any free one; see `.port`)."""
-    server = GrpcServer(pool, options, metrics, limiter)
+    """A running v2 gRPC server on host:port (port 0: any free one; see `.port`); `gate` (the HTTP
+    Gateway) makes its graceful drain cover gRPC calls."""
+    server = GrpcServer(pool, options, metrics, limiter, gate)
     await server.start(host, port)
     return server

@@ -434,3 +434,23 @@ def test_the_app_starts_and_stops_grpc(loop: Loop) -> None:
             "StatusCode.UNAVAILABLE",
             "StatusCode.DEADLINE_EXCEEDED",
         )
+
+
+def test_the_http_drain_covers_grpc(servers: Servers, loop: Loop) -> None:
+    from types import SimpleNamespace
+
+    gate = SimpleNamespace(draining=False, in_flight=0)
+    srv = GrpcServer(servers.pool, ServerOptions(), servers.metrics, gate=gate)
+    loop.run(srv.start("127.0.0.1", 0))
+    c = tc.InferenceServerClient(f"127.0.0.1:{srv.port}")
+    x = np.zeros((1, 4), np.float32)
+    try:
+        assert c.is_server_ready() and c.infer("clf", [fp32_input(x)]).as_numpy("scores").shape[0] == 1
+        assert gate.in_flight == 0  # counted while running, released after
+        gate.draining = True
+        assert not c.is_server_ready() and c.is_server_live()
+        e = rpc_error(c.infer, "clf", [fp32_input(x)])
+        assert e.status() == "StatusCode.UNAVAILABLE" and "shutting down" in e.message()
+    finally:
+        c.close()
+        loop.run(srv.stop(0))
