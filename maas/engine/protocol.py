@@ -14,6 +14,7 @@ import numpy as np
 if TYPE_CHECKING:  # the contract itself costs no torch import
     from maas.engine.request import RequestOutput
     from maas.engine.sampling_params import SamplingParams
+    from maas.engine.tensor_engine import TensorOptions
     from maas.models.signature import Signature
     from maas.text.chat_template import ChatTemplate
     from maas.text.tokenizer import Tokenizer
@@ -92,7 +93,8 @@ class TensorClient(ModelEngine, Protocol):
 
     signature: Signature
     platform: str
-    max_batch_size: int | None
+    max_batch_size: int | None  # rows a request may send (None: the model does not batch)
+    options: TensorOptions
     on_batch: Callable[[int, list[float]], None] | None
 
     async def infer(

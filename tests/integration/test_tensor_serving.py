@@ -112,6 +112,9 @@ def test_tritonclient_gets_the_models_own_answers_in_json_and_binary(
     assert meta["labels"] == (
         ["class_0", "class_1", "class_2"] if model == "mlp-wine" else list("0123456789")
     )
+    config = triton.get_model_config(model)  # Triton's extension: dims without the batch axis
+    assert config["max_batch_size"] == 64 and config["input"][0]["data_type"] == "TYPE_FP32"
+    assert config["input"][0]["dims"] == meta["inputs"][0]["shape"][1:]
     x = inputs_for(model)
     want = in_process(home, model, x)
     for binary in (False, True):

@@ -29,7 +29,7 @@ def api_ref(model: str, version: str | None) -> str:
 @router.get("/v2", summary="Server metadata (v2)")
 async def server_metadata() -> dict[str, Any]:
     """Name, version and protocol extensions."""
-    return {"name": "maas", "version": __version__, "extensions": ["binary_tensor_data"]}
+    return {"name": "maas", "version": __version__, "extensions": ["binary_tensor_data", "model_configuration"]}
 
 
 @router.get("/v2/health/live", summary="Server liveness (v2)")
@@ -78,6 +78,50 @@ async def metadata_of(models: ModelPool, model: str, version: str | None) -> dic
         return meta
     finally:
         lease.release()
+
+
+async def config_of(models: ModelPool, model: str, version: str | None) -> dict[str, Any]:
+    """Triton's model configuration (its `model_configuration` extension, what
+    tritonclient's get_model_config reads): dims without the batch axis when batching."""
+    lease = await models.acquire(api_ref(model, version), "tensor")
+    try:
+        eng = lease.model.tensor()
+        batched = eng.max_batch_size is not None
+
+        def tensors(specs: Any) -> list[dict[str, Any]]:
+            return [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}",
+                     "dims": list(t.shape[1:] if batched else t.shape)} for t in specs]  # fmt: skip
+
+        o = eng.options
+        config: dict[str, Any] = {
+            "name": model,
+            "platform": eng.platform,
+            "backend": "onnxruntime" if eng.platform == "onnxruntime_onnx" else "pytorch",
+            "max_batch_size": eng.max_batch_size or 0,
+            "input": tensors(eng.signature.inputs),
+            "output": tensors(eng.signature.outputs),
+        }
+        if batched:
+            config["dynamic_batching"] = {
+                "max_queue_delay_microseconds": int(o.max_wait_ms * 1000),
+                "preferred_batch_size": list(o.preferred),
+                "default_queue_policy": {"max_queue_size": o.max_queue},
+            }
+        return config
+    finally:
+        lease.release()
+
+
+@router.get("/v2/models/{model}/config", summary="Model configuration (Triton's extension)")
+async def model_config(model: str, models: Models) -> dict[str, Any]:
+    """Triton-style configuration: max_batch_size, inputs and outputs (dims without the batch axis), dynamic batching."""
+    return await config_of(models, model, None)
+
+
+@router.get("/v2/models/{model}/versions/{version}/config", summary="Model version configuration")
+async def version_config(model: str, version: str, models: Models) -> dict[str, Any]:
+    """The same for one version."""
+    return await config_of(models, model, version)
 
 
 @router.get("/v2/models/{model}", summary="Model metadata (v2)")
