@@ -29,7 +29,11 @@ def api_ref(model: str, version: str | None) -> str:
 @router.get("/v2", summary="Server metadata (v2)")
 async def server_metadata() -> dict[str, Any]:
     """Name, version and protocol extensions."""
-    return {"name": "maas", "version": __version__, "extensions": ["binary_tensor_data", "model_configuration"]}
+    return {
+        "name": "maas",
+        "version": __version__,
+        "extensions": ["binary_tensor_data", "model_configuration"],
+    }
 
 
 @router.get("/v2/health/live", summary="Server liveness (v2)")
