@@ -130,12 +130,14 @@ class DynamicBatcher(Generic[P, R]):
         """Stop the worker after the batch in progress; requests still queued fail."""
         self._q.put(None)
         self._thread.join(10)
-        err = EngineDeadError("the model was unloaded")
+        self._fail_queued(EngineDeadError("the model was unloaded"))
+
+    def _fail_queued(self, err: BaseException) -> None:
         while True:
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
-                break
+                return
             if item is not None:
                 _fail(item.job, err)
 
@@ -195,13 +197,7 @@ class DynamicBatcher(Generic[P, R]):
             err = EngineDeadError(f"the batching worker stopped: {self._dead}")
             for it in items:  # the window in progress (failing a finished job is a no-op)
                 _fail(it.job, err)
-            while True:
-                try:
-                    item = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    _fail(item.job, err)
+            self._fail_queued(err)
 
     def _run(self, batch: list[Item[P]]) -> None:
         start = time.monotonic()

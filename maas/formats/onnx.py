@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from maas.errors import ModelFormatError
-from maas.models.signature import Signature, TensorSpec, parse_signature
+from maas.formats.recorded import recorded_signature
+from maas.models.signature import Signature, TensorSpec
 
 # onnx.TensorProto element types -> Open Inference Protocol datatypes.
 _ELEM_TYPES = {1: "FP32", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64", 8: "BYTES",
@@ -30,20 +30,13 @@ def onnx_signature(path: str | Path) -> Signature:
     wins when present, once its names are checked against the graph's."""
     p = Path(path)
     graph = _graph_signature(onnx_file(p))
-    meta = p / "config.json" if p.is_dir() else None
-    if meta is None or not meta.exists():
+    sig = recorded_signature(p)
+    if sig is None:
         return graph
-    try:
-        recorded = json.loads(meta.read_text(encoding="utf-8")).get("signature")
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"cannot read {str(meta)!r}: {e}") from None
-    if recorded is None:
-        return graph
-    sig = parse_signature(recorded, str(meta))
     for what, mine, theirs in (("inputs", sig.inputs, graph.inputs), ("outputs", sig.outputs, graph.outputs)):
         if sorted(t.name for t in mine) != sorted(t.name for t in theirs):
             raise ModelFormatError(
-                f"{str(meta)!r}: the signature's {what} ({', '.join(t.name for t in mine)}) are not the "
+                f"{str(p / 'config.json')!r}: the signature's {what} ({', '.join(t.name for t in mine)}) are not the "
                 f"graph's ({', '.join(t.name for t in theirs)})"
             )
     return sig

@@ -4,15 +4,15 @@ beside them, written by `maas models import --signature`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from maas.errors import ModelFormatError
+from maas.formats.recorded import recorded_signature
 from maas.models.families import FILE_FAMILIES
-from maas.models.signature import Signature, TensorSpec, parse_signature
+from maas.models.signature import Signature, TensorSpec
 
 _DTYPES = {torch.bool: "BOOL", torch.uint8: "UINT8", torch.int8: "INT8", torch.int16: "INT16",
            torch.int32: "INT32", torch.int64: "INT64", torch.float16: "FP16", torch.float32: "FP32",
@@ -42,7 +42,7 @@ def load_program(path: str | Path) -> tuple[torch.nn.Module, Signature]:
     """The callable module and signature of a .pt2 (torch.export) or .pt (TorchScript) model."""
     p = Path(path)
     f = program_file(p)
-    recorded = _recorded(p)
+    recorded = recorded_signature(p)
     try:
         if f.suffix == ".pt2":
             ep = torch.export.load(str(f))
@@ -64,17 +64,6 @@ def load_program(path: str | Path) -> tuple[torch.nn.Module, Signature]:
 def program_signature(path: str | Path) -> Signature:
     """A program's signature without keeping the module."""
     return load_program(path)[1]
-
-
-def _recorded(p: Path) -> Signature | None:
-    meta = p / "config.json" if p.is_dir() else None
-    if meta is None or not meta.exists():
-        return None
-    try:
-        sig = json.loads(meta.read_text(encoding="utf-8")).get("signature")
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"cannot read {str(meta)!r}: {e}") from None
-    return parse_signature(sig, str(meta)) if sig is not None else None
 
 
 def _export_signature(ep: Any, f: Path) -> Signature:
