@@ -21,11 +21,11 @@ def _setup_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every verb has --help)."""
-    from maas.cli import bench, embed, export, models, predict, run, serve, train
+    from maas.cli import bench, embed, eval, export, models, predict, run, serve, train
 
     p = argparse.ArgumentParser(
         prog="maas",
-        description="maas: model as a service (serve, run, embed, predict, train, export, models, bench)",
+        description="maas: model as a service (serve, run, embed, predict, train, export, eval, models, bench)",
     )
     p.add_argument("--version", action="version", version=f"maas {__version__}")
     p.add_argument(
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_parser(sub)
     train.add_parser(sub)
     export.add_parser(sub)
+    eval.add_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
     return p

@@ -244,6 +244,16 @@ class Registry:
             db.flush()
             self._drop_if_untagged(db, old)
 
+    def add_metrics(self, ref: str, metrics: dict[str, Any]) -> VersionInfo:
+        """Merge `metrics` into the version `ref` points at (e.g. what `maas eval` measured)."""
+
+        def write(db: Any) -> None:
+            v = self._version(db, ref)
+            v.metrics = {**(v.metrics or {}), **metrics}  # a new dict: the JSON column sees the change
+
+        self._write(write)
+        return self.show(ref)
+
     def tag(self, src: str, dst: str) -> VersionInfo:
         """Make `dst` another name for the version `src` points at."""
         name, tag = parse_ref(dst)

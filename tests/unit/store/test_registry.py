@@ -47,6 +47,9 @@ def test_shared_files_are_stored_once_and_tags_are_aliases(reg, gguf):
     assert reg.show(f"b:{n}").tags == ["b:prod", "b:v1"] and reg.path_for(f"b:{n}").exists()
     with pytest.raises(ModelNotFoundError):
         reg.show(f"a:{n}")  # version N belongs to another name
+    reg.add_metrics("b:prod", {"eval": {"perplexity": 12.5}})
+    reg.add_metrics("b:v1", {"other": 1})  # merged, not replaced; seen through every tag
+    assert reg.show("b:prod").metrics == {"eval": {"perplexity": 12.5}, "other": 1}
 
 
 def test_rm_collects_only_unreferenced_blobs(reg, gguf, tmp_path):

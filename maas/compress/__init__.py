@@ -1,0 +1,1 @@
+"""Compression: quantize, prune, distill, evaluate (each method a handler; results are registry versions)."""

@@ -1,0 +1,77 @@
+"""Evaluation: sliding-window perplexity of a decoder LM over a text file.
+
+lm = load_lm("model.gguf", device="cpu", dtype="float32")
+r = perplexity(lm, open("test.txt").read(), context=512, stride=256)   # r.perplexity, r.tokens
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from maas.engine.loader import LoadedLM
+from maas.errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """exp(mean negative log-likelihood) over `tokens` scored tokens."""
+
+    perplexity: float
+    nll: float  # mean negative log-likelihood per scored token (nats)
+    tokens: int
+    context: int
+    stride: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """JSON-ready form (also what the registry stores)."""
+        return {"perplexity": self.perplexity, "nll": self.nll, "tokens": self.tokens,
+                "context": self.context, "stride": self.stride}  # fmt: skip
+
+
+def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first scored position) of each window over n tokens: every token but the first
+    is scored exactly once; a window scores at most `stride` tokens and gives each the rest of its
+    `context` tokens as history (the whole text so far near the start)."""
+    out: list[tuple[int, int, int]] = []
+    first = 1
+    while first < n:
+        end = min(first + stride, first - 1 + context, n)  # the window holds first-1 .. end-1
+        begin = max(0, end - context)
+        out.append((begin, end, first))
+        first = end
+    return out
+
+
+@torch.inference_mode()
+def perplexity(
+    lm: LoadedLM, text: str, context: int = 512, stride: int = 256, limit: int | None = None
+) -> Perplexity:
+    """Sliding-window perplexity of `text` (its first `limit` tokens) under `lm`."""
+    if not 0 < stride <= context:
+        raise InvalidRequestError(f"stride must be within 1..context ({context}); got {stride}")
+    max_len = int(getattr(lm.config, "max_position_embeddings", context))
+    if context > max_len:
+        raise InvalidRequestError(f"context {context} is longer than the model's {max_len} positions")
+    ids = lm.tokenizer.encode(text, add_special_tokens=True)
+    if limit is not None:
+        ids = ids[:limit]
+    if len(ids) < 2:
+        raise InvalidRequestError("the text has fewer than 2 tokens: nothing to score")
+    tokens = torch.tensor(ids, device=lm.device)
+    total, scored = 0.0, 0
+    spans = windows(len(ids), context, stride)
+    bar = tqdm(spans, desc="perplexity", unit="window", disable=not sys.stderr.isatty())
+    for begin, end, first in bar:
+        logits = lm.model(tokens[begin:end][None])[0].float()  # (T, V)
+        logp = torch.log_softmax(logits[first - 1 - begin : end - 1 - begin], dim=-1)  # predicts first..end-1
+        target = tokens[first:end]
+        total -= float(logp.gather(1, target[:, None]).sum())
+        scored += end - first
+        bar.set_postfix(ppl=f"{math.exp(total / scored):.2f}")
+    nll = total / scored
+    return Perplexity(math.exp(nll), nll, scored, context, stride)
