@@ -35,7 +35,6 @@ from maas.server.routes.v2 import (
     server_is_ready,
     server_metadata,
 )
-from maas.server.v2_codec import timeout_s
 
 if TYPE_CHECKING:
     from maas.server.app import ServerOptions
@@ -228,11 +227,10 @@ class GrpcServer:
         _need_name(request.model_name, "model_name")
         name = api_ref(request.model_name, request.model_version)
         req = pb.decode_infer_request(request)
-        if self.limiter.enabled:
-            self.limiter.admit(client)
-        out = await run_infer(self.pool, name, req, timeout_s(req.parameters, self.options.request_timeout_s))
-        params = {k: v for k, v in req.parameters.items() if k != "binary_data_output"}
-        resp = pb.encode_infer_response(request.model_name, request.model_version, out, req, params)
+        out = await run_infer(self.pool, name, req, self.options, self.limiter, client)
+        resp = pb.encode_infer_response(
+            request.model_name, request.model_version, out, req, req.echo_parameters
+        )
         self.metrics.infer_latency.labels(name).observe(time.monotonic() - t0)
         return resp
 

@@ -37,6 +37,11 @@ class InferRequest:
     binary: set[str] = field(default_factory=set)  # outputs asked for as binary data
     binary_default: bool = False  # `binary_data_output`: outputs not named in `outputs` are binary
 
+    @property
+    def echo_parameters(self) -> dict[str, Any]:
+        """The request parameters a response carries back (not the transport's binary_data_output)."""
+        return {k: v for k, v in self.parameters.items() if k != "binary_data_output"}
+
 
 def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
     """Undo a gzip / deflate Content-Encoding (tritonclient's request compression); more than

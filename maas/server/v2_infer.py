@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from maas.errors import MaasError, ModelNotFoundError, OverloadedError
 from maas.server.errors import status_of
 from maas.server.routes.v2 import api_ref, run_infer
-from maas.server.v2_codec import decode_body, decode_request, encode_response, timeout_s
+from maas.server.v2_codec import decode_body, decode_request, encode_response
 
 log = logging.getLogger("maas.server")
 
@@ -57,14 +57,10 @@ async def infer(app: Any, scope: dict[str, Any], receive: Any, send: Any, header
             await _body(receive), headers.get("content-encoding"), state.options.max_body_bytes
         )
         req = decode_request(body, headers.get("inference-header-content-length"))
-        if state.limiter.enabled:
-            key = scope["state"].get("key_id")
-            state.limiter.admit(f"key:{key}" if key else f"addr:{(scope.get('client') or ('?',))[0]}")
-        out = await run_infer(
-            state.models, name, req, timeout_s(req.parameters, state.options.request_timeout_s)
-        )
-        params = {k: v for k, v in req.parameters.items() if k != "binary_data_output"}
-        data, header = encode_response(model, version, out, req, params)
+        key = scope["state"].get("key_id")
+        client = f"key:{key}" if key else f"addr:{(scope.get('client') or ('?',))[0]}"
+        out = await run_infer(state.models, name, req, state.options, state.limiter, client)
+        data, header = encode_response(model, version, out, req, req.echo_parameters)
         state.metrics.infer_latency.labels(name).observe(time.monotonic() - t0)
         status = 200
         if header is None:

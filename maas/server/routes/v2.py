@@ -6,6 +6,8 @@ and the infer call both transports share (`run_infer`; HTTP's infer endpoint is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -13,10 +15,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from maas import __version__
+from maas.engine.protocol import TensorClient
 from maas.errors import RequestTimeoutError
 from maas.server.deps import Models
 from maas.server.pool import ModelPool
-from maas.server.v2_codec import InferRequest
+from maas.server.ratelimit import RateLimiter
+from maas.server.v2_codec import InferRequest, timeout_s
 
 router = APIRouter()
 
@@ -63,11 +67,19 @@ def _versions(models: ModelPool, model: str) -> list[str]:
     return sorted(out)
 
 
+@contextlib.asynccontextmanager
+async def tensor_engine(models: ModelPool, name: str) -> AsyncIterator[TensorClient]:
+    """The tensor model `name`'s engine, leased (loaded if needed) for the block."""
+    lease = await models.acquire(name, "tensor")
+    try:
+        yield lease.model.tensor()
+    finally:
+        lease.release()
+
+
 async def metadata_of(models: ModelPool, model: str, version: str | None) -> dict[str, Any]:
     """A tensor model's v2 metadata (loading it if needed)."""
-    lease = await models.acquire(api_ref(model, version), "tensor")
-    try:
-        eng = lease.model.tensor()
+    async with tensor_engine(models, api_ref(model, version)) as eng:
         sig = eng.signature
         meta: dict[str, Any] = {
             "name": model,
@@ -80,16 +92,12 @@ async def metadata_of(models: ModelPool, model: str, version: str | None) -> dic
             meta["labels"] = list(sig.labels)
         meta["parameters"] = {"max_batch_size": eng.max_batch_size or 0}
         return meta
-    finally:
-        lease.release()
 
 
 async def config_of(models: ModelPool, model: str, version: str | None) -> dict[str, Any]:
     """Triton's model configuration (its `model_configuration` extension, what
     tritonclient's get_model_config reads): dims without the batch axis when batching."""
-    lease = await models.acquire(api_ref(model, version), "tensor")
-    try:
-        eng = lease.model.tensor()
+    async with tensor_engine(models, api_ref(model, version)) as eng:
         batched = eng.max_batch_size is not None
 
         def tensors(specs: Any) -> list[dict[str, Any]]:
@@ -112,8 +120,6 @@ async def config_of(models: ModelPool, model: str, version: str | None) -> dict[
                 "default_queue_policy": {"max_queue_size": o.max_queue},
             }
         return config
-    finally:
-        lease.release()
 
 
 @router.get("/v2/models/{model}/config", summary="Model configuration (Triton's extension)")
@@ -163,16 +169,18 @@ async def version_ready(model: str, version: str, models: Models) -> Any:
     return await _ready(models, model, version)
 
 
-async def run_infer(models: ModelPool, name: str, req: InferRequest, timeout: float) -> dict[str, np.ndarray]:
-    """The outputs of one decoded request on the tensor model `name` (RequestTimeoutError past
-    `timeout` seconds; 0 = no limit)."""
-    lease = await models.acquire(name, "tensor")
-    try:
-        eng = lease.model.tensor()
+async def run_infer(
+    models: ModelPool, name: str, req: InferRequest, options: Any, limiter: RateLimiter, client: str
+) -> dict[str, np.ndarray]:
+    """The outputs of one decoded request on the tensor model `name`, for both transports: the
+    client's rate limit, then the model, within the request's `timeout` parameter or the server's
+    request timeout (RequestTimeoutError past it)."""
+    if limiter.enabled:
+        limiter.admit(client)
+    timeout = timeout_s(req.parameters, options.request_timeout_s)
+    async with tensor_engine(models, name) as eng:
         work = eng.infer(req.inputs, req.outputs)
         try:
             return await (asyncio.wait_for(work, timeout) if timeout > 0 else work)
         except TimeoutError:
             raise RequestTimeoutError("the request ran past the server's request timeout") from None
-    finally:
-        lease.release()
