@@ -17,6 +17,7 @@ from maas.engine.loader import pick_device
 from maas.errors import ContextLengthError, InvalidRequestError, UnsupportedModelError
 from maas.formats import open_model_files
 from maas.formats.sentence import SentenceConfig, read_sentence_config
+from maas.kernels.quantized import convert, prepare, quantization_spec, quantized_bytes
 from maas.kernels.small_batch_linear import available, pack_small_batches
 from maas.models.bert import BertConfig, BertModel, Packing
 from maas.text.tokenizer import Tokenizer
@@ -104,8 +105,13 @@ class Embedder(EncoderInputs):
             torch.set_num_threads(threads)
         with torch.device("meta"):
             model = BertModel(self.config)
+        spec = quantization_spec(self.files.config)
+        if spec is not None:
+            convert(model, spec)
         model.load_hf_state(dict(self.files.iter_tensors()))
-        self.model = model.float().fuse_qkv().eval().to(self.device)
+        self.model = model.float().eval().to(self.device)
+        prepare(self.model)
+        self.model.fuse_qkv()
         small = "float16" if weights == "auto" and available("float16") else "float32"
         if not pack_small_batches(self.model, small):  # not on the CPU, or no kernels for it
             small = "float32 (not pre-packed)"
@@ -121,9 +127,10 @@ class Embedder(EncoderInputs):
         """Nothing to stop in-process."""
 
     def memory_bytes(self) -> int:
-        """Bytes of the model's parameters and of the pre-packed small-batch weights."""
+        """Bytes of the model's parameters, quantized weights and pre-packed small-batch weights."""
         params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        return params + sum(getattr(m, "packed_bytes", 0) for m in self.model.modules())
+        packed = sum(getattr(m, "packed_bytes", 0) for m in self.model.modules())
+        return params + packed + quantized_bytes(self.model)
 
     # -- compute -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from maas.errors import MaasError, ModelFormatError
 from maas.formats import ModelFiles, open_model_files
+from maas.kernels.quantized import convert, parameter_count, prepare, quantization_spec
 from maas.models.architectures import build_decoder
 from maas.models.decoder import DecoderLM
 from maas.text.chat_template import ChatTemplate
@@ -79,9 +80,12 @@ def load_weights(model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device
             raise ModelFormatError(
                 f"tensor {name!r} has shape {tuple(tensor.shape)}, the config implies {tuple(wanted[name].shape)}"
             )
-        state[name] = tensor.to(device=device, dtype=dtype).contiguous()
+        cast = (
+            dtype if tensor.is_floating_point() and wanted[name].is_floating_point() else wanted[name].dtype
+        )
+        state[name] = tensor.to(device=device, dtype=cast).contiguous()
     bar.close()
-    if "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
+    if "lm_head.weight" in wanted and "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
         tied = True
     missing = sorted(set(wanted) - set(state))
@@ -90,9 +94,10 @@ def load_weights(model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device
             f"{str(files.path)!r} lacks tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}"
         )
     model.load_state_dict(state, assign=True, strict=True)
-    if tied:
+    if tied and "lm_head.weight" in wanted:
         model.share_embeddings()
     model.materialize_buffers(device)
+    prepare(model)
 
 
 def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedLM:
@@ -102,16 +107,20 @@ def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto") -> Load
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     cfg, model = build_decoder(files.architecture, files.config)
+    spec = quantization_spec(files.config)
+    if spec is not None:
+        convert(model, spec, dt)
     load_weights(model, files, dt, dev)
     model.eval().requires_grad_(False)
     tok = Tokenizer.from_source(files.tokenizer)
     template = ChatTemplate(files.tokenizer.chat_template, tok.bos_token, tok.eos_token)
     log.info(
-        "loaded %s (%s, %d layers, %.0fM params) on %s/%s in %.1fs",
+        "loaded %s (%s%s, %d layers, %.0fM params) on %s/%s in %.1fs",
         files.path.name,
         files.format,
+        f", {spec['method']}" if spec else "",
         cfg.num_hidden_layers,
-        sum(p.numel() for p in model.parameters()) / 1e6,
+        parameter_count(model) / 1e6,
         dev,
         str(dt).removeprefix("torch."),
         time.perf_counter() - t0,

@@ -40,8 +40,7 @@ def hf_name(row: Family, gguf_name: str) -> str | None:
 
 def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """Undo llama.cpp's Q/K row permutation so that HF's rotate-half RoPE applies."""
-    rows = w.shape[0]
-    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return torch.from_numpy(_unpermute_np(w.numpy(), n_head))
 
 
 def _field(reader: GGUFFile, key: str, default: Any = None) -> Any:
@@ -174,3 +173,51 @@ def open_gguf(path: str | Path) -> ModelFiles:
         tokenizer=tok,
         num_bytes=path.stat().st_size,
     )
+
+
+# Block formats whose codes carry over without loss: bytes per block of 32, bits.
+_LOSSLESS = {"Q8_0": (34, 8), "Q4_0": (18, 4), "Q4_1": (20, 4)}
+
+
+def quantized_blocks(
+    path: str | Path,
+) -> Iterator[tuple[str, int, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """The Q8_0 / Q4_0 / Q4_1 tensors of a GGUF file as they are stored, in HF names and row order:
+    (name, bits, codes (N, K), fp16 scales (N, K/32), fp16 mins (N, K/32) or None), where
+    w = codes * scale (8 bits, codes int8) or w = codes * scale + min (4 bits, codes 0..15)."""
+    reader = GGUFFile(path)
+    arch = str(_field(reader, "general.architecture"))
+    row = by_gguf_arch(arch)
+    assert row is not None, "open_gguf checks the architecture first"
+    n_head = int(_field(reader, f"{arch}.attention.head_count"))
+    n_kv = int(_field(reader, f"{arch}.attention.head_count_kv", n_head))
+    for t in reader.tensors:
+        name, kind = hf_name(row, t.name), type_name(t.type_id)
+        if name is None or kind not in _LOSSLESS:
+            continue
+        size, bits = _LOSSLESS[kind]
+        blocks = reader.data(t).reshape(-1, size)  # (N * K/32, bytes)
+        N, K = t.shape
+        d = blocks[:, :2].copy().view(np.float16).reshape(N, K // 32)
+        if bits == 8:
+            codes = blocks[:, 2:].copy().view(np.int8).reshape(N, K)
+            mins = None
+        else:
+            qs = blocks[:, size - 16 :]  # (blocks, 16): element j in the low nibble, j + 16 in the high
+            codes = np.concatenate([qs & 0xF, qs >> 4], axis=1).reshape(N, K)
+            if kind == "Q4_0":  # w = (q - 8) * d
+                mins = (d.astype(np.float32) * -8.0).astype(np.float16)
+            else:
+                mins = blocks[:, 2:4].copy().view(np.float16).reshape(N, K // 32)
+        if row.gguf_qk_permuted and name.startswith("model.layers."):
+            n = n_head if ".self_attn.q_proj." in name else n_kv if ".self_attn.k_proj." in name else 0
+            if n:
+                codes, d = _unpermute_np(codes, n), _unpermute_np(d, n)
+                mins = None if mins is None else _unpermute_np(mins, n)
+        yield name, bits, codes, d, mins
+
+
+def _unpermute_np(a: np.ndarray, n_head: int) -> np.ndarray:
+    """`_unpermute` for numpy rows of any trailing shape."""
+    rows = a.shape[0]
+    return a.reshape(n_head, rows // n_head // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)

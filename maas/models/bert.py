@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maas.errors import UnsupportedModelError
+from maas.models.fuse import cat_linears
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(c)
         self.output = BertDenseNorm(c.hidden_size, c.hidden_size, c.layer_norm_eps)
         self.n_heads = c.num_attention_heads
-        self.qkv: nn.Linear | None = None  # set by fuse_qkv()
+        self.qkv: nn.Module | None = None  # set by fuse_qkv()
 
     def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
         """x: (N, H), the tokens of a batch of sequences laid end to end."""
@@ -274,10 +275,7 @@ class BertModel(nn.Module):
         for layer in self.encoder.layer:
             assert isinstance(layer, BertLayer)
             s = layer.attention.self
-            fused = nn.Linear(s.query.in_features, 3 * s.query.out_features, device=s.query.weight.device)
-            with torch.no_grad():
-                fused.weight.copy_(torch.cat([s.query.weight, s.key.weight, s.value.weight]))
-                fused.bias.copy_(torch.cat([s.query.bias, s.key.bias, s.value.bias]))
+            fused = cat_linears([s.query, s.key, s.value])
             layer.attention.qkv = fused
             del layer.attention.self
         return self

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maas.models.decoder import DecoderLM
+from maas.models.fuse import cat_linears
 
 
 @dataclass(frozen=True)
@@ -167,17 +168,11 @@ class SelfAttention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
-        self.qkv_proj: nn.Linear | None = None  # set by `fuse_projections`
+        self.qkv_proj: nn.Module | None = None  # set by `fuse_projections`
 
     def fuse(self) -> None:
         """Replace q/k/v projections by one matmul (same math, fewer and larger GEMMs)."""
-        qs, ks, vs = self.q_proj, self.k_proj, self.v_proj
-        fused = nn.Linear(qs.in_features, qs.out_features + 2 * ks.out_features, bias=qs.bias is not None)
-        fused = fused.to(device=qs.weight.device, dtype=qs.weight.dtype)
-        with torch.no_grad():
-            fused.weight.copy_(torch.cat([qs.weight, ks.weight, vs.weight]))
-            if qs.bias is not None and fused.bias is not None:
-                fused.bias.copy_(torch.cat([qs.bias, ks.bias, vs.bias]))
+        fused = cat_linears([self.q_proj, self.k_proj, self.v_proj])
         self.qkv_proj = fused
         del self.q_proj, self.k_proj, self.v_proj
 
@@ -203,16 +198,11 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.gate_up_proj: nn.Linear | None = None  # set by `fuse_projections`
+        self.gate_up_proj: nn.Module | None = None  # set by `fuse_projections`
 
     def fuse(self) -> None:
         """Replace gate and up projections by one matmul."""
-        g, u = self.gate_proj, self.up_proj
-        fused = nn.Linear(g.in_features, 2 * g.out_features, bias=False).to(
-            device=g.weight.device, dtype=g.weight.dtype
-        )
-        with torch.no_grad():
-            fused.weight.copy_(torch.cat([g.weight, u.weight]))
+        fused = cat_linears([self.gate_proj, self.up_proj])
         self.gate_up_proj = fused
         del self.gate_proj, self.up_proj
 

@@ -64,6 +64,10 @@ class VersionInfo:
     metrics: dict[str, Any]
     tags: list[str]
     signature: dict[str, Any] | None = None  # a tensor model's inputs, outputs and labels
+    parameters: dict[str, Any] | None = None  # how `operation` made it from `parent` (method, settings, data)
+    lineage: list[dict[str, Any]] | None = (
+        None  # parent, grandparent, ...: {model, version, operation, parameters}
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -144,8 +148,10 @@ class Registry:
         parent: str | None = None,
         operation: str = "import",
         metrics: dict[str, Any] | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> VersionInfo:
-        """Store a model's files as blobs and point `ref` at the new version."""
+        """Store a model's files as blobs and point `ref` at the new version (made from `parent` by
+        `operation` with `parameters`, when it was)."""
         name, tag = parse_ref(ref)
         family, fmt, files = describe_files(Path(path).expanduser())
         signature = read_signature(Path(path).expanduser(), family)
@@ -162,7 +168,10 @@ class Registry:
         with self._pending() as protect:
             stored = [(rel, *self.blobs.put_file(p, bar, protect)) for rel, p in files]
             bar.close()
-            self._commit_import(name, tag, family, fmt, total, parent, operation, metrics, stored, signature)
+            config = {"signature": signature} if signature else {}
+            if parameters:
+                config["parameters"] = parameters
+            self._commit_import(name, tag, family, fmt, total, parent, operation, metrics, stored, config)
         return self.show(f"{name}:{tag}")
 
     @contextlib.contextmanager
@@ -207,13 +216,13 @@ class Registry:
         operation: str,
         metrics: dict[str, Any] | None,
         stored: list[tuple[str, str, int]],
-        signature: dict[str, Any] | None = None,
+        config: dict[str, Any],
     ) -> None:
 
         def write(db: Any) -> None:
             parent_id = self._version(db, parent).id if parent else None
             v = Version(name=name, family=family, format=fmt, size=total, parent_id=parent_id, operation=operation,
-                        metrics=metrics or {}, config={"signature": signature} if signature else {})  # fmt: skip
+                        metrics=metrics or {}, config=config)  # fmt: skip
             v.files = [File(relpath=rel, digest=d, size=n) for rel, d, n in stored]
             db.add(v)
             db.flush()
@@ -312,18 +321,31 @@ class Registry:
             raise ModelNotFoundError(f"no model {name}:{tag} in the registry (tags of {name!r}: {known})")
         return db.get(Version, row.version_id)
 
-    def _info(self, db: Any, name: str, tag: str, v: Version) -> VersionInfo:
-        parent = None
-        if v.parent_id is not None:
+    def _lineage(self, db: Any, v: Version) -> list[dict[str, Any]]:
+        """The versions `v` was made from, nearest first."""
+        out: list[dict[str, Any]] = []
+        seen = {v.id}
+        while v.parent_id is not None and v.parent_id not in seen:
             p = db.get(Version, v.parent_id)
-            ptag = p.tags[0] if p is not None and p.tags else None
-            parent = f"{ptag.name}:{ptag.tag}" if ptag else f"#{v.parent_id}"
+            if p is None:
+                break
+            seen.add(p.id)
+            ref = f"{p.tags[0].name}:{p.tags[0].tag}" if p.tags else f"{p.name}:{p.id}"
+            out.append({"model": ref, "version": p.id, "operation": p.operation,
+                        "parameters": (p.config or {}).get("parameters")})  # fmt: skip
+            v = p
+        return out
+
+    def _info(self, db: Any, name: str, tag: str, v: Version) -> VersionInfo:
+        lineage = self._lineage(db, v)
+        parent = lineage[0]["model"] if lineage else None
         return VersionInfo(
             name=name, tag=tag, version=v.id, family=v.family, format=v.format, size=v.size, created=v.created,
             parent=parent, operation=v.operation,
             files=[{"path": f.relpath, "digest": f.digest, "size": f.size} for f in v.files],
             metrics=dict(v.metrics or {}), tags=sorted(f"{t.name}:{t.tag}" for t in v.tags),
-            signature=(v.config or {}).get("signature"),
+            signature=(v.config or {}).get("signature"), parameters=(v.config or {}).get("parameters"),
+            lineage=lineage,
         )  # fmt: skip
 
     def show(self, ref: str) -> VersionInfo:

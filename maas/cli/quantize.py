@@ -1,0 +1,58 @@
+"""`maas quantize MODEL --method int8|int4`: a weight-only quantized copy as a new registry version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def _group_size(text: str) -> int | None:
+    if text == "channel":
+        return None
+    try:
+        g = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of weights or 'channel', got {text!r}") from None
+    if g < 2:
+        raise argparse.ArgumentTypeError("a group holds at least 2 weights")
+    return g
+
+
+def add_parser(sub: Any) -> None:
+    """Register the verb."""
+    p = sub.add_parser(
+        "quantize",
+        help="store an int8 / int4 weight-only quantized copy of a model (LMs and encoders)",
+        description="Round every linear layer and vocabulary embedding of an LM or encoder to int8 "
+        "(symmetric) or int4 (scale + min) in groups of --group-size weights, and store the result as a "
+        "registry version whose parent is MODEL. GGUF Q8_0/Q4_0/Q4_1 weights carry over without loss "
+        "(group 32). Serve it, evaluate it or compare it like any other version.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
+    p.add_argument("--method", required=True, choices=["int8", "int4"], help="bits per weight")
+    p.add_argument(
+        "--group-size",
+        type=_group_size,
+        default=32,
+        metavar="N|channel",
+        help="weights sharing one scale (default %(default)s; 'channel': one per output row)",
+    )
+    p.add_argument(
+        "--name", default=None, metavar="NAME[:TAG]", help="default: MODEL's name, tag <method>-g<N>"
+    )
+    p.add_argument("--json", action="store_true", help="print the new version as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Quantize, store, report."""
+    from maas.compress.quantize import quantize
+
+    info = quantize(args.model, args.method, args.group_size, args.name)
+    if args.json:
+        print(json.dumps(info.as_dict(), indent=2))
+    else:
+        print(f"{info.name}:{info.tag} (version {info.version}, {info.size / 2**20:.1f} MiB) <- "
+              f"{info.parent or args.model} by quantize {json.dumps(info.parameters)}")  # fmt: skip
+    return 0

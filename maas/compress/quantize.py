@@ -1,0 +1,135 @@
+"""Weight-only quantization (round to nearest), offline: a float model -> int8 / int4 registry version.
+
+    maas quantize smollm2-135m-instruct --method int4 --group-size 32
+    python -c "from maas.compress.quantize import quantize; print(quantize('all-minilm-l6-v2', 'int8'))"
+
+Every nn.Linear and vocabulary nn.Embedding whose shape allows it is quantized (the LM head included; an embedding
+tied to it reads the head's codes). GGUF Q8_0 / Q4_0 / Q4_1 tensors carry over without loss when the method and group
+size match them (int8 or int4, group 32). Loading the result is kernels/quantized.py's `convert`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from maas.compress.output import Source, open_source, save_version
+from maas.errors import InvalidRequestError
+from maas.formats import ModelFiles
+from maas.kernels.quantized import Scheme, eligible, in_features, pack_nibbles, quantize_weight
+from maas.store.registry import VersionInfo, parse_ref
+
+log = logging.getLogger("maas.compress")
+METHODS = {"int8": 8, "int4": 4}
+VOCAB_ROWS = 1024  # embeddings with this many rows or more are quantized
+
+
+def skeleton(files: ModelFiles) -> tuple[nn.Module, str]:
+    """The model built on the meta device (shapes, no weights) and the prefix its HF tensor names
+    may carry that its module names do not."""
+    if files.architecture == "bert":
+        from maas.models.bert import BertConfig, BertModel
+
+        with torch.device("meta"):
+            return BertModel(BertConfig.from_hf(files.config)), "bert."
+    from maas.models.architectures import build_decoder
+
+    return build_decoder(files.architecture, files.config)[1], ""
+
+
+def plan(model: nn.Module, bits: int, group_size: int | None) -> dict[str, Scheme]:
+    """{module name: Scheme} for every linear layer and vocabulary embedding the scheme fits (group_size
+    None = per channel); small tables (positions, token types) stay float."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Embedding) and m.num_embeddings >= VOCAB_ROWS):
+            scheme = Scheme(bits, group_size or in_features(m))
+            if eligible(m, scheme):
+                out[name] = scheme
+    return out
+
+
+def _lossless(
+    files: ModelFiles, schemes: dict[str, Scheme], alias: dict[str, str]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Stored tensors for the layers whose GGUF blocks are already in the asked format (`alias`: a
+    tensor's module -> the layer it is quantized as, e.g. a tied embedding -> the head)."""
+    if files.format != "gguf":
+        return {}
+    from maas.formats.gguf import quantized_blocks
+
+    out = {}
+    for name, bits, codes, scales, mins in quantized_blocks(files.path):
+        module = name.removesuffix(".weight")
+        module = alias.get(module, module)
+        s = schemes.get(module)
+        if s is None or s.bits != bits or s.group_size != 32:
+            continue
+        q = torch.from_numpy(codes)
+        stored = {"qweight": q if bits == 8 else pack_nibbles(q), "scales": torch.from_numpy(scales)}
+        if mins is not None:
+            stored["mins"] = torch.from_numpy(mins)
+        out[module] = stored
+    return out
+
+
+def quantize_files(
+    files: ModelFiles, method: str, group_size: int | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """(config.json, tensors, report) of the quantized model."""
+    if method not in METHODS:
+        raise InvalidRequestError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if "quantization_config" in files.config:
+        raise InvalidRequestError("the model is quantized already; quantize its float parent instead")
+    model, prefix = skeleton(files)
+    schemes = plan(model, METHODS[method], group_size)
+    if not schemes:
+        raise InvalidRequestError(
+            f"no layer fits groups of {group_size} weights (each group must divide a layer's input width)"
+        )
+    wanted = set(model.state_dict())
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in files.iter_tensors():
+        name = name.removeprefix(prefix)
+        if name in wanted:
+            tensors[name] = t
+    tied = "lm_head" in schemes and "lm_head.weight" not in tensors and "model.embed_tokens.weight" in tensors
+    if tied:  # the head reads the embedding: quantize it once, as the head
+        tensors["lm_head.weight"] = tensors.pop("model.embed_tokens.weight")
+        schemes.pop("model.embed_tokens", None)
+    schemes = {m: s for m, s in schemes.items() if f"{m}.weight" in tensors}
+    exact = _lossless(files, schemes, {"model.embed_tokens": "lm_head"} if tied else {})
+    bar = tqdm(schemes.items(), desc=f"quantizing to {method}", unit="layer", disable=not sys.stderr.isatty())
+    for module, scheme in bar:
+        w = tensors.pop(f"{module}.weight")
+        stored = exact.get(module) or quantize_weight(w, scheme)
+        tensors.update({f"{module}.{k}": v for k, v in stored.items()})
+    spec: dict[str, Any] = {
+        "quant_method": "maas",
+        "method": method,
+        "group_size": group_size or "channel",
+        "modules": {m: s.as_dict() for m, s in schemes.items()},
+    }
+    if tied:
+        spec["tied_embedding"] = {"head": "lm_head", "embedding": "model.embed_tokens"}
+    config = {**files.config, "quantization_config": spec}
+    report = {"layers": len(schemes), "lossless_from_gguf": len([m for m in schemes if m in exact])}
+    return config, tensors, report
+
+
+def quantize(name: str, method: str, group_size: int | None = 32, new_name: str | None = None) -> VersionInfo:
+    """Quantize a model (registry ref, built-in name or path) and store the result as a registry version."""
+    if new_name is not None:
+        parse_ref(new_name)  # a bad name fails before the work
+    source: Source = open_source(name)
+    config, tensors, report = quantize_files(source.files, method, group_size)
+    params = {"method": method, "group_size": group_size or "channel", **report}
+    suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
+    log.info("quantized %d layers to %s (%d carried over from GGUF blocks)", report["layers"], method,
+             report["lossless_from_gguf"])  # fmt: skip
+    return save_version(source, config, tensors, "quantize", params, new_name, suffix)

@@ -1,0 +1,309 @@
+"""Weight-only quantized linear layers as stored in the registry: int8 (symmetric) and int4 (scale + min).
+
+    q, s = quantize_int8(w, group_size=32)         # w (N, K) -> int8 (N, K), fp16 scales (N, K/32)
+    q, s, m = quantize_int4(w, group_size=32)      # -> uint8 (N, K/2) two codes a byte, fp16 scales, mins
+    convert(model, spec)                           # on a meta model: nn.Linear -> QuantLinear per spec
+    prepare(model)                                 # after loading: int8 groups of 32 go to the native q8 kernel
+
+Stored layout (what safetensors holds, per quantized module `m`): `m.qweight`, `m.scales` and, for int4,
+`m.mins`; w = q * scale (int8) or w = q * scale + min (int4, q in 0..15; even k in the low nibble). This
+holds llama.cpp's Q8_0, Q4_0 and Q4_1 blocks without loss (group 32). Loading never dequantizes and
+requantizes: int8 with groups that are a multiple of 32 is re-laid out for kernels/q8_linear.py's kernel;
+everything else runs the torch reference (dequantize the weight, then F.linear).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maas.errors import UnsupportedModelError
+from maas.kernels import q8_linear
+
+BITS = (8, 4)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """How one linear layer is quantized: bits and the number of weights sharing a scale."""
+
+    bits: int
+    group_size: int  # a divisor of the layer's in_features; in_features itself = one scale per channel
+
+    def as_dict(self) -> dict[str, int]:
+        """JSON form (config.json's quantization_config)."""
+        return {"bits": self.bits, "group_size": self.group_size}
+
+
+def quantize_int8(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round to nearest, symmetric: (N, K) -> int8 codes (N, K), fp16 scales (N, K / group_size)."""
+    N, K = w.shape
+    g = w.float().reshape(N, K // group_size, group_size)
+    scale = (g.abs().amax(-1) / 127.0).half()  # (N, G), rounded first: codes are made against it
+    s = scale.float().unsqueeze(-1)
+    q = torch.where(s > 0, g / s.clamp_min(1e-30), 0.0).round().clamp(-127, 127).to(torch.int8)
+    return q.reshape(N, K), scale
+
+
+def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Round to nearest, asymmetric: (N, K) -> packed codes uint8 (N, K/2), fp16 scales and mins (N, G)."""
+    N, K = w.shape
+    g = w.float().reshape(N, K // group_size, group_size)
+    lo, hi = g.amin(-1), g.amax(-1)
+    mins = lo.half()
+    scale = ((hi - mins.float()) / 15.0).half()
+    s, m = scale.float().unsqueeze(-1), mins.float().unsqueeze(-1)
+    q = torch.where(s > 0, (g - m) / s.clamp_min(1e-30), 0.0).round().clamp(0, 15).to(torch.uint8)
+    return pack_nibbles(q.reshape(N, K)), scale, mins
+
+
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """(N, K) codes 0..15 -> (N, K/2) bytes, even k in the low nibble."""
+    return q[:, 0::2] | (q[:, 1::2] << 4)
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of `pack_nibbles`: (N, K/2) bytes -> (N, K) codes as uint8."""
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1)
+
+
+def dequantize(
+    qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor | None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Stored layout -> the (N, K) weight in `dtype`."""
+    q = unpack_nibbles(qweight) if mins is not None else qweight
+    N, K = q.shape
+    G = scales.shape[1]
+    w = q.to(dtype).reshape(N, G, K // G) * scales.to(dtype).unsqueeze(-1)
+    if mins is not None:
+        w = w + mins.to(dtype).unsqueeze(-1)
+    return w.reshape(N, K)
+
+
+def quantize_weight(w: torch.Tensor, scheme: Scheme) -> dict[str, torch.Tensor]:
+    """A float weight -> the stored tensors (`qweight`, `scales`, and `mins` for int4)."""
+    if scheme.bits == 8:
+        q, s = quantize_int8(w, scheme.group_size)
+        return {"qweight": q, "scales": s}
+    q, s, m = quantize_int4(w, scheme.group_size)
+    return {"qweight": q, "scales": s, "mins": m}
+
+
+def in_features(module: nn.Module) -> int:
+    """What a weight row holds: a linear layer's inputs, an embedding's dimension."""
+    if isinstance(module, nn.Embedding):
+        return module.embedding_dim
+    assert isinstance(module, nn.Linear)
+    return module.in_features
+
+
+def eligible(module: nn.Module, scheme: Scheme) -> bool:
+    """Whether a linear layer or embedding fits `scheme` (groups divide its rows; int4 needs even groups)."""
+    K, g = in_features(module), scheme.group_size
+    return g > 0 and K % g == 0 and (scheme.bits == 8 or g % 2 == 0)
+
+
+class QuantLinear(nn.Module):
+    """A linear layer whose weight is int8 or int4 codes with per-group scales (and mins for int4)."""
+
+    def __init__(
+        self, in_features: int, out_features: int, scheme: Scheme, bias: bool, device: Any = None
+    ) -> None:
+        super().__init__()
+        if scheme.bits not in BITS:
+            raise ValueError(f"unsupported bit width {scheme.bits} (choose from 8, 4)")
+        self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        N, K, G = out_features, in_features, in_features // scheme.group_size
+        qshape = (N, K) if scheme.bits == 8 else (N, K // 2)
+        qdtype = torch.int8 if scheme.bits == 8 else torch.uint8
+        self.qweight: torch.Tensor
+        self.scales: torch.Tensor
+        self.register_buffer("qweight", torch.empty(qshape, dtype=qdtype, device=device))
+        self.register_buffer("scales", torch.empty(N, G, dtype=torch.float16, device=device))
+        self.mins: torch.Tensor | None
+        if scheme.bits == 4:
+            self.register_buffer("mins", torch.empty(N, G, dtype=torch.float16, device=device))
+        else:
+            self.mins = None
+        self.bias = nn.Parameter(torch.empty(N, device=device), requires_grad=False) if bias else None
+        self._q8: tuple[torch.Tensor, torch.Tensor] | None = None  # the native kernel's layout
+
+    def prepare(self) -> None:
+        """Re-lay int8 groups of 32k out for the native q8 kernel (CPU); the stored copy is dropped."""
+        N, K, g = self.out_features, self.in_features, self.scheme.group_size
+        if self.scheme.bits != 8 or g % q8_linear.BLOCK or N % 8 or self.qweight.device.type != "cpu":
+            return
+        KB = K // q8_linear.BLOCK
+        per_block = self.scales.float().repeat_interleave(g // q8_linear.BLOCK, dim=1)  # (N, KB)
+        packed = self.qweight.reshape(N // 8, 8, KB, q8_linear.BLOCK).permute(0, 2, 3, 1).contiguous()
+        scales = per_block.reshape(N // 8, 8, KB).permute(0, 2, 1).contiguous()  # (NB, KB, 8)
+        self._q8 = (packed, scales)
+        self.qweight = torch.empty(0, dtype=torch.int8)  # the kernel's copy is the only one kept
+        self.scales = torch.empty(0, dtype=torch.float16)
+
+    def weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dequantized (N, K) weight."""
+        if self._q8 is not None:
+            return q8_linear.dequantize_q8(*self._q8).to(dtype)
+        return dequantize(self.qweight, self.scales, self.mins, dtype)
+
+    def rows(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Dequantized rows `ids` (*lead,) -> (*lead, K): the lookup of an embedding tied to this layer."""
+        flat = ids.reshape(-1)
+        if self._q8 is not None:
+            packed, scales = self._q8
+            blocks, lanes = flat // 8, flat % 8
+            q = packed[blocks, :, :, lanes].float()  # (n, KB, 32)
+            w = (q * scales[blocks, :, lanes].unsqueeze(-1)).reshape(len(flat), -1)
+        else:
+            mins = self.mins[flat] if self.mins is not None else None
+            w = dequantize(self.qweight[flat], self.scales[flat], mins)
+        return w.to(dtype).reshape(*ids.shape, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        ext = q8_linear.native() if self._q8 is not None else None
+        if ext is not None and self._q8 is not None:
+            packed, scales = self._q8
+            bias = None if self.bias is None else self.bias.float()
+            y = ext.q8_linear(x2.float().contiguous(), packed, scales, bias).to(x.dtype)
+        else:
+            y = F.linear(x2, self.weight(x.dtype), self.bias)
+        return y.view(*lead, self.out_features)
+
+    @classmethod
+    def concat(cls, parts: list[QuantLinear]) -> QuantLinear:
+        """One layer computing `parts` side by side (outputs concatenated), for fused projections."""
+        first = parts[0]
+        if any(p.scheme != first.scheme or (p._q8 is None) != (first._q8 is None) for p in parts):
+            raise ValueError("only layers quantized the same way can be fused")
+        out = cls(first.in_features, sum(p.out_features for p in parts), first.scheme, False, "meta")
+        if first._q8 is not None:
+            out._q8 = (
+                torch.cat([p._q8[0] for p in parts if p._q8]),
+                torch.cat([p._q8[1] for p in parts if p._q8]),
+            )
+            out.qweight, out.scales = first.qweight, first.scales
+        else:
+            out.qweight = torch.cat([p.qweight for p in parts])
+            out.scales = torch.cat([p.scales for p in parts])
+            out.mins = (
+                None if first.mins is None else torch.cat([p.mins for p in parts if p.mins is not None])
+            )
+        if any(p.bias is not None for p in parts):
+            out.bias = nn.Parameter(
+                torch.cat([p.bias if p.bias is not None else torch.zeros(p.out_features) for p in parts]),
+                requires_grad=False,
+            )
+        return out
+
+    def extra_repr(self) -> str:
+        kernel = "native q8" if self._q8 is not None else "reference"
+        return (
+            f"{self.in_features}, {self.out_features}, int{self.scheme.bits} "
+            f"groups of {self.scheme.group_size}, {kernel}"
+        )
+
+
+class QuantEmbedding(QuantLinear):
+    """An embedding table stored like a quantized linear layer's weight (one row per token)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, scheme: Scheme, device: Any = None) -> None:
+        super().__init__(embedding_dim, num_embeddings, scheme, False, device)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+
+    def prepare(self) -> None:
+        """Rows are gathered from the stored layout: nothing to re-lay out."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.rows(ids, torch.float32)
+
+
+class TiedQuantEmbedding(nn.Module):
+    """An embedding that reads its rows from the quantized output projection it is tied to."""
+
+    def __init__(self, head: QuantLinear, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self._head = [head]  # a list: not a submodule, so its tensors are stored once (under the head)
+        self.dtype = dtype
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._head[0].rows(ids, self.dtype)
+
+
+def quantization_spec(config: dict[str, Any]) -> dict[str, Any] | None:
+    """config.json's `quantization_config` when maas wrote it; None for a float model; other tools'
+    quantization formats (GPTQ, AWQ, bitsandbytes, ...) are refused."""
+    spec = config.get("quantization_config")
+    if spec is None:
+        return None
+    if (
+        not isinstance(spec, dict)
+        or spec.get("quant_method") != "maas"
+        or not isinstance(spec.get("modules"), dict)
+    ):
+        method = spec.get("quant_method") if isinstance(spec, dict) else None
+        raise UnsupportedModelError(
+            f"the model is quantized with {method or 'an unknown method'!r}; maas loads float models and its "
+            "own int8/int4 versions (`maas quantize`)"
+        )
+    return spec
+
+
+def spec_schemes(spec: dict[str, Any]) -> dict[str, Scheme]:
+    """config.json's quantization_config -> {module name: Scheme}."""
+    return {name: Scheme(int(s["bits"]), int(s["group_size"])) for name, s in spec["modules"].items()}
+
+
+def convert(model: nn.Module, spec: dict[str, Any], dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Swap the layers `spec` names for QuantLinear / QuantEmbedding (on the meta device, before weights are assigned);
+    an embedding tied to a quantized head (`spec["tied_embedding"]`) reads the head's rows."""
+    for name, scheme in spec_schemes(spec).items():
+        old = model.get_submodule(name)
+        new: nn.Module
+        if isinstance(old, nn.Linear):
+            new = QuantLinear(old.in_features, old.out_features, scheme, old.bias is not None, "meta")
+        elif isinstance(old, nn.Embedding):
+            new = QuantEmbedding(old.num_embeddings, old.embedding_dim, scheme, "meta")
+        else:
+            raise ValueError(f"{name!r} is a {type(old).__name__}, not a linear layer or an embedding")
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, new)
+    tied = spec.get("tied_embedding")
+    if tied:
+        head = model.get_submodule(tied["head"])
+        assert isinstance(head, QuantLinear)
+        parent, _, leaf = str(tied["embedding"]).rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, TiedQuantEmbedding(head, dtype))
+    return model
+
+
+def prepare(model: nn.Module) -> int:
+    """After loading: hand every eligible QuantLinear to the native kernel; how many layers are quantized."""
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    for m in layers:
+        m.prepare()
+    return len(layers)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Weights of the model, quantized ones included (counted as the weights they stand for)."""
+    q = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantLinear))
+    return q + sum(p.numel() for p in model.parameters())
+
+
+def quantized_bytes(model: nn.Module) -> int:
+    """Bytes of the quantized layers' codes and scales as they sit in memory."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            ts = list(m._q8) if m._q8 is not None else [m.qweight, m.scales]
+            ts += [m.mins] if m.mins is not None else []
+            total += sum(t.numel() * t.element_size() for t in ts)
+    return total
