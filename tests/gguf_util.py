@@ -95,5 +95,5 @@ def tiny_model(seed: int = 0, **kw: object) -> LlamaForCausalLM:
     from maas.models.llama import LlamaConfig
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig.tiny(vocab_size=288, tie_word_embeddings=False, **kw)  # type: ignore[arg-type]
+    cfg = LlamaConfig.tiny(**{"vocab_size": 288, "tie_word_embeddings": False, **kw})  # type: ignore[arg-type]
     return LlamaForCausalLM(cfg).eval()

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from maas.compress.output import write_tokenizer
+from maas.compress.quantize import quantize, quantize_files
+from maas.engine.loader import load_lm
+from maas.errors import InvalidRequestError
+from maas.formats import open_model_files
+from maas.kernels.quantized import QuantLinear, TiedQuantEmbedding
+from maas.store.registry import Registry
+from tests.gguf_util import tiny_model, write_gguf
+from tests.unit.formats.test_hf import save_hf
+
+IDS = torch.tensor([[1, 2, 3, 40, 50, 60, 70, 80]])
+
+
+def _write(files, d, method, group):
+    config, tensors, report = quantize_files(files, method, group)
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(config))
+    save_file(tensors, str(d / "model.safetensors"))
+    write_tokenizer(files, d)
+    return d, report
+
+
+def _logits(model):
+    with torch.inference_mode():
+        return model(IDS)[0]
+
+
+@pytest.mark.parametrize(
+    ("method", "group", "tol"), [("int8", 32, 0.01), ("int8", None, 0.02), ("int4", 32, 0.15)]
+)
+def test_quantized_directory_loads_into_quantized_layers(tmp_path, method, group, tol):
+    model = tiny_model()
+    src = save_hf(tmp_path / "src", model)
+    d, report = _write(open_model_files(src), tmp_path / "q", method, group)
+    lm = load_lm(d, "cpu", "float32")
+    layers = [m for m in lm.model.modules() if isinstance(m, QuantLinear)]
+    assert (
+        report["layers"] == len(layers) == 7 * model.config.num_hidden_layers + 1
+    )  # + the head (288 rows: too few for the embedding)
+    assert all(m.scheme.bits == int(method[3:]) for m in layers)
+    ref, got = _logits(model), _logits(lm.model)
+    assert float((got - ref).norm() / ref.norm()) < tol
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.7
+    lm.model.fuse_projections()  # the engine fuses q/k/v and gate/up: same answers
+    torch.testing.assert_close(_logits(lm.model), got, rtol=1e-4, atol=1e-4)
+    size = (d / "model.safetensors").stat().st_size
+    assert size < (src / "model.safetensors").stat().st_size * (0.45 if method == "int8" else 0.35)
+
+
+def test_gguf_q4_blocks_carry_over_without_loss_and_a_tied_head_is_stored_once(tmp_path):
+    model = tiny_model(tie_word_embeddings=True)
+    path = write_gguf(tmp_path / "m.gguf", model, "Q4_1")
+    files = open_model_files(path)
+    d, report = _write(files, tmp_path / "q", "int4", 32)
+    assert report["lossless_from_gguf"] == report["layers"]
+    lm, float_lm = load_lm(d, "cpu", "float32"), load_lm(path, "cpu", "float32")
+    q = lm.model.model.layers[0].self_attn.q_proj  # Q rows un-permuted like the float loader's
+    assert isinstance(q, QuantLinear)
+    torch.testing.assert_close(q.weight(), float_lm.model.model.layers[0].self_attn.q_proj.weight)
+    assert isinstance(lm.model.model.embed_tokens, TiedQuantEmbedding)
+    torch.testing.assert_close(_logits(lm.model), _logits(float_lm.model), rtol=1e-4, atol=1e-4)
+
+
+def test_quantized_model_is_refused_a_second_time_and_bad_groups_are_refused(tmp_path):
+    src = save_hf(tmp_path / "src", tiny_model())
+    d, _ = _write(open_model_files(src), tmp_path / "q", "int8", 32)
+    with pytest.raises(InvalidRequestError, match="quantized already"):
+        quantize_files(open_model_files(d), "int4", 32)
+    with pytest.raises(InvalidRequestError, match="no layer fits groups of 7"):
+        quantize_files(open_model_files(src), "int4", 7)
+    with pytest.raises(InvalidRequestError, match="unknown method"):
+        quantize_files(open_model_files(src), "int3", 32)
+
+
+def test_result_is_a_registry_version_with_lineage(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
+    reg = Registry(tmp_path / "home")
+    reg.import_path(save_hf(tmp_path / "src", tiny_model()), "tiny:base")
+    info = quantize("tiny:base", "int4", 32)
+    assert (info.name, info.tag, info.operation, info.parent) == ("tiny", "int4-g32", "quantize", "tiny:base")
+    assert info.parameters is not None and info.parameters["method"] == "int4"
+    again = quantize("tiny:base", "int8", None, "tiny:small")
+    assert again.tag == "small" and again.parameters and again.parameters["group_size"] == "channel"
+    assert [a["model"] for a in (again.lineage or [])] == ["tiny:base"]
+    assert info.size < reg.show("tiny:base").size / 3  # the files really shrink (tokenizer included)
+    lm = load_lm(reg.path_for("tiny:int4-g32"), "cpu", "float32")
+    assert any(isinstance(m, QuantLinear) for m in lm.model.modules())
