@@ -21,7 +21,7 @@ def _setup_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every verb has --help)."""
-    from maas.cli import bench, embed, eval, export, models, predict, quantize, run, serve, train
+    from maas.cli import bench, embed, eval, export, models, predict, prune, quantize, run, serve, train
 
     p = argparse.ArgumentParser(
         prog="maas",
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     eval.add_parser(sub)
     quantize.add_parser(sub)
+    prune.add_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
     return p

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from maas.compress.model import skeleton
 from maas.compress.output import Source, open_source, save_version
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
@@ -27,19 +28,6 @@ from maas.store.registry import VersionInfo, parse_ref
 log = logging.getLogger("maas.compress")
 METHODS = {"int8": 8, "int4": 4}
 VOCAB_ROWS = 1024  # embeddings with this many rows or more are quantized
-
-
-def skeleton(files: ModelFiles) -> tuple[nn.Module, str]:
-    """The model built on the meta device (shapes, no weights) and the prefix its HF tensor names
-    may carry that its module names do not."""
-    if files.architecture == "bert":
-        from maas.models.bert import BertConfig, BertModel
-
-        with torch.device("meta"):
-            return BertModel(BertConfig.from_hf(files.config)), "bert."
-    from maas.models.architectures import build_decoder
-
-    return build_decoder(files.architecture, files.config)[1], ""
 
 
 def plan(model: nn.Module, bits: int, group_size: int | None) -> dict[str, Scheme]:

@@ -105,3 +105,20 @@ def test_quantized_versions_serve_the_answers_computed_in_process(home: dict[str
         assert cos(served, np.asarray(ref)).min() > 0.999  # the bar for int8
     finally:
         stop_server(s)
+
+
+def test_wanda_keeps_smollm2_far_better_than_magnitude_at_half_sparsity(home: dict[str, Any]) -> None:
+    valid = TEST.with_name("valid.txt")
+    runs = {"magnitude": [], "wanda": ["--calibration", str(valid), "--calibration-tokens", "2048"]}
+    ppl = {}
+    for method, extra in runs.items():
+        r = maas(home["env"], "prune", LLM, "--method", method, "--sparsity", "0.5", *extra, "--json")
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["operation"] == "prune" and info["parameters"]["zero_share_of_pruned_layers"] >= 0.5
+        assert ("calibration_digest" in info["parameters"]) == (method == "wanda")
+        e = maas(home["env"], "eval", f"{LLM}:{info['tag']}", "--data", str(TEST), "--limit", "512", "--context",
+                 "256", "--stride", "128", "--json")  # fmt: skip
+        assert e.returncode == 0, e.stderr
+        ppl[method] = json.loads(e.stdout)["perplexity"]
+    assert ppl["wanda"] < ppl["magnitude"] * 0.5, ppl  # the Wanda paper's finding, on SmolLM2

@@ -1,0 +1,54 @@
+"""`maas prune MODEL --method magnitude|wanda|2:4`: a pruned copy as a new registry version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register the verb."""
+    p = sub.add_parser(
+        "prune",
+        help="store a copy of a model with a share of its linear weights set to zero",
+        description="Zero the lowest-scoring weights of every linear layer in the transformer blocks "
+        "(embeddings and the LM head are kept): magnitude (|W| per layer), wanda (|W| x input norm per "
+        "output row, needs --calibration text) or 2:4 (2 of every 4 consecutive weights). The result is "
+        "stored dense as a registry version whose parent is MODEL: as large and as fast as the original "
+        "until a sparse format runs it.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
+    p.add_argument("--method", required=True, choices=["magnitude", "wanda", "2:4"])
+    p.add_argument(
+        "--sparsity", type=float, default=0.5, help="share of weights to zero (default %(default)s)"
+    )
+    p.add_argument("--calibration", metavar="FILE", help="UTF-8 text whose activations weigh the weights")
+    p.add_argument(
+        "--calibration-tokens",
+        type=int,
+        default=16384,
+        metavar="N",
+        help="tokens of it to run (default %(default)s)",
+    )
+    p.add_argument(
+        "--name", default=None, metavar="NAME[:TAG]", help="default: MODEL's name, tag <method>-<percent>"
+    )
+    p.add_argument("--json", action="store_true", help="print the new version as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prune, store, report."""
+    from maas.compress.prune import prune
+    from maas.errors import InvalidRequestError
+
+    if args.calibration_tokens < 1:
+        raise InvalidRequestError("--calibration-tokens must be at least 1")
+    info = prune(args.model, args.method, args.sparsity, args.calibration, args.name, args.calibration_tokens)
+    if args.json:
+        print(json.dumps(info.as_dict(), indent=2))
+    else:
+        print(f"{info.name}:{info.tag} (version {info.version}, {info.size / 2**20:.1f} MiB) <- "
+              f"{info.parent or args.model} by prune {json.dumps(info.parameters)}")  # fmt: skip
+    return 0

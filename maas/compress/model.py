@@ -1,0 +1,113 @@
+"""The float model a compression step works on, and the activations it sees on calibration text.
+
+model, prefix = load_float(files)                     # an ordinary nn.Module in float32, HF names
+norms = input_norms(model, files, text, tokens=8192)  # {linear name: (in_features,) L2 norm of its inputs}
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from maas.errors import InvalidRequestError
+from maas.formats import ModelFiles
+from maas.models.decoder import DecoderLM
+
+
+def skeleton(files: ModelFiles) -> tuple[nn.Module, str]:
+    """The model built on the meta device (shapes, no weights) and the prefix its HF tensor names
+    may carry that its module names do not."""
+    if files.architecture == "bert":
+        from maas.models.bert import BertConfig, BertModel
+
+        with torch.device("meta"):
+            return BertModel(BertConfig.from_hf(files.config)), "bert."
+    from maas.models.architectures import build_decoder
+
+    return build_decoder(files.architecture, files.config)[1], ""
+
+
+def load_float(files: ModelFiles) -> nn.Module:
+    """The model in float32 on the CPU with its weights (a tied LM head shares the embedding)."""
+    if "quantization_config" in files.config:
+        raise InvalidRequestError("the model is quantized; compress its float parent instead")
+    model, prefix = skeleton(files)
+    wanted = model.state_dict()
+    state = {}
+    for name, t in files.iter_tensors():
+        name = name.removeprefix(prefix)
+        if name in wanted and tuple(t.shape) == tuple(wanted[name].shape):
+            state[name] = t.float().contiguous()
+    tied = "lm_head.weight" in wanted and "lm_head.weight" not in state
+    if tied:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model.load_state_dict(state, assign=True, strict=False)
+    if isinstance(model, DecoderLM):
+        if tied:
+            model.share_embeddings()
+        model.materialize_buffers(torch.device("cpu"))
+    missing = [n for n, t in model.state_dict().items() if t.is_meta]
+    if missing:
+        raise InvalidRequestError(f"the model's files lack tensors {missing[:4]}")
+    return model.eval().requires_grad_(False)
+
+
+def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors to store (a tied LM head is stored once, as the embedding)."""
+    state = model.state_dict()
+    head, embed = state.get("lm_head.weight"), state.get("model.embed_tokens.weight")
+    if head is not None and embed is not None and head.data_ptr() == embed.data_ptr():
+        del state["lm_head.weight"]
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def _sequences(files: ModelFiles, text: str, tokens: int, length: int) -> Iterator[torch.Tensor]:
+    """(1, T) token-id sequences from `text`, `tokens` in all: windows of `length` for an LM, one line
+    (up to `length` tokens) at a time for an encoder."""
+    from maas.text.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_source(files.tokenizer)
+    if files.architecture == "bert":
+        n = 0
+        for line in text.splitlines():
+            if n >= tokens:
+                return
+            if line.strip():
+                ids = tok.encode_batch([line.strip()])[0][:length]
+                n += len(ids)
+                yield torch.tensor([ids])
+        return
+    ids = tok.encode(text)[:tokens]
+    for i in range(0, len(ids) - 1, length):
+        yield torch.tensor([ids[i : i + length]])
+
+
+@torch.inference_mode()
+def input_norms(
+    model: nn.Module, files: ModelFiles, text: str, tokens: int = 8192, length: int = 512
+) -> dict[str, torch.Tensor]:
+    """{name of every nn.Linear: (in_features,) L2 norm of its inputs over the calibration tokens}."""
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def record(_: nn.Module, args: tuple[torch.Tensor, ...], __: torch.Tensor) -> None:
+            x = args[0].reshape(-1, args[0].shape[-1]).float()
+            sums[name] = sums.get(name, 0) + (x * x).sum(0)
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    seqs = list(_sequences(files, text, tokens, length))
+    if not seqs:
+        raise InvalidRequestError("the calibration text holds no tokens")
+    try:
+        for ids in tqdm(seqs, desc="calibrating", unit="seq", disable=not sys.stderr.isatty()):
+            model(ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: s.sqrt() for n, s in sums.items()}

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from maas.compress.prune import keep_n_of_m, keep_smallest_out, prunable, prune, prune_layers
+from maas.engine.loader import load_lm
+from maas.errors import InvalidRequestError
+from maas.store.registry import Registry
+from tests.gguf_util import tiny_model
+from tests.unit.formats.test_hf import save_hf
+
+
+def test_two_of_every_four_are_kept_the_highest():
+    score = torch.tensor([[1.0, 4.0, 3.0, 2.0, 0.1, 0.2, 0.4, 0.3]])
+    keep = keep_n_of_m(score)
+    assert keep.tolist() == [[False, True, True, False, False, False, True, True]]
+    big = keep_n_of_m(torch.rand(16, 64))
+    assert (big.reshape(16, 16, 4).sum(-1) == 2).all()
+
+
+def test_per_row_and_per_matrix_selection():
+    score = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
+    assert keep_smallest_out(score, 0.5, per_row=True).tolist() == [[False, False, True, True]] * 2
+    assert keep_smallest_out(score, 0.5, per_row=False).tolist() == [[False] * 4, [True] * 4]
+
+
+def test_wanda_weighs_weights_by_their_inputs():
+    layer = torch.nn.Linear(4, 1, bias=False)
+    layer.weight.data = torch.tensor([[1.0, 1.0, 2.0, 2.0]])
+    norms = {"l": torch.tensor([10.0, 10.0, 1.0, 1.0])}  # small weights on loud inputs matter more
+    shares = prune_layers({"l": layer}, "wanda", 0.5, norms)
+    assert layer.weight.tolist() == [[1.0, 1.0, 0.0, 0.0]] and shares == {"l": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("method", "calibrated"), [("magnitude", False), ("wanda", True), ("2:4", True), ("2:4", False)]
+)
+def test_pruned_version_has_the_zeros_and_the_lineage(tmp_path, monkeypatch, method, calibrated):
+    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
+    reg = Registry(tmp_path / "home")
+    model = tiny_model()
+    reg.import_path(save_hf(tmp_path / "src", model), "tiny:base")
+    calib = tmp_path / "calib.txt"
+    calib.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    info = prune("tiny:base", method, 0.5, calib if calibrated else None, tokens=256)
+    assert info.operation == "prune" and info.parent == "tiny:base"
+    p = info.parameters or {}
+    assert p["score"] == ("wanda" if calibrated else "magnitude")
+    assert ("calibration_digest" in p) == calibrated
+    lm = load_lm(reg.path_for(f"tiny:{info.tag}"), "cpu", "float32")
+    layers = prunable(lm.model)
+    assert len(layers) == 7 * model.config.num_hidden_layers
+    for name, layer in layers.items():
+        w = layer.weight
+        assert float((w == 0).float().mean()) == pytest.approx(0.5, abs=0.01), name
+        if method == "2:4":
+            assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+    assert torch.equal(lm.model.lm_head.weight, model.lm_head.weight)  # the head is kept
+    assert torch.equal(lm.model.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_bad_requests_are_refused(tmp_path):
+    with pytest.raises(InvalidRequestError, match="give --calibration"):
+        prune("x", "wanda", 0.5)
+    with pytest.raises(InvalidRequestError, match="drop --calibration"):
+        prune("x", "magnitude", 0.5, tmp_path / "c.txt")
+    with pytest.raises(InvalidRequestError, match="exactly half"):
+        prune("x", "2:4", 0.6)
+    with pytest.raises(InvalidRequestError, match="strictly between"):
+        prune("x", "magnitude", 1.0)
+    with pytest.raises(InvalidRequestError, match="unknown method"):
+        prune("x", "random", 0.5)
