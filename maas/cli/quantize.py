@@ -27,7 +27,9 @@ def add_parser(sub: Any) -> None:
         description="Round every linear layer and vocabulary embedding of an LM or encoder to int8 "
         "(symmetric) or int4 (scale + min) in groups of --group-size weights, and store the result as a "
         "registry version whose parent is MODEL. GGUF Q8_0/Q4_0/Q4_1 weights carry over without loss "
-        "(group 32). Serve it, evaluate it or compare it like any other version.",
+        "(group 32). With --calibration text, layers are rounded by GPTQ (error spread over the columns not "
+        "yet rounded, weighted by the layer's inputs) instead of to nearest. Serve it, evaluate it or "
+        "compare it like any other version.",
     )
     p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
     p.add_argument("--method", required=True, choices=["int8", "int4"], help="bits per weight")
@@ -48,8 +50,13 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Quantize, store, report."""
     from maas.compress.quantize import quantize
+    from maas.errors import InvalidRequestError
 
-    info = quantize(args.model, args.method, args.group_size, args.name)
+    if args.calibration_tokens < 1:
+        raise InvalidRequestError("--calibration-tokens must be at least 1")
+    info = quantize(
+        args.model, args.method, args.group_size, args.name, args.calibration, args.calibration_tokens
+    )
     if args.json:
         print(json.dumps(info.as_dict(), indent=2))
     else:

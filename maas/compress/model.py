@@ -87,16 +87,18 @@ def _sequences(files: ModelFiles, text: str, tokens: int, length: int) -> Iterat
 
 
 @torch.inference_mode()
-def input_norms(
-    model: nn.Module, files: ModelFiles, text: str, tokens: int = 8192, length: int = 512
+def input_stats(
+    model: nn.Module, files: ModelFiles, text: str, tokens: int = 8192, length: int = 512, outer: bool = False
 ) -> dict[str, torch.Tensor]:
-    """{name of every nn.Linear: (in_features,) L2 norm of its inputs over the calibration tokens}."""
+    """{name of every nn.Linear: the sum over calibration tokens of x * x (in_features,), or of the outer
+    product x x^T (in_features, in_features) with `outer`}, x being the layer's input."""
     sums: dict[str, torch.Tensor] = {}
 
     def hook(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
         def record(_: nn.Module, args: tuple[torch.Tensor, ...], __: torch.Tensor) -> None:
             x = args[0].reshape(-1, args[0].shape[-1]).float()
-            sums[name] = sums.get(name, 0) + (x * x).sum(0)
+            add = x.T @ x if outer else (x * x).sum(0)
+            sums[name] = sums[name] + add if name in sums else add
 
         return record
 
@@ -110,4 +112,11 @@ def input_norms(
     finally:
         for h in handles:
             h.remove()
-    return {n: s.sqrt() for n, s in sums.items()}
+    return sums
+
+
+def input_norms(
+    model: nn.Module, files: ModelFiles, text: str, tokens: int = 8192
+) -> dict[str, torch.Tensor]:
+    """{name of every nn.Linear: (in_features,) L2 norm of its inputs over the calibration tokens}."""
+    return {n: s.sqrt() for n, s in input_stats(model, files, text, tokens).items()}

@@ -67,6 +67,14 @@ def file_digest(path: str | Path) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
+def read_text(path: str | Path, what: str = "--calibration") -> str:
+    """A UTF-8 text file's contents, or a clear error naming the option."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidRequestError(f"cannot read {what} {str(path)!r}: {e}") from None
+
+
 def write_tokenizer(files: ModelFiles, out: Path) -> None:
     """Copy an HF directory's tokenizer and side files, or write a GGUF model's tokenizer as
     tokenizer.json + tokenizer_config.json + generation_config.json."""

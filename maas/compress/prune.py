@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from maas.compress.model import float_state, input_norms, load_float
-from maas.compress.output import file_digest, open_source, save_version
+from maas.compress.output import file_digest, open_source, read_text, save_version
 from maas.errors import InvalidRequestError
 from maas.store.registry import VersionInfo, parse_ref
 
@@ -98,12 +98,7 @@ def prune(
         raise InvalidRequestError("wanda weighs each weight by its input's size: give --calibration FILE")
     if new_name is not None:
         parse_ref(new_name)
-    text = None
-    if calibration is not None:
-        try:
-            text = Path(calibration).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidRequestError(f"cannot read --calibration {str(calibration)!r}: {e}") from None
+    text = read_text(calibration) if calibration is not None else None
     source = open_source(name)
     model = load_float(source.files)
     layers = prunable(model)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from maas.compress.model import skeleton
-from maas.compress.output import Source, open_source, save_version
+from maas.compress.gptq import gptq
+from maas.compress.model import input_stats, load_float, skeleton
+from maas.compress.output import Source, file_digest, open_source, read_text, save_version
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
 from maas.kernels.quantized import Scheme, eligible, in_features, pack_nibbles, quantize_weight
@@ -67,9 +69,10 @@ def _lossless(
 
 
 def quantize_files(
-    files: ModelFiles, method: str, group_size: int | None
+    files: ModelFiles, method: str, group_size: int | None, hessians: dict[str, torch.Tensor] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """(config.json, tensors, report) of the quantized model."""
+    """(config.json, tensors, report) of the quantized model: round to nearest, or GPTQ for the layers
+    `hessians` covers (sum of x x^T of each linear layer's inputs on calibration text)."""
     if method not in METHODS:
         raise InvalidRequestError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if "quantization_config" in files.config:
@@ -95,7 +98,12 @@ def quantize_files(
     bar = tqdm(schemes.items(), desc=f"quantizing to {method}", unit="layer", disable=not sys.stderr.isatty())
     for module, scheme in bar:
         w = tensors.pop(f"{module}.weight")
-        stored = exact.get(module) or quantize_weight(w, scheme)
+        if module in exact:
+            stored = exact[module]
+        elif hessians is not None and module in hessians:
+            stored = gptq(w, hessians[module], scheme)
+        else:
+            stored = quantize_weight(w, scheme)
         tensors.update({f"{module}.{k}": v for k, v in stored.items()})
     spec: dict[str, Any] = {
         "quant_method": "maas",
@@ -107,17 +115,37 @@ def quantize_files(
         spec["tied_embedding"] = {"head": "lm_head", "embedding": "model.embed_tokens"}
     config = {**files.config, "quantization_config": spec}
     report = {"layers": len(schemes), "lossless_from_gguf": len([m for m in schemes if m in exact])}
+    if hessians is not None:
+        report["gptq_layers"] = len([m for m in schemes if m in hessians and m not in exact])
     return config, tensors, report
 
 
-def quantize(name: str, method: str, group_size: int | None = 32, new_name: str | None = None) -> VersionInfo:
-    """Quantize a model (registry ref, built-in name or path) and store the result as a registry version."""
+def quantize(
+    name: str,
+    method: str,
+    group_size: int | None = 32,
+    new_name: str | None = None,
+    calibration: str | Path | None = None,
+    tokens: int = 65536,
+) -> VersionInfo:
+    """Quantize a model (registry ref, built-in name or path) and store the result as a registry version;
+    with `calibration` text, linear layers are rounded by GPTQ against their inputs on it."""
     if new_name is not None:
         parse_ref(new_name)  # a bad name fails before the work
+    text = read_text(calibration) if calibration is not None else None
     source: Source = open_source(name)
-    config, tensors, report = quantize_files(source.files, method, group_size)
-    params = {"method": method, "group_size": group_size or "channel", **report}
+    hessians = None
+    if text is not None:
+        hessians = input_stats(load_float(source.files), source.files, text, tokens, outer=True)
+    config, tensors, report = quantize_files(source.files, method, group_size, hessians)
+    params: dict[str, Any] = {"method": method, "group_size": group_size or "channel",
+                              "algorithm": "gptq" if hessians is not None else "rtn", **report}  # fmt: skip
+    if calibration is not None:
+        params.update(calibration=Path(calibration).name, calibration_digest=file_digest(calibration),
+                      calibration_tokens=tokens)  # fmt: skip
     suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
+    if hessians is not None:
+        suffix += "-gptq"
     log.info("quantized %d layers to %s (%d carried over from GGUF blocks)", report["layers"], method,
              report["lossless_from_gguf"])  # fmt: skip
     return save_version(source, config, tensors, "quantize", params, new_name, suffix)

@@ -92,3 +92,23 @@ def test_result_is_a_registry_version_with_lineage(tmp_path, monkeypatch):
     assert info.size < reg.show("tiny:base").size / 3  # the files really shrink (tokenizer included)
     lm = load_lm(reg.path_for("tiny:int4-g32"), "cpu", "float32")
     assert any(isinstance(m, QuantLinear) for m in lm.model.modules())
+
+
+@pytest.mark.parametrize(("bits", "group"), [(4, 32), (8, 32), (4, 64)])
+def test_gptq_keeps_the_layer_outputs_closer_than_rounding_to_nearest(bits, group):
+    from maas.compress.gptq import gptq
+    from maas.kernels.quantized import Scheme, dequantize, quantize_weight
+
+    torch.manual_seed(0)
+    mix = torch.randn(128, 128) * torch.linspace(0.1, 3, 128)  # correlated inputs of uneven size
+    x = torch.randn(2048, 128) @ mix
+    w = torch.randn(64, 128)
+    scheme = Scheme(bits, group)
+    out = {}
+    for name, stored in (("rtn", quantize_weight(w, scheme)), ("gptq", gptq(w, x.T @ x, scheme))):
+        assert {k: v.dtype for k, v in stored.items()} == {
+            k: v.dtype for k, v in quantize_weight(w, scheme).items()
+        }
+        q = dequantize(stored["qweight"], stored["scales"], stored.get("mins"))
+        out[name] = float((x @ q.T - x @ w.T).norm() / (x @ w.T).norm())
+    assert out["gptq"] < out["rtn"] * 0.8, out
