@@ -1,4 +1,9 @@
-"""`maas eval MODEL --data FILE`: measure a model's quality (perplexity for LMs) and record it."""
+"""`maas eval MODEL`: measure a model's quality and record it on its registry version.
+
+LMs: perplexity over --data. Encoders: cosine of their sentence vectors (the lines of --data) to a
+reference encoder's (--reference, default the version it was made from). Classifiers trained by
+`maas train`: accuracy and loss on the test split their training recorded.
+"""
 
 from __future__ import annotations
 
@@ -12,57 +17,142 @@ def add_parser(sub: Any) -> None:
     """Register the verb."""
     p = sub.add_parser(
         "eval",
-        help="measure a model's quality (perplexity of an LM over a text file)",
-        description="Sliding-window perplexity of a decoder LM (a registry name[:tag], a built-in name, a "
-        ".gguf file or an HF directory) over a text file: windows of --context tokens, each scoring up to "
-        "--stride new tokens. A registry model gets the result stored in its metrics under eval.",
+        help="measure a model's quality (LM perplexity, encoder cosine to a reference, classifier accuracy)",
+        description="LMs: sliding-window perplexity over --data (windows of --context tokens, each scoring "
+        "up to --stride new ones). Encoders: mean cosine between the model's sentence vectors and "
+        "--reference's (default: its parent) over the lines of --data. Classifiers trained by `maas train`: "
+        "accuracy and loss on the test split recorded by their training. A registry model gets the result "
+        "stored in its metrics under eval.",
     )
-    p.add_argument("model", metavar="MODEL", help="the LM to evaluate (e.g. smollm2-135m-instruct)")
+    p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
     p.add_argument(
-        "--data", required=True, metavar="FILE", help="a UTF-8 text file (e.g. wikitext-2 test.txt)"
+        "--data", metavar="FILE", help="a UTF-8 text file (LMs and encoders; e.g. wikitext-2 test.txt)"
     )
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N tokens")
-    p.add_argument("--context", type=int, default=512, help="tokens per window (default %(default)s)")
     p.add_argument(
-        "--stride", type=int, default=256, help="new tokens scored per window (default %(default)s)"
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score only the first N tokens (LMs) or lines (encoders)",
     )
-    p.add_argument("--json", action="store_true", help='print {"perplexity": ..., "tokens": ..., ...}')
+    p.add_argument("--context", type=int, default=512, help="LMs: tokens per window (default %(default)s)")
+    p.add_argument(
+        "--stride", type=int, default=256, help="LMs: new tokens scored per window (default %(default)s)"
+    )
+    p.add_argument(
+        "--reference", metavar="MODEL", help="encoders: the model to compare with (default: the parent)"
+    )
+    p.add_argument("--json", action="store_true", help='print the result as JSON ({"perplexity": ...}, ...)')
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the LM in float32, score the file, print (and record) the perplexity."""
+def _text(args: argparse.Namespace, kind: str) -> str:
+    from maas.errors import InvalidRequestError
+
+    if args.data is None:
+        raise InvalidRequestError(
+            f"evaluating {'an LM' if kind == 'llm' else 'an encoder'} needs --data FILE"
+        )
+    try:
+        return Path(args.data).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidRequestError(f"cannot read --data {args.data!r}: {e}") from None
+
+
+def _perplexity(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], str]:
     from maas.compress.evaluate import perplexity
     from maas.engine.loader import load_lm
+    from maas.errors import InvalidRequestError
+
+    if args.limit is not None and args.limit < 2:
+        raise InvalidRequestError("--limit must be at least 2 tokens")
+    text = _text(args, "llm")
+    r = perplexity(
+        load_lm(path, device=args.device, dtype="float32"), text, args.context, args.stride, args.limit
+    )
+    line = f"perplexity {r.perplexity:.3f} over {r.tokens} tokens (context {r.context}, stride {r.stride})"
+    return {**r.as_dict(), "data": Path(args.data).name}, line
+
+
+def _cosine(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str, Any], str]:
+    from maas.compress.evaluate import cosine, sentences
+    from maas.engine.embedder import Embedder
+    from maas.errors import InvalidRequestError
+    from maas.store.locate import local_path, locate
+
+    ref_name = args.reference
+    if ref_name is None and found.origin == "registry":
+        from maas.store.registry import Registry
+
+        ref_name = Registry().show(found.source).parent
+    if ref_name is None:
+        raise InvalidRequestError(f"{args.model!r} has no parent to compare with: give --reference MODEL")
+    ref = locate(ref_name)
+    if ref.kind != "embedding":
+        raise InvalidRequestError(f"the reference {ref_name!r} is not an encoder")
+    if args.limit is not None and args.limit < 1:
+        raise InvalidRequestError("--limit must be at least 1 line")
+    texts = sentences(_text(args, "embedding"), args.limit)
+    model = Embedder(path, weights="float32", device=args.device)
+    reference = Embedder(local_path(ref), weights="float32", device=args.device)
+    r = cosine(model.embed_texts, reference.embed_texts, texts, ref_name)
+    line = f"cosine to {ref_name}: mean {r.cosine:.5f}, least {r.cosine_min:.5f} over {r.sentences} sentences"
+    return {**r.as_dict(), "data": Path(args.data).name}, line
+
+
+def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str, Any], str]:
+    from maas.compress.evaluate import accuracy
+    from maas.errors import InvalidRequestError
+    from maas.models.exported import load_exported, read_meta
+
+    if read_meta(path).get("task") != "classify" or found.origin != "registry":
+        raise InvalidRequestError(
+            f"{args.model!r} is not a classifier trained by `maas train` in the registry: its test split is unknown"
+        )
+    test = test_split(found.source)
+    r = accuracy(load_exported(path), test.x, test.y)
+    line = f"accuracy {r.accuracy:.4f}, loss {r.loss:.4f} over {r.examples} test examples"
+    return r.as_dict(), line
+
+
+def test_split(ref: str) -> Any:
+    """The test split of the data the version (or the nearest ancestor) was trained on."""
+    from maas.errors import InvalidRequestError
+    from maas.store.registry import Registry
+    from maas.train.config import parse_config
+    from maas.train.data import load_data
+
+    reg = Registry()
+    chain = [reg.show(ref).as_dict(), *(reg.show(a["model"]).as_dict() for a in reg.show(ref).lineage or [])]
+    for v in chain:
+        lineage = v["metrics"].get("lineage") if v["operation"] in ("train", "distill") else None
+        if isinstance(lineage, dict) and "config_yaml" in lineage:
+            cfg = parse_config(lineage["config_yaml"], lineage.get("base_dir", "."))
+            return load_data(cfg).test
+    raise InvalidRequestError(f"no version in {ref!r}'s lineage records the data it was trained on")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, score it, print (and record) the result."""
     from maas.errors import InvalidRequestError
     from maas.store.builtin import ensure_builtins_imported
     from maas.store.locate import local_path, locate
 
     ensure_builtins_imported()
     found = locate(args.model)
-    if found.kind != "llm":
-        article = "an" if found.kind[0] in "aeiou" else "a"
-        raise InvalidRequestError(
-            f"{args.model!r} is {article} {found.kind} model; `maas eval` measures LMs so far"
-        )
-    if args.limit is not None and args.limit < 2:
-        raise InvalidRequestError("--limit must be at least 2 tokens")
-    try:
-        text = Path(args.data).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidRequestError(f"cannot read --data {args.data!r}: {e}") from None
-    lm = load_lm(local_path(found), device=args.device, dtype="float32")
-    r = perplexity(lm, text, args.context, args.stride, args.limit)
-    result = {**r.as_dict(), "data": Path(args.data).name}
+    path = local_path(found)
+    if found.kind == "llm":
+        result, line = _perplexity(args, path)
+    elif found.kind == "embedding":
+        result, line = _cosine(args, found, path)
+    elif found.kind == "tensor" and path.is_dir() and (path / "model.safetensors").exists():
+        result, line = _accuracy(args, found, path)
+    else:
+        raise InvalidRequestError(f"{args.model!r} is a {found.kind} model `maas eval` cannot score")
     if found.origin == "registry":
         from maas.store.registry import Registry
 
         Registry().add_metrics(found.source, {"eval": result})
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"perplexity {r.perplexity:.3f} over {r.tokens} tokens (context {r.context}, stride {r.stride})"
-        )
+    print(json.dumps(result) if args.json else line)
     return 0

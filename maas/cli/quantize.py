@@ -41,6 +41,18 @@ def add_parser(sub: Any) -> None:
         help="weights sharing one scale (default %(default)s; 'channel': one per output row)",
     )
     p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="UTF-8 text: round linear layers by GPTQ against their inputs on it (default: round to nearest)",
+    )
+    p.add_argument(
+        "--calibration-tokens",
+        type=int,
+        default=65536,
+        metavar="N",
+        help="tokens of it to run (default %(default)s)",
+    )
+    p.add_argument(
         "--name", default=None, metavar="NAME[:TAG]", help="default: MODEL's name, tag <method>-g<N>"
     )
     p.add_argument("--json", action="store_true", help="print the new version as JSON")

@@ -1,14 +1,18 @@
-"""Evaluation: sliding-window perplexity of a decoder LM over a text file.
+"""Evaluation: perplexity of an LM, accuracy of a classifier, cosine of an encoder to a reference.
 
 lm = load_lm("model.gguf", device="cpu", dtype="float32")
 r = perplexity(lm, open("test.txt").read(), context=512, stride=256)   # r.perplexity, r.tokens
+a = accuracy(load_exported("cnn-dir"), x_test, y_test)               # a.accuracy, a.loss
+c = cosine(quantized.embed_texts, original.embed_texts, sentences(text, 1000), "all-minilm-l6-v2")
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -75,3 +79,63 @@ def perplexity(
         bar.set_postfix(ppl=f"{math.exp(total / scored):.2f}")
     nll = total / scored
     return Perplexity(math.exp(nll), nll, scored, context, stride)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A classifier's accuracy and mean cross-entropy over `examples` labelled examples."""
+
+    accuracy: float
+    loss: float
+    examples: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """JSON-ready form (also what the registry stores)."""
+        return {"accuracy": self.accuracy, "loss": self.loss, "examples": self.examples}
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Accuracy:
+    """Top-1 accuracy and mean cross-entropy of `model`'s logits on inputs `x` with labels `y`."""
+    if len(y) == 0:
+        raise InvalidRequestError("there are no labelled examples to score")
+    correct, loss = 0, 0.0
+    for i in range(0, len(y), batch):
+        logits = model(x[i : i + batch]).float()  # (B, classes)
+        target = y[i : i + batch]
+        correct += int((logits.argmax(-1) == target).sum())
+        loss += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+    return Accuracy(correct / len(y), loss / len(y), len(y))
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """How closely an encoder's sentence vectors follow a reference encoder's."""
+
+    cosine: float  # mean over sentences
+    cosine_min: float
+    sentences: int
+    reference: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """JSON-ready form (also what the registry stores)."""
+        return {"cosine": self.cosine, "cosine_min": self.cosine_min, "sentences": self.sentences,
+                "reference": self.reference}  # fmt: skip
+
+
+def sentences(text: str, limit: int | None = None) -> list[str]:
+    """The non-empty lines of `text` (WikiText's headings included), the first `limit` of them."""
+    out = [s.strip() for s in text.splitlines() if s.strip()]
+    return out[:limit] if limit is not None else out
+
+
+def cosine(
+    embed: Callable[[list[str]], Any], reference: Callable[[list[str]], Any], texts: list[str], name: str
+) -> Cosine:
+    """Mean and least cosine similarity between two encoders' vectors of the same sentences."""
+    if not texts:
+        raise InvalidRequestError("the text has no sentences to embed")
+    a = torch.as_tensor(embed(texts), dtype=torch.float32)
+    b = torch.as_tensor(reference(texts), dtype=torch.float32)
+    c = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    return Cosine(float(c.mean()), float(c.min()), len(texts), name)

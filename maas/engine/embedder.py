@@ -113,7 +113,9 @@ class Embedder(EncoderInputs):
         prepare(self.model)
         self.model.fuse_qkv()
         small = "float16" if weights == "auto" and available("float16") else "float32"
-        if not pack_small_batches(self.model, small):  # not on the CPU, or no kernels for it
+        if spec is not None:
+            small = f"{spec['method']} quantized"
+        elif not pack_small_batches(self.model, small):  # not on the CPU, or no kernels for it
             small = "float32 (not pre-packed)"
         log.info(
             "loaded encoder %s on %s (%d layers, dim %d, %s pooling%s, max %d tokens, %s weights for small batches) in %.1fs",

@@ -96,6 +96,7 @@ def register(directory: Path, cfg: TrainConfig, data: Data, metrics: dict[str, f
     lineage = {
         "config": cfg.as_dict(),
         "config_yaml": cfg.source,
+        "base_dir": cfg.base_dir,  # relative data paths in the YAML are read from here
         "data_digest": data.digest,
         "parent": cfg.model.base,
         "steps": steps,

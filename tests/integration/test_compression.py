@@ -66,6 +66,17 @@ def test_quantize_writes_smaller_versions_with_lineage(home: dict[str, Any]) -> 
     assert bad.returncode == 2 and "no layer fits groups of 7" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_eval_of_the_int8_encoder_is_its_cosine_to_the_parent(home: dict[str, Any]) -> None:
+    r = maas(home["env"], "eval", f"{ENCODER}:int8-g32", "--data", str(TEST), "--limit", "300", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["reference"] == f"{ENCODER}:latest" and got["sentences"] == 300
+    assert got["cosine"] >= 0.999  # the bar for int8
+    assert home["reg"].show(f"{ENCODER}:int8-g32").metrics["eval"]["cosine"] == got["cosine"]
+    bad = maas(home["env"], "eval", ENCODER, "--data", str(TEST))
+    assert bad.returncode == 2 and "give --reference" in bad.stderr
+
+
 def test_eval_of_the_int4_version_is_close_to_the_float_model(home: dict[str, Any]) -> None:
     r = maas(home["env"], "eval", f"{LLM}:int4-g32", "--data", str(TEST), "--limit", "512", "--context", "256",
              "--stride", "128", "--json")  # fmt: skip
@@ -122,3 +133,19 @@ def test_wanda_keeps_smollm2_far_better_than_magnitude_at_half_sparsity(home: di
         assert e.returncode == 0, e.stderr
         ppl[method] = json.loads(e.stdout)["perplexity"]
     assert ppl["wanda"] < ppl["magnitude"] * 0.5, ppl  # the Wanda paper's finding, on SmolLM2
+
+
+def test_eval_of_a_trained_classifier_scores_its_recorded_test_split(
+    home: dict[str, Any], tmp_path: Path
+) -> None:
+    cfg = Path(__file__).resolve().parents[2] / "configs/cnn-digits.yaml"
+    r = subprocess.run([sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--set", "train.epochs=3",
+                        "--set", f"output.dir={tmp_path / 'run'}"], capture_output=True, text=True, env=home["env"],
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    e = maas(home["env"], "eval", "cnn-digits", "--json")
+    assert e.returncode == 0, e.stderr
+    got = json.loads(e.stdout)
+    trained = home["reg"].show("cnn-digits").metrics
+    assert got["examples"] == 359 and got["accuracy"] == pytest.approx(trained["test_accuracy"])
+    assert got["loss"] == pytest.approx(trained["test_loss"], rel=1e-4)

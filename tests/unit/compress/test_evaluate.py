@@ -39,3 +39,31 @@ def test_bad_settings_are_refused() -> None:
         perplexity(lm, "some text here", context=8, stride=9)
     with pytest.raises(InvalidRequestError, match="fewer than 2 tokens"):
         perplexity(lm, "a", context=8, stride=4)
+
+
+def test_accuracy_and_loss_of_a_classifier() -> None:
+    from maas.compress.evaluate import accuracy
+
+    model = torch.nn.Linear(2, 2, bias=False)
+    model.weight.data = torch.eye(2)  # logits = inputs: the larger input is the class
+    x = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [0.0, 3.0]])
+    r = accuracy(model, x, torch.tensor([0, 1, 1, 1]), batch=3)
+    assert (r.accuracy, r.examples) == (0.75, 4)
+    want = torch.nn.functional.cross_entropy(x, torch.tensor([0, 1, 1, 1]))
+    assert r.loss == pytest.approx(float(want))
+    with pytest.raises(InvalidRequestError, match="no labelled examples"):
+        accuracy(model, x[:0], torch.tensor([], dtype=torch.long))
+
+
+def test_cosine_to_a_reference_over_the_lines_of_a_text() -> None:
+    from maas.compress.evaluate import cosine, sentences
+
+    texts = sentences("one\n\n  two  \nthree\n", limit=2)
+    assert texts == ["one", "two"]
+    vec = {"one": [1.0, 0.0], "two": [0.0, 1.0]}
+    same = cosine(lambda t: [vec[s] for s in t], lambda t: [vec[s] for s in t], texts, "ref")
+    assert (same.cosine, same.cosine_min, same.sentences) == (pytest.approx(1.0), pytest.approx(1.0), 2)
+    turned = cosine(lambda t: [[1.0, 1.0] for _ in t], lambda t: [vec[s] for s in t], texts, "ref")
+    assert turned.cosine == pytest.approx(2**-0.5) and turned.reference == "ref"
+    with pytest.raises(InvalidRequestError, match="no sentences"):
+        cosine(lambda t: t, lambda t: t, [], "ref")
