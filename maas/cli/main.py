@@ -21,7 +21,20 @@ def _setup_logging(level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every verb has --help)."""
-    from maas.cli import bench, embed, eval, export, models, predict, prune, quantize, run, serve, train
+    from maas.cli import (
+        bench,
+        compare,
+        embed,
+        eval,
+        export,
+        models,
+        predict,
+        prune,
+        quantize,
+        run,
+        serve,
+        train,
+    )
 
     p = argparse.ArgumentParser(
         prog="maas",
@@ -41,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval.add_parser(sub)
     quantize.add_parser(sub)
     prune.add_parser(sub)
+    compare.add_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
     return p

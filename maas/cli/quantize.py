@@ -32,7 +32,12 @@ def add_parser(sub: Any) -> None:
         "compare it like any other version.",
     )
     p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
-    p.add_argument("--method", required=True, choices=["int8", "int4"], help="bits per weight")
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=["int8", "int4", "float16", "bfloat16", "float32"],
+        help="int8 / int4 codes, or every tensor in one float type (e.g. a GGUF dequantized)",
+    )
     p.add_argument(
         "--group-size",
         type=_group_size,

@@ -88,10 +88,17 @@ def _sequences(files: ModelFiles, text: str, tokens: int, length: int) -> Iterat
 
 @torch.inference_mode()
 def input_stats(
-    model: nn.Module, files: ModelFiles, text: str, tokens: int = 8192, length: int = 512, outer: bool = False
+    model: nn.Module,
+    files: ModelFiles,
+    text: str,
+    tokens: int = 8192,
+    length: int = 512,
+    outer: bool = False,
+    only: set[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """{name of every nn.Linear: the sum over calibration tokens of x * x (in_features,), or of the outer
-    product x x^T (in_features, in_features) with `outer`}, x being the layer's input."""
+    """{name of every nn.Linear (or those in `only`): the sum over calibration tokens of x * x
+    (in_features,), or of the outer product x x^T (in_features, in_features) with `outer`}, x being the
+    layer's input."""
     sums: dict[str, torch.Tensor] = {}
 
     def hook(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
@@ -102,7 +109,10 @@ def input_stats(
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    layers = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and (only is None or n in only)
+    ]
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
     seqs = list(_sequences(files, text, tokens, length))
     if not seqs:
         raise InvalidRequestError("the calibration text holds no tokens")

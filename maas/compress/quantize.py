@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from maas.store.registry import VersionInfo, parse_ref
 
 log = logging.getLogger("maas.compress")
 METHODS = {"int8": 8, "int4": 4}
+FLOATS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 VOCAB_ROWS = 1024  # embeddings with this many rows or more are quantized
 
 
@@ -69,15 +71,22 @@ def _lossless(
 
 
 def quantize_files(
-    files: ModelFiles, method: str, group_size: int | None, hessians: dict[str, torch.Tensor] | None = None
+    files: ModelFiles,
+    method: str,
+    group_size: int | None,
+    hessians: Callable[[set[str]], dict[str, torch.Tensor]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """(config.json, tensors, report) of the quantized model: round to nearest, or GPTQ for the layers
-    `hessians` covers (sum of x x^T of each linear layer's inputs on calibration text)."""
-    if method not in METHODS:
-        raise InvalidRequestError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    """(config.json, tensors, report) of the quantized model: round to nearest, or GPTQ for the linear
+    layers `hessians(names)` gives the sum of x x^T of the inputs of (on calibration text)."""
+    if method not in METHODS and method not in FLOATS:
+        raise InvalidRequestError(f"unknown method {method!r} (choose from {', '.join([*METHODS, *FLOATS])})")
     if "quantization_config" in files.config:
         raise InvalidRequestError("the model is quantized already; quantize its float parent instead")
     model, prefix = skeleton(files)
+    if method in FLOATS:  # every tensor in one float type (a GGUF's blocks dequantized)
+        wanted = set(model.state_dict())
+        cast = {n: t.to(FLOATS[method]) for n, t in files.iter_tensors() if n.removeprefix(prefix) in wanted}
+        return dict(files.config), cast, {"layers": 0, "lossless_from_gguf": 0}
     schemes = plan(model, METHODS[method], group_size)
     if not schemes:
         raise InvalidRequestError(
@@ -95,13 +104,15 @@ def quantize_files(
         schemes.pop("model.embed_tokens", None)
     schemes = {m: s for m, s in schemes.items() if f"{m}.weight" in tensors}
     exact = _lossless(files, schemes, {"model.embed_tokens": "lm_head"} if tied else {})
+    linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    H = hessians({m for m in schemes if m in linears and m not in exact}) if hessians is not None else None
     bar = tqdm(schemes.items(), desc=f"quantizing to {method}", unit="layer", disable=not sys.stderr.isatty())
     for module, scheme in bar:
         w = tensors.pop(f"{module}.weight")
         if module in exact:
             stored = exact[module]
-        elif hessians is not None and module in hessians:
-            stored = gptq(w, hessians[module], scheme)
+        elif H is not None and module in H:
+            stored = gptq(w, H.pop(module), scheme)
         else:
             stored = quantize_weight(w, scheme)
         tensors.update({f"{module}.{k}": v for k, v in stored.items()})
@@ -115,8 +126,8 @@ def quantize_files(
         spec["tied_embedding"] = {"head": "lm_head", "embedding": "model.embed_tokens"}
     config = {**files.config, "quantization_config": spec}
     report = {"layers": len(schemes), "lossless_from_gguf": len([m for m in schemes if m in exact])}
-    if hessians is not None:
-        report["gptq_layers"] = len([m for m in schemes if m in hessians and m not in exact])
+    if H is not None:
+        report["gptq_layers"] = len([m for m in schemes if m in linears and m not in exact])
     return config, tensors, report
 
 
@@ -132,19 +143,25 @@ def quantize(
     with `calibration` text, linear layers are rounded by GPTQ against their inputs on it."""
     if new_name is not None:
         parse_ref(new_name)  # a bad name fails before the work
+    if method in FLOATS and calibration is not None:
+        raise InvalidRequestError(f"{method} rounds nothing to calibrate: drop --calibration")
     text = read_text(calibration) if calibration is not None else None
     source: Source = open_source(name)
-    hessians = None
-    if text is not None:
-        hessians = input_stats(load_float(source.files), source.files, text, tokens, outer=True)
-    config, tensors, report = quantize_files(source.files, method, group_size, hessians)
+
+    def hessians(names: set[str]) -> dict[str, torch.Tensor]:
+        assert text is not None
+        return input_stats(load_float(source.files), source.files, text, tokens, outer=True, only=names)
+
+    config, tensors, report = quantize_files(source.files, method, group_size, hessians if text else None)
     params: dict[str, Any] = {"method": method, "group_size": group_size or "channel",
-                              "algorithm": "gptq" if hessians is not None else "rtn", **report}  # fmt: skip
+                              "algorithm": "gptq" if text else "rtn", **report}  # fmt: skip
     if calibration is not None:
         params.update(calibration=Path(calibration).name, calibration_digest=file_digest(calibration),
                       calibration_tokens=tokens)  # fmt: skip
     suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
-    if hessians is not None:
+    if method in FLOATS:
+        suffix, params = method, {"method": method}
+    if text is not None:
         suffix += "-gptq"
     log.info("quantized %d layers to %s (%d carried over from GGUF blocks)", report["layers"], method,
              report["lossless_from_gguf"])  # fmt: skip

@@ -149,3 +149,11 @@ def test_eval_of_a_trained_classifier_scores_its_recorded_test_split(
     trained = home["reg"].show("cnn-digits").metrics
     assert got["examples"] == 359 and got["accuracy"] == pytest.approx(trained["test_accuracy"])
     assert got["loss"] == pytest.approx(trained["test_loss"], rel=1e-4)
+    c = maas(home["env"], "compare", "cnn-digits", "--json", "--chart", str(tmp_path / "c.png"))
+    assert c.returncode == 0, c.stderr
+    row = json.loads(c.stdout.split("\nchart:")[0])[0]
+    assert row["quality"]["metric"] == "accuracy" and row["quality"]["value"] == got["accuracy"]
+    assert row["params_total"] == row["params_nonzero"] > 1000 and row["peak_rss_bytes"] > 10 * 2**20
+    assert row["speed"]["examples_s_16"] > 0 and (tmp_path / "c.png").stat().st_size > 1000
+    mixed = maas(home["env"], "compare", "cnn-digits", LLM, "--no-speed")
+    assert mixed.returncode == 2 and "one kind" in mixed.stderr

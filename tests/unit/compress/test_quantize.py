@@ -112,3 +112,24 @@ def test_gptq_keeps_the_layer_outputs_closer_than_rounding_to_nearest(bits, grou
         q = dequantize(stored["qweight"], stored["scales"], stored.get("mins"))
         out[name] = float((x @ q.T - x @ w.T).norm() / (x @ w.T).norm())
     assert out["gptq"] < out["rtn"] * 0.8, out
+
+
+def test_calibrated_quantization_runs_gptq_and_records_the_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
+    reg = Registry(tmp_path / "home")
+    model = tiny_model()
+    reg.import_path(save_hf(tmp_path / "src", model), "tiny:base")
+    calib = tmp_path / "calib.txt"
+    calib.write_text("pack my box with five dozen liquor jugs\n" * 30)
+    info = quantize("tiny:base", "int4", 32, calibration=calib, tokens=512)
+    p = info.parameters or {}
+    assert info.tag == "int4-g32-gptq" and p["algorithm"] == "gptq" and p["gptq_layers"] == p["layers"]
+    assert p["calibration_digest"].startswith("sha256:") and p["calibration_tokens"] == 512
+    lm = load_lm(reg.path_for("tiny:int4-g32-gptq"), "cpu", "float32")
+    ref, got = _logits(model), _logits(lm.model)
+    assert float((got - ref).norm() / ref.norm()) < 0.15
+    f32 = quantize("tiny:base", "float16")
+    assert f32.tag == "float16" and f32.size < reg.show("tiny:base").size * 0.7
+    with pytest.raises(InvalidRequestError, match="nothing to calibrate"):
+        quantize("tiny:base", "float32", calibration=calib)

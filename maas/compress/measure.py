@@ -1,0 +1,108 @@
+"""Measure one model in a fresh process: speed and peak memory (what `maas compare` tabulates).
+
+    python -m maas.compress.measure PATH KIND [--streams 1,16] [--tokens 32]   # prints one JSON object
+
+LMs: decode tokens/s with 1 and 16 concurrent streams on the serving engine (prefill excluded).
+Encoders: sentences/s one at a time and in batches of 16. Classifiers: examples/s likewise.
+Peak RSS is the process's high-water mark after loading and running: one model per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _lm(path: Path, streams: list[int], tokens: int) -> tuple[nn.Module, dict[str, float]]:
+    from maas.engine.engine import Engine, EngineConfig
+    from maas.engine.sampling_params import SamplingParams
+
+    engine = Engine.from_path(path, EngineConfig(max_num_seqs=max(streams), max_model_len=256))
+    prompt = engine.tokenizer.encode("The history of the city begins in the early middle ages, when")
+    speed = {}
+    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    for n in [1, *streams]:  # the first run warms up (kernels compiled, caches touched)
+        for i in range(n):
+            engine.add_request(f"{n}-{i}", prompt, params)
+        started: set[str] = set()
+        t0, counted = 0.0, 0
+        while engine.has_unfinished():
+            outs = engine.step()
+            if len(started) == n:
+                counted += sum(len(o.token_ids) for o in outs)
+            started.update(o.request_id for o in outs)
+            if len(started) == n and not t0:
+                t0 = time.perf_counter()  # every stream has its first token: decoding from here
+        speed[f"decode_tok_s_{n}"] = counted / max(time.perf_counter() - t0, 1e-9)
+    return engine.lm.model, {k: speed[k] for k in (f"decode_tok_s_{n}" for n in streams)}
+
+
+def _encoder(path: Path, streams: list[int], rounds: int) -> tuple[nn.Module, dict[str, float]]:
+    from maas.engine.embedder import Embedder
+
+    e = Embedder(path)
+    text = ["Compression trades a little quality for a smaller and faster model."]
+    speed = {}
+    for n in [1, *streams]:
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            e.embed_texts(text * n)
+        speed[f"sentences_s_{n}"] = rounds * n / (time.perf_counter() - t0)
+    return e.model, {k: speed[k] for k in (f"sentences_s_{n}" for n in streams)}
+
+
+def _classifier(path: Path, streams: list[int], rounds: int) -> tuple[nn.Module, dict[str, float]]:
+    from maas.models.exported import load_exported, read_meta
+
+    model = load_exported(path)
+    shape = read_meta(path).get("input_shape") or [1]
+    speed = {}
+    with torch.inference_mode():
+        for n in [1, *streams]:
+            x = torch.rand(n, *shape)
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                model(x)
+            speed[f"examples_s_{n}"] = rounds * n / (time.perf_counter() - t0)
+    return model, {k: speed[k] for k in (f"examples_s_{n}" for n in streams)}
+
+
+def measure(path: Path, kind: str, streams: list[int], tokens: int) -> dict[str, Any]:
+    """Load and run the model; its speed and this process's peak RSS."""
+    if kind == "llm":
+        model, speed = _lm(path, streams, tokens)
+    elif kind == "embedding":
+        model, speed = _encoder(path, streams, tokens)
+    else:
+        model, speed = _classifier(path, streams, tokens * 10)
+    del model
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {"speed": speed, "peak_rss_bytes": peak}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: print the measurement as one JSON line."""
+    p = argparse.ArgumentParser(description="Measure one model (used by `maas compare`).")
+    p.add_argument("path")
+    p.add_argument("kind", choices=["llm", "embedding", "tensor"])
+    p.add_argument("--streams", default="1,16")
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    streams = [int(s) for s in a.streams.split(",")]
+    print(json.dumps(measure(Path(a.path), a.kind, streams, a.tokens)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
