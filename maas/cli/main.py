@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from maas.cli import (
         bench,
         compare,
+        distill,
         embed,
         eval,
         export,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_parser(sub)
     prune.add_parser(sub)
     compare.add_parser(sub)
+    distill.add_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
     return p

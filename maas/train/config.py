@@ -96,6 +96,13 @@ class DistributedSection:
 
 
 @dataclass(frozen=True)
+class DistillSection:
+    teacher: str | None = None  # a registered or built-in model whose softened outputs the student learns
+    temperature: float = 2.0  # both distributions are softened by it; the KL term is scaled by its square
+    alpha: float = 0.5  # weight of the KL term (1 - alpha: the hard-label cross-entropy)
+
+
+@dataclass(frozen=True)
 class OutputSection:
     dir: str | None = None  # default: runs/<name>
     register: bool = True
@@ -114,6 +121,7 @@ class TrainConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     train: TrainSection = field(default_factory=TrainSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
+    distill: DistillSection = field(default_factory=DistillSection)
     output: OutputSection = field(default_factory=OutputSection)
     source: str = ""  # the YAML text (stored as lineage)
     base_dir: str = "."  # the YAML file's directory
@@ -143,6 +151,7 @@ _SECTIONS = {
     "schedule": ScheduleSection,
     "train": TrainSection,
     "distributed": DistributedSection,
+    "distill": DistillSection,
     "output": OutputSection,
 }
 
@@ -301,6 +310,16 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.data.vocab_size >= 260, "data.vocab_size must be >= 260 (bytes + special tokens)"),
         (cfg.distributed.num_servers >= 1, "distributed.num_servers must be >= 1"),
         (cfg.distributed.staleness >= 0, "distributed.staleness must be >= 0"),
+        (cfg.distill.temperature > 0, "distill.temperature must be > 0"),
+        (0 <= cfg.distill.alpha <= 1, "distill.alpha must be in [0, 1]"),
+        (
+            cfg.distill.teacher is None or cfg.distributed.strategy == "ddp",
+            "distillation trains with distributed.strategy ddp (one process or several)",
+        ),
+        (
+            cfg.distill.teacher is None or cfg.model.base is None,
+            "distill a student built from model.arch, not a base",
+        ),
     ]
     for ok, msg in checks:
         if not ok:

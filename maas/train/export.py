@@ -87,12 +87,17 @@ def register(directory: Path, cfg: TrainConfig, data: Data, metrics: dict[str, f
 
     reg = Registry()
     parent = None
-    if cfg.model.base:  # linked when the base is in the registry (a path or built-in is named only)
+    origin = cfg.model.base or cfg.distill.teacher
+    if origin:  # linked when the base / teacher is in the registry (a path or built-in is named only)
         try:
-            info = reg.show(cfg.model.base)
+            info = reg.show(origin)
             parent = f"{info.name}:{info.tag}"
         except (ModelNotFoundError, InvalidRequestError):
             parent = None
+    parameters = None
+    if cfg.distill.teacher:
+        parameters = {"teacher": cfg.distill.teacher, "temperature": cfg.distill.temperature,
+                      "alpha": cfg.distill.alpha, "data_digest": data.digest, "steps": steps}  # fmt: skip
     lineage = {
         "config": cfg.as_dict(),
         "config_yaml": cfg.source,
@@ -106,6 +111,7 @@ def register(directory: Path, cfg: TrainConfig, data: Data, metrics: dict[str, f
         directory,
         f"{name}:{tag}",
         parent=parent,
-        operation="train",
+        operation="distill" if cfg.distill.teacher else "train",
         metrics={**metrics, "lineage": lineage},
+        parameters=parameters,
     )

@@ -126,7 +126,12 @@ def run(cfg: TrainConfig, resume: bool = False, register: bool = True) -> Result
                 return Result(0, {})
             result = ps_result
         else:
-            trainer = Trainer(cfg, data, build_model(cfg, data), ctx, out)
+            student, teacher = build_model(cfg, data), None
+            if cfg.distill.teacher is not None:  # after the student: its initial weights are the seed's
+                from maas.train.distill import load_teacher
+
+                teacher = load_teacher(cfg.distill.teacher, ctx.device, data.task)
+            trainer = Trainer(cfg, data, student, ctx, out, teacher=teacher)
             if resume:
                 trainer.resume()
             result = trainer.fit()

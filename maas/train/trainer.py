@@ -26,6 +26,7 @@ from maas.errors import MaasError
 from maas.train import checkpoint
 from maas.train.config import TrainConfig
 from maas.train.data import Data, Split
+from maas.train.distill import distill_loss
 from maas.train.distributed import DistContext, no_sync, wrap_ddp
 from maas.train.optim import Schedule, build_optimizer, penalty
 
@@ -94,10 +95,13 @@ class Trainer:
         ctx: DistContext,
         out: Path,
         optimizer: Any = None,
+        teacher: nn.Module | None = None,
     ):
         """`optimizer`: something with torch.optim's step/zero_grad/state_dict/param_groups (the
-        parameter server's remote optimizer); by default the config's, on this process."""
+        parameter server's remote optimizer); by default the config's, on this process. `teacher`: a
+        frozen model whose outputs the student is distilled from (cfg.distill)."""
         self.cfg, self.data, self.ctx, self.out = cfg, data, ctx, out
+        self.teacher = teacher
         self.model = model.to(ctx.device)
         self.net = wrap_ddp(self.model, ctx, cfg)
         self.opt = optimizer if optimizer is not None else build_optimizer(self.model.parameters(), cfg.optim)
@@ -248,8 +252,15 @@ class Trainer:
                     j = order[m * t.batch_size : (m + 1) * t.batch_size]
                     x, y = self.data.train.x[j].to(ctx.device), self.data.train.y[j].to(ctx.device)
                     with no_sync(self.net, a < t.grad_accum - 1), autocast(ctx.device, self.precision):
-                        loss = loss_fn(self.net(x), y)
+                        logits = self.net(x)
+                        loss = loss_fn(logits, y)  # logged: the hard-label loss, as without a teacher
                         total = loss
+                        if self.teacher is not None:
+                            with torch.no_grad():
+                                taught = self.teacher(x)
+                            total = distill_loss(
+                                logits, taught, y, cfg.distill.temperature, cfg.distill.alpha
+                            )
                         if regularize and (reg := penalty(self.model, cfg.optim)) is not None:
                             total = loss + reg
                         (total / t.grad_accum if t.grad_accum > 1 else total).backward()

@@ -157,3 +157,24 @@ def test_eval_of_a_trained_classifier_scores_its_recorded_test_split(
     assert row["speed"]["examples_s_16"] > 0 and (tmp_path / "c.png").stat().st_size > 1000
     mixed = maas(home["env"], "compare", "cnn-digits", LLM, "--no-speed")
     assert mixed.returncode == 2 and "one kind" in mixed.stderr
+
+
+def test_distill_a_small_cnn_from_the_digits_cnn_on_two_processes(
+    home: dict[str, Any], tmp_path: Path
+) -> None:
+    if "cnn-digits:latest" not in {f"{i.name}:{i.tag}" for i in home["reg"].list_models()}:
+        pytest.skip("needs the classifier trained by the test above")
+    student = Path(__file__).resolve().parents[2] / "configs/distill/cnn-digits-small.yaml"
+    common = ["--set", "train.epochs=3", "--set", "train.eval_every=1000"]
+    r = maas(home["env"], "distill", "--teacher", "cnn-digits", "--student", str(student), "--nproc", "2",
+             "--name", "cnn-digits-small:kd", *common, "--set", f"output.dir={tmp_path / 'kd'}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = home["reg"].show("cnn-digits-small:kd")
+    assert (info.operation, info.parent) == ("distill", "cnn-digits:latest")
+    assert info.parameters and info.parameters["teacher"] == "cnn-digits" and info.parameters["alpha"] == 0.7
+    e = maas(home["env"], "eval", "cnn-digits-small:kd", "--json")
+    assert e.returncode == 0, e.stderr
+    assert json.loads(e.stdout)["accuracy"] == pytest.approx(info.metrics["test_accuracy"])
+    bad = maas(home["env"], "distill", "--teacher", LLM, "--student", str(student), *common,
+               "--set", f"output.dir={tmp_path / 'bad'}")  # fmt: skip
+    assert bad.returncode != 0 and "must do the same task" in bad.stderr and "Traceback" not in bad.stderr
