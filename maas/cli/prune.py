@@ -16,13 +16,21 @@ def add_parser(sub: Any) -> None:
         "(embeddings and the LM head are kept): magnitude (|W| per layer), wanda (|W| x input norm per "
         "output row, needs --calibration text) or 2:4 (2 of every 4 consecutive weights). The result is "
         "stored dense as a registry version whose parent is MODEL: as large and as fast as the original "
-        "until a sparse format runs it.",
+        "until a sparse format runs it. --structured --ffn S --heads S removes whole FFN channels and "
+        "query heads (the same number in every layer): smaller matrices, faster everywhere.",
     )
     p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
-    p.add_argument("--method", required=True, choices=["magnitude", "wanda", "2:4"])
+    p.add_argument("--method", choices=["magnitude", "wanda", "2:4"], help="unstructured / 2:4 pruning")
     p.add_argument(
-        "--sparsity", type=float, default=0.5, help="share of weights to zero (default %(default)s)"
+        "--structured", action="store_true", help="remove whole FFN channels / attention heads instead"
     )
+    p.add_argument(
+        "--ffn", type=float, default=0.0, metavar="SHARE", help="--structured: FFN channels to remove"
+    )
+    p.add_argument(
+        "--heads", type=float, default=0.0, metavar="SHARE", help="--structured: query heads to remove"
+    )
+    p.add_argument("--sparsity", type=float, default=None, help="share of weights to zero (default 0.5)")
     p.add_argument("--calibration", metavar="FILE", help="UTF-8 text whose activations weigh the weights")
     p.add_argument(
         "--calibration-tokens",
@@ -45,7 +53,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.calibration_tokens < 1:
         raise InvalidRequestError("--calibration-tokens must be at least 1")
-    info = prune(args.model, args.method, args.sparsity, args.calibration, args.name, args.calibration_tokens)
+    if args.structured:
+        if args.method or args.sparsity is not None:
+            raise InvalidRequestError("--structured takes --ffn / --heads, not --method / --sparsity")
+        from maas.compress.prune import prune_structured
+
+        info = prune_structured(
+            args.model, args.ffn, args.heads, args.calibration, args.name, args.calibration_tokens
+        )
+    else:
+        if args.method is None or args.ffn or args.heads:
+            raise InvalidRequestError("give --method (or --structured with --ffn / --heads)")
+        sparsity = 0.5 if args.sparsity is None else args.sparsity
+        info = prune(args.model, args.method, sparsity, args.calibration, args.name, args.calibration_tokens)
     if args.json:
         print(json.dumps(info.as_dict(), indent=2))
     else:

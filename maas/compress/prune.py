@@ -120,3 +120,47 @@ def prune(
         "pruned %d layers (%s): %.1f%% of their weights are zero", len(layers), method, 100 * zeros / pruned
     )
     return save_version(source, config, float_state(model), "prune", params, new_name, suffix)
+
+
+def prune_structured(
+    name: str,
+    ffn: float = 0.0,
+    heads: float = 0.0,
+    calibration: str | Path | None = None,
+    new_name: str | None = None,
+    tokens: int = 16384,
+) -> VersionInfo:
+    """Remove FFN channels and/or attention heads (compress/structured.py): smaller matrices, stored as
+    a registry version with the new sizes in its config."""
+    from maas.compress.structured import prune_ffn, prune_heads
+
+    if not 0 <= ffn < 1 or not 0 <= heads < 1 or not (ffn or heads):
+        raise InvalidRequestError("give --ffn and/or --heads, each a share in (0, 1)")
+    if new_name is not None:
+        parse_ref(new_name)
+    text = read_text(calibration) if calibration is not None else None
+    source = open_source(name)
+    family = source.files.architecture
+    model = load_float(source.files)
+    before = sum(p.numel() for p in model.parameters())
+    norms = input_norms(model, source.files, text, tokens) if text is not None else None
+    config = dict(source.files.config)
+    params: dict[str, object] = {"structured": True, "ffn": ffn, "heads": heads,
+                                 "score": "activation" if norms is not None else "magnitude"}  # fmt: skip
+    if ffn:
+        config["intermediate_size"] = params["intermediate_size"] = prune_ffn(model, family, ffn, norms)
+    if heads:
+        head_dim = int(getattr(model, "config").head_dim)  # noqa: B009 - the Llama config
+        config["num_attention_heads"] = params["attention_heads"] = prune_heads(model, family, heads, norms)
+        config["head_dim"] = head_dim  # no longer hidden_size / heads
+    after = sum(p.numel() for p in model.parameters())
+    params["parameters_before"], params["parameters_after"] = before, after
+    if calibration is not None:
+        params.update(calibration=Path(calibration).name, calibration_digest=file_digest(calibration),
+                      calibration_tokens=tokens)  # fmt: skip
+    config["pruning"] = {"structured": True, "ffn": ffn, "heads": heads}
+    suffix = "-".join(
+        ([f"ffn{round(ffn * 100)}"] if ffn else []) + ([f"heads{round(heads * 100)}"] if heads else [])
+    )
+    log.info("structured pruning: %.1fM -> %.1fM parameters", before / 1e6, after / 1e6)
+    return save_version(source, config, float_state(model), "prune", params, new_name, suffix)

@@ -70,3 +70,38 @@ def test_bad_requests_are_refused(tmp_path):
         prune("x", "magnitude", 1.0)
     with pytest.raises(InvalidRequestError, match="unknown method"):
         prune("x", "random", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("ffn", "heads", "calibrated"), [(0.5, 0.0, True), (0.0, 0.5, False), (0.25, 0.5, True)]
+)
+def test_structured_pruning_writes_smaller_matrices_that_load(tmp_path, monkeypatch, ffn, heads, calibrated):
+    from maas.compress.prune import prune_structured
+
+    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
+    reg = Registry(tmp_path / "home")
+    model = tiny_model()  # 4 heads, 2 KV heads: 2 query heads per group; FFN 128 wide
+    reg.import_path(save_hf(tmp_path / "src", model), "tiny:base")
+    calib = tmp_path / "calib.txt"
+    calib.write_text("sphinx of black quartz judge my vow\n" * 30)
+    info = prune_structured("tiny:base", ffn, heads, calib if calibrated else None, tokens=256)
+    lm = load_lm(reg.path_for(f"tiny:{info.tag}"), "cpu", "float32")
+    layer = lm.model.model.layers[0]
+    assert layer.mlp.down_proj.in_features == 128 - int(128 * ffn)
+    assert layer.self_attn.q_proj.out_features == (2 if heads else 4) * 16
+    p = info.parameters or {}
+    assert p["parameters_after"] < p["parameters_before"] and info.size < reg.show("tiny:base").size
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        out = lm.model(ids)
+    assert out.shape == (1, 5, 288) and torch.isfinite(out).all()
+
+
+def test_structured_pruning_refuses_what_it_cannot_do(tmp_path):
+    from maas.compress.prune import prune_structured
+
+    with pytest.raises(InvalidRequestError, match="--ffn and/or --heads"):
+        prune_structured("x")
+    with pytest.raises(InvalidRequestError, match="--ffn and/or --heads"):
+        prune_structured("x", ffn=1.0)

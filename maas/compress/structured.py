@@ -1,0 +1,115 @@
+"""Structured pruning: remove whole FFN channels and attention heads, so the matrices really shrink.
+
+    maas prune smollm2-135m-instruct --structured --ffn 0.25 --calibration valid.txt
+
+Every layer loses the same number of channels (heads), so the config keeps one intermediate_size
+(num_attention_heads). A channel's score is the size of its input to the down projection (on calibration
+text; the up projection's row norm without) times the norm of its down-projection column; a query head's
+score likewise, at the output projection. Heads go in equal numbers from every KV group (Llama with GQA),
+so a share is rounded to whole heads per group. BERT encoders: FFN channels only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from maas.errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class FFN:
+    """Where a family keeps a block's feed-forward layers (relative to the block)."""
+
+    inputs: tuple[str, ...]  # layers whose output rows are channels
+    output: str  # the layer whose input columns are channels
+    config_key: str = "intermediate_size"
+
+
+FFNS = {
+    "llama": FFN(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"),
+    "bert": FFN(("intermediate.dense",), "output.dense"),
+}
+
+
+def _blocks(model: Any) -> list[tuple[str, Any]]:
+    if hasattr(model, "encoder"):
+        return [(f"encoder.layer.{i}", b) for i, b in enumerate(model.encoder.layer)]
+    return [(f"model.layers.{i}", b) for i, b in enumerate(model.model.layers)]
+
+
+def _slice(layer: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+    """A smaller copy of `layer` keeping output `rows` and/or input `cols`."""
+    w = layer.weight.data
+    if rows is not None:
+        w = w[rows]
+    if cols is not None:
+        w = w[:, cols]
+    new = nn.Linear(w.shape[1], w.shape[0], bias=layer.bias is not None)
+    new.weight.data = w.contiguous()
+    if layer.bias is not None:
+        new.bias.data = (layer.bias.data[rows] if rows is not None else layer.bias.data).contiguous()
+    return new.requires_grad_(False)
+
+
+def _set(block: nn.Module, name: str, layer: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(block.get_submodule(parent) if parent else block, leaf, layer)
+
+
+def _keep(score: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Indices of the `n_keep` highest scores, in their original order."""
+    return score.topk(n_keep).indices.sort().values
+
+
+def prune_ffn(model: nn.Module, family: str, share: float, norms: dict[str, torch.Tensor] | None) -> int:
+    """Remove `share` of every block's FFN channels; the new intermediate size."""
+    spec = FFNS.get(family)
+    if spec is None:
+        raise InvalidRequestError(f"structured FFN pruning knows {', '.join(FFNS)} models, not {family}")
+    size = 0
+    for prefix, block in _blocks(model):
+        out = block.get_submodule(spec.output)
+        assert isinstance(out, nn.Linear)
+        width = out.in_features
+        size = width - int(width * share)
+        key = f"{prefix}.{spec.output}"
+        first = block.get_submodule(spec.inputs[-1])
+        assert isinstance(first, nn.Linear)
+        feed = norms[key] if norms is not None else first.weight.norm(dim=1)  # (I,)
+        keep = _keep(feed * out.weight.norm(dim=0), size)
+        for name in spec.inputs:
+            layer = block.get_submodule(name)
+            assert isinstance(layer, nn.Linear)
+            _set(block, name, _slice(layer, rows=keep))
+        _set(block, spec.output, _slice(out, cols=keep))
+    return size
+
+
+def prune_heads(model: Any, family: str, share: float, norms: dict[str, torch.Tensor] | None) -> int:
+    """Remove `share` of every Llama block's query heads (equal numbers per KV group); the new head count."""
+    if family != "llama":
+        raise InvalidRequestError(f"structured head pruning knows Llama-family models, not {family}")
+    cfg = model.config
+    H, KV, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    group = H // KV
+    drop = round(group * share)
+    if drop < 1 or drop >= group:
+        raise InvalidRequestError(
+            f"--heads {share} removes {drop} of the {group} query heads of each KV group: choose a share that "
+            "removes at least one and keeps at least one"
+        )
+    for prefix, block in _blocks(model):
+        attn = block.self_attn
+        o = attn.o_proj
+        col = norms[f"{prefix}.self_attn.o_proj"] if norms is not None else attn.q_proj.weight.norm(dim=1)
+        score = (col * o.weight.norm(dim=0)).reshape(KV, group, hd).pow(2).sum(-1)  # (KV, group)
+        heads = torch.cat([g * group + _keep(score[g], group - drop) for g in range(KV)])  # kept query heads
+        dims = (heads[:, None] * hd + torch.arange(hd)).reshape(-1)
+        attn.q_proj = _slice(attn.q_proj, rows=dims)
+        attn.o_proj = _slice(o, cols=dims)
+        attn.n_heads = len(heads)
+    return KV * (group - drop)
