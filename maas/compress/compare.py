@@ -133,27 +133,40 @@ def _speed_label(key: str) -> str:
     return f"{unit} @{n}"
 
 
+def _count(n: float) -> str:
+    """134.5M, 13.7k, 512."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _bytes(n: float) -> str:
+    """516.5 MiB, 60.2 KiB."""
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
 def table(rows: list[Row]) -> str:
     """A fixed-width table for the terminal."""
     speed_keys = list(rows[0].speed) if rows and rows[0].speed else []
     head = [
         "model",
         "operation",
-        "size MiB",
-        "params M",
-        "non-zero M",
+        "size",
+        "params",
+        "non-zero",
         "quality",
         *map(_speed_label, speed_keys),
     ]
     if any(r.peak_rss_bytes for r in rows):
-        head.append("peak RSS MiB")
+        head.append("peak RSS")
     lines = []
     for r in rows:
         q = f"{r.quality['metric']} {r.quality['value']:.4g}" if r.quality else "- (run maas eval)"
-        cells = [r.model, r.operation, f"{r.size_bytes / 2**20:.1f}", f"{r.params_total / 1e6:.2f}",
-                 f"{r.params_nonzero / 1e6:.2f}", q, *(f"{r.speed.get(k, 0):.1f}" for k in speed_keys)]  # fmt: skip
+        cells = [r.model, r.operation, _bytes(r.size_bytes), _count(r.params_total), _count(r.params_nonzero), q,
+                 *(f"{r.speed.get(k, 0):.1f}" for k in speed_keys)]  # fmt: skip
         if r.peak_rss_bytes:
-            cells.append(f"{r.peak_rss_bytes / 2**20:.0f}")
+            cells.append(_bytes(r.peak_rss_bytes))
         lines.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
 

@@ -49,8 +49,9 @@ def _rows():
 def test_table_has_a_row_per_model_and_says_when_quality_is_missing():
     lines = table(_rows()).splitlines()
     assert len(lines) == 4
-    assert "tok/s @1" in lines[0] and "tok/s @16" in lines[0] and "peak RSS MiB" in lines[0]
-    assert "perplexity 20.9" in lines[2] and "250.0" in lines[2] and "900" in lines[2]
+    assert "tok/s @1" in lines[0] and "tok/s @16" in lines[0] and "peak RSS" in lines[0]
+    assert "perplexity 20.9" in lines[2] and "250.0" in lines[2] and "900.0 MiB" in lines[2]
+    assert "100.0 MiB" in lines[2] and "135.0M" in lines[2] and "134.0M" in lines[3]
     assert "run maas eval" in lines[3]
 
 

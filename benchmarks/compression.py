@@ -1,0 +1,171 @@
+"""Compression benchmark: every method on the real models, through the command line a user runs, and
+one `maas compare` table per model (size, parameters, quality, speed, peak RSS) in one run.
+
+    python benchmarks/compression.py                      # SmolLM2, the digits CNN, MiniLM (~25 min on 2 cores)
+    python benchmarks/compression.py --only smollm2 --eval-tokens 2048
+    python benchmarks/compression.py --lm-distill         # also the WikiText LM distillation (~8 min more)
+
+SmolLM2-135M: the built-in Q4_1 GGUF dequantized to float32 is the reference (`maas quantize --method
+float32`); from it: int8-g32, int4-g32 (round to nearest and GPTQ), 50% magnitude, 50% Wanda, 2:4 Wanda,
+structured FFN 25%; perplexity on the first --eval-tokens of WikiText-2 test (`maas eval`), calibration
+on WikiText-2 validation. Digits CNN: the teacher (configs/cnn-digits.yaml), a quarter-width student
+trained from scratch and distilled, over --seeds seeds (the split and initial weights follow the seed).
+MiniLM: int8-g32, int4-g32 and int4-g32 GPTQ; cosine to the float model over WikiText-2 test lines.
+Each run uses a fresh MAAS_HOME (--home to keep it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "wikitext-2"
+LLM, ENCODER = "smollm2-135m-instruct", "all-minilm-l6-v2"
+
+
+def maas(env: dict[str, str], *args: str) -> str:
+    """Run one `maas` command; its stdout (the command's own error ends the benchmark)."""
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "maas.cli.main", *args], capture_output=True, text=True, env=env
+    )
+    if r.returncode != 0:
+        sys.exit(f"maas {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    print(f"  maas {' '.join(args)}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return r.stdout
+
+
+def smollm2(env: dict[str, str], a: argparse.Namespace) -> list[str]:
+    """Make and evaluate every SmolLM2 version; their refs."""
+    ref = f"{LLM}:float32"
+    calib = ["--calibration", str(DATA / "valid.txt")]
+    maas(env, "quantize", LLM, "--method", "float32")
+    steps = [
+        ("quantize", ref, "--method", "int8"),
+        ("quantize", ref, "--method", "int4"),
+        ("quantize", ref, "--method", "int4", *calib, "--calibration-tokens", str(a.gptq_tokens)),
+        ("prune", ref, "--method", "magnitude", "--sparsity", "0.5"),
+        ("prune", ref, "--method", "wanda", "--sparsity", "0.5", *calib),
+        ("prune", ref, "--method", "2:4", *calib),
+        ("prune", ref, "--structured", "--ffn", "0.25", *calib),
+    ]
+    refs = [ref]
+    for verb, *args in steps:
+        refs.append(f"{LLM}:{json.loads(maas(env, verb, *args, '--json'))['tag']}")
+    for r in refs:
+        maas(env, "eval", r, "--data", str(DATA / "test.txt"), "--limit", str(a.eval_tokens))
+    return refs
+
+
+def digits(env: dict[str, str], a: argparse.Namespace, out: Path) -> tuple[list[str], dict[str, list[float]]]:
+    """Teacher, students from scratch and distilled over several seeds; refs of seed 0's and accuracies."""
+    student = str(ROOT / "configs/distill/cnn-digits-small.yaml")
+    maas(env, "train", str(ROOT / "configs/cnn-digits.yaml"), "--set", f"output.dir={out / 'teacher'}")
+    acc: dict[str, list[float]] = {"scratch": [], "distilled": []}
+    for seed in range(a.seeds):
+        s = ["--set", f"seed={seed}"]
+        maas(
+            env,
+            "train",
+            student,
+            *s,
+            "--set",
+            f"output.tag=scratch-{seed}",
+            "--set",
+            f"output.dir={out / 's'}",
+        )
+        maas(env, "distill", "--teacher", "cnn-digits", "--student", student, "--name",
+             f"cnn-digits-small:distilled-{seed}", *s, "--set", f"output.dir={out / 'd'}")  # fmt: skip
+        for kind in acc:
+            acc[kind].append(
+                json.loads(maas(env, "eval", f"cnn-digits-small:{kind}-{seed}", "--json"))["accuracy"]
+            )
+    maas(env, "eval", "cnn-digits")
+    return ["cnn-digits", "cnn-digits-small:scratch-0", "cnn-digits-small:distilled-0"], acc
+
+
+def lm_distill(env: dict[str, str], out: Path) -> dict[str, float]:
+    """Teacher LM, half-layer student distilled and from scratch: test perplexities."""
+    student = str(ROOT / "configs/distill/lm-wikitext-half.yaml")
+    maas(env, "train", str(ROOT / "configs/lm-wikitext.yaml"), "--set", f"output.dir={out / 'lm'}")
+    maas(
+        env, "distill", "--teacher", "wikitext-lm", "--student", student, "--set", f"output.dir={out / 'lmd'}"
+    )
+    maas(env, "train", student, "--set", "data.tokenizer=wikitext-lm", "--set", "output.tag=scratch",
+         "--set", f"output.dir={out / 'lms'}")  # fmt: skip
+    from maas.store.registry import Registry
+
+    reg = Registry()
+    return {
+        r: reg.show(r).metrics["test_perplexity"]
+        for r in ("wikitext-lm", "wikitext-lm-half", "wikitext-lm-half:scratch")
+    }
+
+
+def minilm(env: dict[str, str], a: argparse.Namespace) -> list[str]:
+    """Quantized MiniLM versions, evaluated as cosine to the float model."""
+    calib = ["--calibration", str(DATA / "valid.txt"), "--calibration-tokens", str(a.gptq_tokens)]
+    refs = [ENCODER]
+    for args in (["--method", "int8"], ["--method", "int4"], ["--method", "int4", *calib]):
+        refs.append(f"{ENCODER}:{json.loads(maas(env, 'quantize', ENCODER, *args, '--json'))['tag']}")
+    for r in refs:  # the float model against itself: cosine 1, the table's reference row
+        maas(env, "eval", r, "--data", str(DATA / "test.txt"), "--limit", "1000", "--reference", ENCODER)
+    return refs
+
+
+def main() -> int:
+    """Run the chosen parts and print their tables."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--only", choices=["smollm2", "digits", "minilm"], action="append", help="run only these parts"
+    )
+    p.add_argument(
+        "--eval-tokens", type=int, default=4096, help="WikiText-2 test tokens scored (default %(default)s)"
+    )
+    p.add_argument(
+        "--gptq-tokens", type=int, default=65536, help="calibration tokens for GPTQ (default %(default)s)"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="digits students per kind (default %(default)s)")
+    p.add_argument("--lm-distill", action="store_true", help="also distill the WikiText LM (~8 min)")
+    p.add_argument("--home", help="MAAS_HOME to use (default: a fresh temporary one)")
+    a = p.parse_args()
+    home = a.home or tempfile.mkdtemp(prefix="maas-bench-compress-")
+    os.environ["MAAS_HOME"] = home
+    env = {**os.environ, "MAAS_HOME": home, "MAAS_AUTO_IMPORT_BUILTINS": "1", "MAAS_LOG_LEVEL": "WARNING"}
+    out = Path(home) / "runs"
+    parts = a.only or ["smollm2", "digits", "minilm"]
+    print(f"# maas compression benchmark (MAAS_HOME={home})\n")
+    if "smollm2" in parts:
+        refs = smollm2(env, a)
+        print(f"## SmolLM2-135M (perplexity: WikiText-2 test, first {a.eval_tokens} tokens)\n")
+        print(maas(env, "compare", *refs, "--chart", str(Path(home) / "smollm2.png")))
+    if "digits" in parts:
+        refs, acc = digits(env, a, out)
+        print("## Digits CNN (accuracy: the 359-image test split)\n")
+        print(maas(env, "compare", *refs, "--chart", str(Path(home) / "digits.png")))
+        for kind, xs in acc.items():
+            print(f"student {kind:9s} accuracy over {a.seeds} seeds: mean {statistics.fmean(xs):.4f}  "
+                  f"({', '.join(f'{x:.4f}' for x in xs)})")  # fmt: skip
+        print()
+    if a.lm_distill:
+        print("## WikiText LM distillation (test perplexity)\n")
+        for r, ppl in lm_distill(env, out).items():
+            print(f"{r:28s} {ppl:.2f}")
+        print()
+    if "minilm" in parts:
+        refs = minilm(env, a)
+        print("## all-MiniLM-L6-v2 (cosine to the float model over 1000 WikiText-2 test lines)\n")
+        print(maas(env, "compare", *refs, "--streams", "1,16", "--tokens", "20"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
