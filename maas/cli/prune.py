@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from maas.cli.compress_args import add_common, check_common, report
 
 
 def add_parser(sub: Any) -> None:
@@ -31,18 +32,7 @@ def add_parser(sub: Any) -> None:
         "--heads", type=float, default=0.0, metavar="SHARE", help="--structured: query heads to remove"
     )
     p.add_argument("--sparsity", type=float, default=None, help="share of weights to zero (default 0.5)")
-    p.add_argument("--calibration", metavar="FILE", help="UTF-8 text whose activations weigh the weights")
-    p.add_argument(
-        "--calibration-tokens",
-        type=int,
-        default=16384,
-        metavar="N",
-        help="tokens of it to run (default %(default)s)",
-    )
-    p.add_argument(
-        "--name", default=None, metavar="NAME[:TAG]", help="default: MODEL's name, tag <method>-<percent>"
-    )
-    p.add_argument("--json", action="store_true", help="print the new version as JSON")
+    add_common(p, "UTF-8 text whose activations weigh the weights", 16384, "<method>-<percent>")
     p.set_defaults(func=run)
 
 
@@ -51,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from maas.compress.prune import prune
     from maas.errors import InvalidRequestError
 
-    if args.calibration_tokens < 1:
-        raise InvalidRequestError("--calibration-tokens must be at least 1")
+    check_common(args)
     if args.structured:
         if args.method or args.sparsity is not None:
             raise InvalidRequestError("--structured takes --ffn / --heads, not --method / --sparsity")
@@ -66,9 +55,4 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidRequestError("give --method (or --structured with --ffn / --heads)")
         sparsity = 0.5 if args.sparsity is None else args.sparsity
         info = prune(args.model, args.method, sparsity, args.calibration, args.name, args.calibration_tokens)
-    if args.json:
-        print(json.dumps(info.as_dict(), indent=2))
-    else:
-        print(f"{info.name}:{info.tag} (version {info.version}, {info.size / 2**20:.1f} MiB) <- "
-              f"{info.parent or args.model} by prune {json.dumps(info.parameters)}")  # fmt: skip
-    return 0
+    return report(info, "prune", args)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from maas.cli.compress_args import add_common, check_common, report
 
 
 def _group_size(text: str) -> int | None:
@@ -45,38 +46,21 @@ def add_parser(sub: Any) -> None:
         metavar="N|channel",
         help="weights sharing one scale (default %(default)s; 'channel': one per output row)",
     )
-    p.add_argument(
-        "--calibration",
-        metavar="FILE",
-        help="UTF-8 text: round linear layers by GPTQ against their inputs on it (default: round to nearest)",
+    add_common(
+        p,
+        "UTF-8 text: round linear layers by GPTQ against their inputs on it (default: round to nearest)",
+        65536,
+        "<method>-g<N>",
     )
-    p.add_argument(
-        "--calibration-tokens",
-        type=int,
-        default=65536,
-        metavar="N",
-        help="tokens of it to run (default %(default)s)",
-    )
-    p.add_argument(
-        "--name", default=None, metavar="NAME[:TAG]", help="default: MODEL's name, tag <method>-g<N>"
-    )
-    p.add_argument("--json", action="store_true", help="print the new version as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Quantize, store, report."""
     from maas.compress.quantize import quantize
-    from maas.errors import InvalidRequestError
 
-    if args.calibration_tokens < 1:
-        raise InvalidRequestError("--calibration-tokens must be at least 1")
+    check_common(args)
     info = quantize(
         args.model, args.method, args.group_size, args.name, args.calibration, args.calibration_tokens
     )
-    if args.json:
-        print(json.dumps(info.as_dict(), indent=2))
-    else:
-        print(f"{info.name}:{info.tag} (version {info.version}, {info.size / 2**20:.1f} MiB) <- "
-              f"{info.parent or args.model} by quantize {json.dumps(info.parameters)}")  # fmt: skip
-    return 0
+    return report(info, "quantize", args)

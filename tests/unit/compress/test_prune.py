@@ -4,9 +4,6 @@ import torch
 from maas.compress.prune import keep_n_of_m, keep_smallest_out, prunable, prune, prune_layers
 from maas.engine.loader import load_lm
 from maas.errors import InvalidRequestError
-from maas.store.registry import Registry
-from tests.gguf_util import tiny_model
-from tests.unit.formats.test_hf import save_hf
 
 
 def test_two_of_every_four_are_kept_the_highest():
@@ -34,12 +31,8 @@ def test_wanda_weighs_weights_by_their_inputs():
 @pytest.mark.parametrize(
     ("method", "calibrated"), [("magnitude", False), ("wanda", True), ("2:4", True), ("2:4", False)]
 )
-def test_pruned_version_has_the_zeros_and_the_lineage(tmp_path, monkeypatch, method, calibrated):
-    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
-    reg = Registry(tmp_path / "home")
-    model = tiny_model()
-    reg.import_path(save_hf(tmp_path / "src", model), "tiny:base")
+def test_pruned_version_has_the_zeros_and_the_lineage(tmp_path, tiny_registry, method, calibrated):
+    reg, model = tiny_registry
     calib = tmp_path / "calib.txt"
     calib.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
     info = prune("tiny:base", method, 0.5, calib if calibrated else None, tokens=256)
@@ -75,14 +68,12 @@ def test_bad_requests_are_refused(tmp_path):
 @pytest.mark.parametrize(
     ("ffn", "heads", "calibrated"), [(0.5, 0.0, True), (0.0, 0.5, False), (0.25, 0.5, True)]
 )
-def test_structured_pruning_writes_smaller_matrices_that_load(tmp_path, monkeypatch, ffn, heads, calibrated):
+def test_structured_pruning_writes_smaller_matrices_that_load(
+    tmp_path, tiny_registry, ffn, heads, calibrated
+):
     from maas.compress.prune import prune_structured
 
-    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
-    reg = Registry(tmp_path / "home")
-    model = tiny_model()  # 4 heads, 2 KV heads: 2 query heads per group; FFN 128 wide
-    reg.import_path(save_hf(tmp_path / "src", model), "tiny:base")
+    reg, model = tiny_registry  # 4 heads, 2 KV heads: 2 query heads per group; FFN 128 wide
     calib = tmp_path / "calib.txt"
     calib.write_text("sphinx of black quartz judge my vow\n" * 30)
     info = prune_structured("tiny:base", ffn, heads, calib if calibrated else None, tokens=256)

@@ -10,7 +10,6 @@ from maas.engine.loader import load_lm
 from maas.errors import InvalidRequestError
 from maas.formats import open_model_files
 from maas.kernels.quantized import QuantLinear, TiedQuantEmbedding
-from maas.store.registry import Registry
 from tests.gguf_util import tiny_model, write_gguf
 from tests.unit.formats.test_hf import save_hf
 
@@ -78,11 +77,8 @@ def test_quantized_model_is_refused_a_second_time_and_bad_groups_are_refused(tmp
         quantize_files(open_model_files(src), "int3", 32)
 
 
-def test_result_is_a_registry_version_with_lineage(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
-    reg = Registry(tmp_path / "home")
-    reg.import_path(save_hf(tmp_path / "src", tiny_model()), "tiny:base")
+def test_result_is_a_registry_version_with_lineage(tmp_path, tiny_registry):
+    reg, _ = tiny_registry
     info = quantize("tiny:base", "int4", 32)
     assert (info.name, info.tag, info.operation, info.parent) == ("tiny", "int4-g32", "quantize", "tiny:base")
     assert info.parameters is not None and info.parameters["method"] == "int4"
@@ -114,12 +110,8 @@ def test_gptq_keeps_the_layer_outputs_closer_than_rounding_to_nearest(bits, grou
     assert out["gptq"] < out["rtn"] * 0.8, out
 
 
-def test_calibrated_quantization_runs_gptq_and_records_the_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
-    reg = Registry(tmp_path / "home")
-    model = tiny_model()
-    reg.import_path(save_hf(tmp_path / "src", model), "tiny:base")
+def test_calibrated_quantization_runs_gptq_and_records_the_data(tmp_path, tiny_registry):
+    reg, model = tiny_registry
     calib = tmp_path / "calib.txt"
     calib.write_text("pack my box with five dozen liquor jugs\n" * 30)
     info = quantize("tiny:base", "int4", 32, calibration=calib, tokens=512)
