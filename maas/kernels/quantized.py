@@ -213,15 +213,22 @@ class QuantLinear(nn.Module):
 class QuantEmbedding(QuantLinear):
     """An embedding table stored like a quantized linear layer's weight (one row per token)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, scheme: Scheme, device: Any = None) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        scheme: Scheme,
+        device: Any = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__(embedding_dim, num_embeddings, scheme, False, device)
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.num_embeddings, self.embedding_dim, self.dtype = num_embeddings, embedding_dim, dtype
 
     def prepare(self) -> None:
         """Rows are gathered from the stored layout: nothing to re-lay out."""
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.rows(ids, torch.float32)
+        return self.rows(ids, self.dtype)
 
 
 class TiedQuantEmbedding(nn.Module):
@@ -270,7 +277,7 @@ def convert(model: nn.Module, spec: dict[str, Any], dtype: torch.dtype = torch.f
         if isinstance(old, nn.Linear):
             new = QuantLinear(old.in_features, old.out_features, scheme, old.bias is not None, "meta")
         elif isinstance(old, nn.Embedding):
-            new = QuantEmbedding(old.num_embeddings, old.embedding_dim, scheme, "meta")
+            new = QuantEmbedding(old.num_embeddings, old.embedding_dim, scheme, "meta", dtype)
         else:
             raise ValueError(f"{name!r} is a {type(old).__name__}, not a linear layer or an embedding")
         parent, _, leaf = name.rpartition(".")

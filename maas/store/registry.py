@@ -65,9 +65,7 @@ class VersionInfo:
     tags: list[str]
     signature: dict[str, Any] | None = None  # a tensor model's inputs, outputs and labels
     parameters: dict[str, Any] | None = None  # how `operation` made it from `parent` (method, settings, data)
-    lineage: list[dict[str, Any]] | None = (
-        None  # parent, grandparent, ...: {model, version, operation, parameters}
-    )
+    lineage: list[dict[str, Any]] | None = None  # parent, grandparent, ...: {model, operation, ...}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
