@@ -199,6 +199,8 @@ def chart(rows: list[Row], path: str | Path) -> Path:
     if one_name:
         fig.suptitle(scored[0].model.partition(":")[0], fontsize=9)
     ax.margins(x=0.2, y=0.15)
+    if metric == "perplexity":
+        ax.set_yscale("log")  # one broken version should not flatten the others
     ax.set_xlabel("size on disk (MiB)")
     ax.set_ylabel(f"{metric} ({better} is better)")
     ax.set_title("quality against size")
