@@ -8,7 +8,7 @@ one `maas compare` table per model (size, parameters, quality, speed, peak RSS) 
 SmolLM2-135M: the built-in Q4_1 GGUF dequantized to float32 is the reference (`maas quantize --method
 float32`); from it: int8-g32, int4-g32 (round to nearest and GPTQ), 50% magnitude, 50% Wanda, 2:4 Wanda,
 structured FFN 25%; perplexity on the first --eval-tokens of WikiText-2 test (`maas eval`), calibration
-on WikiText-2 validation. Digits CNN: the teacher (configs/cnn-digits.yaml), a quarter-width student
+on WikiText-2 validation. Digits CNN: the teacher (configs/cnn-digits.yaml), a half-width student
 trained from scratch and distilled, over --seeds seeds (the split and initial weights follow the seed).
 MiniLM: int8-g32, int4-g32 and int4-g32 GPTQ; cosine to the float model over WikiText-2 test lines.
 Each run uses a fresh MAAS_HOME (--home to keep it).
@@ -133,7 +133,7 @@ def main() -> int:
     p.add_argument(
         "--gptq-tokens", type=int, default=65536, help="calibration tokens for GPTQ (default %(default)s)"
     )
-    p.add_argument("--seeds", type=int, default=3, help="digits students per kind (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=5, help="digits students per kind (default %(default)s)")
     p.add_argument("--lm-distill", action="store_true", help="also distill the WikiText LM (~8 min)")
     p.add_argument("--home", help="MAAS_HOME to use (default: a fresh temporary one)")
     a = p.parse_args()

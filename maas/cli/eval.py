@@ -127,8 +127,12 @@ def test_split(ref: str) -> Any:
     chain = [reg.show(ref).as_dict(), *(reg.show(a["model"]).as_dict() for a in reg.show(ref).lineage or [])]
     for v in chain:
         lineage = v["metrics"].get("lineage") if v["operation"] in ("train", "distill") else None
-        if isinstance(lineage, dict) and "config_yaml" in lineage:
-            cfg = parse_config(lineage["config_yaml"], lineage.get("base_dir", "."))
+        if isinstance(lineage, dict) and isinstance(lineage.get("config"), dict):
+            import yaml
+
+            raw = dict(lineage["config"])  # the config as trained: the YAML with its --set overrides applied
+            base_dir = raw.pop("base_dir", lineage.get("base_dir", "."))
+            cfg = parse_config(yaml.safe_dump(raw), base_dir)
             return load_data(cfg).test
     raise InvalidRequestError(f"no version in {ref!r}'s lineage records the data it was trained on")
 

@@ -139,7 +139,7 @@ def test_eval_of_a_trained_classifier_scores_its_recorded_test_split(
     home: dict[str, Any], tmp_path: Path
 ) -> None:
     cfg = Path(__file__).resolve().parents[2] / "configs/cnn-digits.yaml"
-    r = subprocess.run([sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--set", "train.epochs=3",
+    r = subprocess.run([sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--set", "train.epochs=3", "--set", "seed=1",
                         "--set", f"output.dir={tmp_path / 'run'}"], capture_output=True, text=True, env=home["env"],
                        timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -147,6 +147,7 @@ def test_eval_of_a_trained_classifier_scores_its_recorded_test_split(
     assert e.returncode == 0, e.stderr
     got = json.loads(e.stdout)
     trained = home["reg"].show("cnn-digits").metrics
+    # the test split follows the seed given with --set: eval rebuilds it from the config as trained
     assert got["examples"] == 359 and got["accuracy"] == pytest.approx(trained["test_accuracy"])
     assert got["loss"] == pytest.approx(trained["test_loss"], rel=1e-4)
     c = maas(home["env"], "compare", "cnn-digits", "--json", "--chart", str(tmp_path / "c.png"))
