@@ -44,6 +44,7 @@ class DataSection:
     target: str | None = None  # CSV label column (default: the last)
     text_field: str = "text"  # JSONL corpora: the field holding each document
     max_documents: int | None = None  # cap on text lines read (tests)
+    split_seed: int | None = None  # shuffles the test/validation split of tables (default: the run's seed)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ _NUMERIC_OPTIONAL = {
     "clip_grad_norm": float,
     "folds": int,
     "max_documents": int,
+    "split_seed": int,
 }
 
 

@@ -102,8 +102,9 @@ def _classic(
     labels: list[str],
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Data:
-    """Shuffle with the seed; hold out test (unless a test file was given) and validation rows."""
-    g = np.random.default_rng(cfg.seed)
+    """Shuffle with the split seed (default: the run's); hold out test (unless a test file was given) and
+    validation rows."""
+    g = np.random.default_rng(cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed)
     perm = g.permutation(len(x))
     n_test = 0 if test is not None else int(round(len(x) * cfg.data.test_fraction))
     rest = perm[n_test:]
