@@ -124,7 +124,8 @@ def test_split(ref: str) -> Any:
     from maas.train.data import load_data
 
     reg = Registry()
-    chain = [reg.show(ref).as_dict(), *(reg.show(a["model"]).as_dict() for a in reg.show(ref).lineage or [])]
+    info = reg.show(ref)
+    chain = [info.as_dict(), *(reg.show(a["model"]).as_dict() for a in info.lineage or [])]
     for v in chain:
         lineage = v["metrics"].get("lineage") if v["operation"] in ("train", "distill") else None
         if isinstance(lineage, dict) and isinstance(lineage.get("config"), dict):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from maas.errors import InvalidRequestError, MaasError
 from maas.kernels.quantized import QuantLinear, parameter_count
-from maas.store.locate import Located, local_path, locate
+from maas.store.locate import local_path, locate
 
 QUALITY = (("perplexity", "lower"), ("accuracy", "higher"), ("cosine", "higher"))
 
@@ -67,13 +67,9 @@ def _load(path: Path, kind: str) -> nn.Module:
     return load_exported(path)
 
 
-def _quality(found: Located) -> dict[str, Any]:
-    if found.origin != "registry":
-        return {}
-    from maas.store.registry import Registry
-
-    info = Registry().show(found.source)
-    ev = info.metrics.get("eval") or {}
+def _quality(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The first quality measure `maas eval` recorded in a version's metrics ({} when none)."""
+    ev = metrics.get("eval") or {}
     for metric, better in QUALITY:
         if metric in ev:
             return {"metric": metric, "value": ev[metric], "better": better, "data": ev.get("data")}
@@ -100,6 +96,9 @@ def compare(
 
     ensure_builtins_imported()
     streams = streams or [1, 16]
+    from maas.store.registry import Registry
+
+    registry = Registry()
     found = [locate(n) for n in names]
     kinds = {f.kind for f in found}
     if len(kinds) > 1:
@@ -109,12 +108,11 @@ def compare(
                         disable=not sys.stderr.isatty()):  # fmt: skip
         path = local_path(f)
         total, nonzero = parameters(_load(path, f.kind))
-        op = "-"
+        op, quality = "-", {}
         if f.origin == "registry":
-            from maas.store.registry import Registry
-
-            op = Registry().show(f.source).operation
-        row = Row(name, f.kind, op, f.size, total, nonzero, _quality(f))
+            info = registry.show(f.source)  # one lookup: operation and recorded quality
+            op, quality = info.operation, _quality(info.metrics)
+        row = Row(name, f.kind, op, f.size, total, nonzero, quality)
         if speed:
             m = _measure(path, f.kind, streams, tokens)
             row.speed, row.peak_rss_bytes = m["speed"], m["peak_rss_bytes"]

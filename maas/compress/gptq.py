@@ -5,15 +5,15 @@ calibration text), so that the layer's outputs, not its weights, stay close.
     stored = gptq(w, H, Scheme(4, 32))   # the same stored tensors as round to nearest: qweight, scales, mins
 
 One shot from the float model's activations (each layer sees float inputs, not its quantized
-predecessors' outputs); groups take their scale (and min) from the weights as updated when the group
-starts; columns in their natural order.
+predecessors' outputs). Group scales (and mins) are fitted to the float weights first, with a clipping
+search ("static groups"), so that columns can be rounded loudest input first (act-order).
 """
 
 from __future__ import annotations
 
 import torch
 
-from maas.kernels.quantized import Scheme, pack_nibbles
+from maas.kernels.quantized import Scheme, encode, group_range, pack_nibbles
 
 SHRINKS = (1.0, 0.95, 0.9, 0.85, 0.8)
 
@@ -22,35 +22,17 @@ def _group_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tenso
     """(N, g) weights -> fp16 scale (N,) and min (N,) (None for symmetric int8): of the ranges shrunk
     towards zero by up to 20%, the one whose rounding error is least."""
     best_err = torch.full((w.shape[0],), float("inf"))
-    best: tuple[torch.Tensor, torch.Tensor | None] = (torch.ones(w.shape[0], dtype=torch.float16), None)
+    best_scale, best_lo = group_range(w, bits)
     for shrink in SHRINKS:
-        if bits == 8:
-            scale, lo = (w.abs().amax(-1) * shrink / 127.0).half(), None
-        else:
-            lo = (w.amin(-1) * shrink).half()
-            scale = ((w.amax(-1) * shrink - lo.float()) / 15.0).half()
-        _, value = _encode(w.T, scale, lo)
-        err = ((value.T - w) ** 2).sum(-1)
+        scale, lo = group_range(w, bits, shrink)
+        _, value = encode(w, scale[:, None], None if lo is None else lo[:, None])
+        err = ((value - w) ** 2).sum(-1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
-        best = (
-            torch.where(better, scale, best[0]),
-            None if lo is None else torch.where(better, lo, best[1] if best[1] is not None else lo),
-        )
-    return best
-
-
-def _encode(
-    w: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,) column -> (codes, the values they stand for)."""
-    s = scale.float()
-    if lo is None:
-        q = torch.where(s > 0, w / s.clamp_min(1e-30), 0.0).round().clamp(-127, 127)
-        return q, q * s
-    m = lo.float()
-    q = torch.where(s > 0, (w - m) / s.clamp_min(1e-30), 0.0).round().clamp(0, 15)
-    return q, q * s + m
+        best_scale = torch.where(better, scale, best_scale)
+        if lo is not None and best_lo is not None:
+            best_lo = torch.where(better, lo, best_lo)
+    return best_scale, best_lo
 
 
 def gptq(
@@ -85,7 +67,7 @@ def gptq(
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
             group = int(perm[i1 + i]) // g
-            q, value = _encode(W1[:, i], scales[:, group], None if mins is None else mins[:, group])
+            q, value = encode(W1[:, i], scales[:, group], None if mins is None else mins[:, group])
             codes[:, i1 + i] = q
             err = (W1[:, i] - value) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]

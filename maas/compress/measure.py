@@ -14,22 +14,22 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 
-def _lm(path: Path, streams: list[int], tokens: int) -> tuple[nn.Module, dict[str, float]]:
+def _lm(path: Path, tokens: int, most: int) -> tuple[str, Callable[[int], float]]:
     from maas.engine.engine import Engine, EngineConfig
     from maas.engine.sampling_params import SamplingParams
 
-    engine = Engine.from_path(path, EngineConfig(max_num_seqs=max(streams), max_model_len=256))
+    engine = Engine.from_path(path, EngineConfig(max_num_seqs=most, max_model_len=256))
     prompt = engine.tokenizer.encode("The history of the city begins in the early middle ages, when")
-    speed = {}
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
-    for n in [1, *streams]:  # the first run warms up (kernels compiled, caches touched)
+
+    def rate(n: int) -> float:
         for i in range(n):
             engine.add_request(f"{n}-{i}", prompt, params)
         started: set[str] = set()
@@ -41,49 +41,53 @@ def _lm(path: Path, streams: list[int], tokens: int) -> tuple[nn.Module, dict[st
             started.update(o.request_id for o in outs)
             if len(started) == n and not t0:
                 t0 = time.perf_counter()  # every stream has its first token: decoding from here
-        speed[f"decode_tok_s_{n}"] = counted / max(time.perf_counter() - t0, 1e-9)
-    return engine.lm.model, {k: speed[k] for k in (f"decode_tok_s_{n}" for n in streams)}
+        return counted / max(time.perf_counter() - t0, 1e-9)
+
+    return "decode_tok_s", rate
 
 
-def _encoder(path: Path, streams: list[int], rounds: int) -> tuple[nn.Module, dict[str, float]]:
+def _encoder(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
     from maas.engine.embedder import Embedder
 
     e = Embedder(path)
     text = ["Compression trades a little quality for a smaller and faster model."]
-    speed = {}
-    for n in [1, *streams]:
+
+    def rate(n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(rounds):
             e.embed_texts(text * n)
-        speed[f"sentences_s_{n}"] = rounds * n / (time.perf_counter() - t0)
-    return e.model, {k: speed[k] for k in (f"sentences_s_{n}" for n in streams)}
+        return rounds * n / (time.perf_counter() - t0)
+
+    return "sentences_s", rate
 
 
-def _classifier(path: Path, streams: list[int], rounds: int) -> tuple[nn.Module, dict[str, float]]:
+def _classifier(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
     from maas.models.exported import load_exported, read_meta
 
     model = load_exported(path)
     shape = read_meta(path).get("input_shape") or [1]
-    speed = {}
-    with torch.inference_mode():
-        for n in [1, *streams]:
-            x = torch.rand(n, *shape)
-            t0 = time.perf_counter()
-            for _ in range(rounds):
-                model(x)
-            speed[f"examples_s_{n}"] = rounds * n / (time.perf_counter() - t0)
-    return model, {k: speed[k] for k in (f"examples_s_{n}" for n in streams)}
+
+    @torch.inference_mode()
+    def rate(n: int) -> float:
+        x = torch.rand(n, *shape)
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            model(x)
+        return rounds * n / (time.perf_counter() - t0)
+
+    return "examples_s", rate
 
 
 def measure(path: Path, kind: str, streams: list[int], tokens: int) -> dict[str, Any]:
-    """Load and run the model; its speed and this process's peak RSS."""
+    """Load and run the model; its speed at each of `streams` and this process's peak RSS."""
     if kind == "llm":
-        model, speed = _lm(path, streams, tokens)
+        unit, rate = _lm(path, tokens, max(streams))
     elif kind == "embedding":
-        model, speed = _encoder(path, streams, tokens)
+        unit, rate = _encoder(path, tokens)
     else:
-        model, speed = _classifier(path, streams, tokens * 10)
-    del model
+        unit, rate = _classifier(path, tokens * 10)
+    rate(streams[0])  # a warm-up run (kernels compiled, caches touched)
+    speed = {f"{unit}_{n}": rate(n) for n in streams}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {"speed": speed, "peak_rss_bytes": peak}
 

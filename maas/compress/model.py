@@ -1,6 +1,6 @@
 """The float model a compression step works on, and the activations it sees on calibration text.
 
-model, prefix = load_float(files)                     # an ordinary nn.Module in float32, HF names
+model = load_float(files)                             # an ordinary nn.Module in float32, HF names
 norms = input_norms(model, files, text, tokens=8192)  # {linear name: (in_features,) L2 norm of its inputs}
 """
 
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from maas.compress.evaluate import sentences
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
 from maas.models.decoder import DecoderLM
@@ -32,27 +33,21 @@ def skeleton(files: ModelFiles) -> tuple[nn.Module, str]:
 
 
 def load_float(files: ModelFiles) -> nn.Module:
-    """The model in float32 on the CPU with its weights (a tied LM head shares the embedding)."""
+    """The model in float32 on the CPU with its weights (a tied LM head shares the embedding), loaded
+    the way the serving loaders load it."""
     if "quantization_config" in files.config:
         raise InvalidRequestError("the model is quantized; compress its float parent instead")
-    model, prefix = skeleton(files)
-    wanted = model.state_dict()
-    state = {}
-    for name, t in files.iter_tensors():
-        name = name.removeprefix(prefix)
-        if name in wanted and tuple(t.shape) == tuple(wanted[name].shape):
-            state[name] = t.float().contiguous()
-    tied = "lm_head.weight" in wanted and "lm_head.weight" not in state
-    if tied:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    model.load_state_dict(state, assign=True, strict=False)
+    model, _ = skeleton(files)
     if isinstance(model, DecoderLM):
-        if tied:
-            model.share_embeddings()
-        model.materialize_buffers(torch.device("cpu"))
-    missing = [n for n, t in model.state_dict().items() if t.is_meta]
-    if missing:
-        raise InvalidRequestError(f"the model's files lack tensors {missing[:4]}")
+        from maas.engine.loader import load_weights
+
+        load_weights(model, files, torch.float32, torch.device("cpu"))
+    else:
+        from maas.models.bert import BertModel
+
+        assert isinstance(model, BertModel)
+        model.load_hf_state(dict(files.iter_tensors()))
+        model = model.float()
     return model.eval().requires_grad_(False)
 
 
@@ -73,13 +68,12 @@ def _sequences(files: ModelFiles, text: str, tokens: int, length: int) -> Iterat
     tok = Tokenizer.from_source(files.tokenizer)
     if files.architecture == "bert":
         n = 0
-        for line in text.splitlines():
+        for line in sentences(text):
             if n >= tokens:
                 return
-            if line.strip():
-                ids = tok.encode_batch([line.strip()])[0][:length]
-                n += len(ids)
-                yield torch.tensor([ids])
+            ids = tok.encode_batch([line])[0][:length]
+            n += len(ids)
+            yield torch.tensor([ids])
         return
     ids = tok.encode(text)[:tokens]
     for i in range(0, len(ids) - 1, length):

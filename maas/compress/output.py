@@ -58,21 +58,18 @@ def default_name(source: Source, suffix: str) -> str:
     return f"{base}:{suffix}"
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file (calibration and training data are recorded by digest)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
-
-
-def read_text(path: str | Path, what: str = "--calibration") -> str:
-    """A UTF-8 text file's contents, or a clear error naming the option."""
+def read_calibration(path: str | Path | None, tokens: int) -> tuple[str | None, dict[str, Any]]:
+    """Calibration text read once: (its contents, what the lineage records of it: file name, sha256
+    digest, tokens used); (None, {}) without a file."""
+    if path is None:
+        return None, {}
     try:
-        return Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise InvalidRequestError(f"cannot read {what} {str(path)!r}: {e}") from None
+        raise InvalidRequestError(f"cannot read --calibration {str(path)!r}: {e}") from None
+    digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    return text, {"calibration": Path(path).name, "calibration_digest": digest, "calibration_tokens": tokens}
 
 
 def write_tokenizer(files: ModelFiles, out: Path) -> None:

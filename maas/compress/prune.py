@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from maas.compress.model import float_state, input_norms, load_float
-from maas.compress.output import file_digest, open_source, read_text, save_version
+from maas.compress.output import open_source, read_calibration, save_version
 from maas.errors import InvalidRequestError
 from maas.store.registry import VersionInfo, parse_ref
 
@@ -98,7 +98,7 @@ def prune(
         raise InvalidRequestError("wanda weighs each weight by its input's size: give --calibration FILE")
     if new_name is not None:
         parse_ref(new_name)
-    text = read_text(calibration) if calibration is not None else None
+    text, calibrated = read_calibration(calibration, tokens)
     source = open_source(name)
     model = load_float(source.files)
     layers = prunable(model)
@@ -111,9 +111,7 @@ def prune(
     params: dict[str, object] = {"method": method, "sparsity": sparsity, "layers": len(layers),
                                  "score": "wanda" if norms is not None else "magnitude",
                                  "zero_share_of_pruned_layers": round(zeros / pruned, 6)}  # fmt: skip
-    if calibration is not None:
-        params.update(calibration=Path(calibration).name, calibration_digest=file_digest(calibration),
-                      calibration_tokens=tokens)  # fmt: skip
+    params.update(calibrated)
     config = {**source.files.config, "pruning": {k: params[k] for k in ("method", "sparsity", "score")}}
     suffix = f"{method.replace(':', 'of')}-{round(sparsity * 100)}" if method != "2:4" else "2of4"
     log.info(
@@ -138,7 +136,7 @@ def prune_structured(
         raise InvalidRequestError("give --ffn and/or --heads, each a share in (0, 1)")
     if new_name is not None:
         parse_ref(new_name)
-    text = read_text(calibration) if calibration is not None else None
+    text, calibrated = read_calibration(calibration, tokens)
     source = open_source(name)
     family = source.files.architecture
     model = load_float(source.files)
@@ -155,9 +153,7 @@ def prune_structured(
         config["head_dim"] = head_dim  # no longer hidden_size / heads
     after = sum(p.numel() for p in model.parameters())
     params["parameters_before"], params["parameters_after"] = before, after
-    if calibration is not None:
-        params.update(calibration=Path(calibration).name, calibration_digest=file_digest(calibration),
-                      calibration_tokens=tokens)  # fmt: skip
+    params.update(calibrated)
     config["pruning"] = {"structured": True, "ffn": ffn, "heads": heads}
     suffix = "-".join(
         ([f"ffn{round(ffn * 100)}"] if ffn else []) + ([f"heads{round(heads * 100)}"] if heads else [])

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from maas.compress.gptq import gptq
 from maas.compress.model import input_stats, load_float, skeleton
-from maas.compress.output import Source, file_digest, open_source, read_text, save_version
+from maas.compress.output import Source, open_source, read_calibration, save_version
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
 from maas.kernels.quantized import Scheme, eligible, in_features, pack_nibbles, quantize_weight
@@ -83,8 +83,8 @@ def quantize_files(
     if "quantization_config" in files.config:
         raise InvalidRequestError("the model is quantized already; quantize its float parent instead")
     model, prefix = skeleton(files)
+    wanted = set(model.state_dict())
     if method in FLOATS:  # every tensor in one float type (a GGUF's blocks dequantized)
-        wanted = set(model.state_dict())
         cast = {n: t.to(FLOATS[method]) for n, t in files.iter_tensors() if n.removeprefix(prefix) in wanted}
         return dict(files.config), cast, {"layers": 0, "lossless_from_gguf": 0}
     schemes = plan(model, METHODS[method], group_size)
@@ -92,7 +92,6 @@ def quantize_files(
         raise InvalidRequestError(
             f"no layer fits groups of {group_size} weights (each group must divide a layer's input width)"
         )
-    wanted = set(model.state_dict())
     tensors: dict[str, torch.Tensor] = {}
     for name, t in files.iter_tensors():
         name = name.removeprefix(prefix)
@@ -145,24 +144,24 @@ def quantize(
         parse_ref(new_name)  # a bad name fails before the work
     if method in FLOATS and calibration is not None:
         raise InvalidRequestError(f"{method} rounds nothing to calibrate: drop --calibration")
-    text = read_text(calibration) if calibration is not None else None
+    text, calibrated = read_calibration(calibration, tokens)
     source: Source = open_source(name)
 
     def hessians(names: set[str]) -> dict[str, torch.Tensor]:
         assert text is not None
         return input_stats(load_float(source.files), source.files, text, tokens, outer=True, only=names)
 
-    config, tensors, report = quantize_files(source.files, method, group_size, hessians if text else None)
-    params: dict[str, Any] = {"method": method, "group_size": group_size or "channel",
-                              "algorithm": "gptq" if text else "rtn", **report}  # fmt: skip
-    if calibration is not None:
-        params.update(calibration=Path(calibration).name, calibration_digest=file_digest(calibration),
-                      calibration_tokens=tokens)  # fmt: skip
-    suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
+    config, tensors, report = quantize_files(
+        source.files, method, group_size, hessians if text is not None else None
+    )
+    params: dict[str, Any] = {"method": method}
     if method in FLOATS:
-        suffix, params = method, {"method": method}
-    if text is not None:
-        suffix += "-gptq"
+        suffix = method
+    else:
+        suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
+        suffix += "-gptq" if text is not None else ""
+        params |= {"group_size": group_size or "channel",
+                  "algorithm": "gptq" if text is not None else "rtn", **report, **calibrated}  # fmt: skip
     log.info("quantized %d layers to %s (%d carried over from GGUF blocks)", report["layers"], method,
              report["lossless_from_gguf"])  # fmt: skip
     return save_version(source, config, tensors, "quantize", params, new_name, suffix)

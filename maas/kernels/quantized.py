@@ -39,26 +39,46 @@ class Scheme:
         return {"bits": self.bits, "group_size": self.group_size}
 
 
+def group_range(g: torch.Tensor, bits: int, shrink: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weights (..., group) -> fp16 scale (...) and, for int4, fp16 min (...) covering the group's range
+    (shrunk towards zero by `shrink`); int8 is symmetric (no min)."""
+    if bits == 8:
+        return (g.abs().amax(-1) * shrink / 127.0).half(), None
+    lo = (g.amin(-1) * shrink).half()
+    return ((g.amax(-1) * shrink - lo.float()) / 15.0).half(), lo
+
+
+def encode(
+    w: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round `w` against a (broadcastable) fp16 scale and min: (codes as float, the values they stand
+    for). int8 codes lie in -127..127 (no min), int4 codes in 0..15."""
+    s = scale.float()
+    if lo is None:
+        q = torch.where(s > 0, w / s.clamp_min(1e-30), 0.0).round().clamp(-127, 127)
+        return q, q * s
+    m = lo.float()
+    q = torch.where(s > 0, (w - m) / s.clamp_min(1e-30), 0.0).round().clamp(0, 15)
+    return q, q * s + m
+
+
 def quantize_int8(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Round to nearest, symmetric: (N, K) -> int8 codes (N, K), fp16 scales (N, K / group_size)."""
     N, K = w.shape
     g = w.float().reshape(N, K // group_size, group_size)
-    scale = (g.abs().amax(-1) / 127.0).half()  # (N, G), rounded first: codes are made against it
-    s = scale.float().unsqueeze(-1)
-    q = torch.where(s > 0, g / s.clamp_min(1e-30), 0.0).round().clamp(-127, 127).to(torch.int8)
-    return q.reshape(N, K), scale
+    scale, _ = group_range(g, 8)  # (N, G), fp16 first: codes are made against the stored scale
+    q, _ = encode(g, scale.unsqueeze(-1), None)
+    return q.to(torch.int8).reshape(N, K), scale
 
 
 def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Round to nearest, asymmetric: (N, K) -> packed codes uint8 (N, K/2), fp16 scales and mins (N, G)."""
     N, K = w.shape
     g = w.float().reshape(N, K // group_size, group_size)
-    lo, hi = g.amin(-1), g.amax(-1)
-    mins = lo.half()
-    scale = ((hi - mins.float()) / 15.0).half()
-    s, m = scale.float().unsqueeze(-1), mins.float().unsqueeze(-1)
-    q = torch.where(s > 0, (g - m) / s.clamp_min(1e-30), 0.0).round().clamp(0, 15).to(torch.uint8)
-    return pack_nibbles(q.reshape(N, K)), scale, mins
+    scale, mins = group_range(g, 4)
+    assert mins is not None
+    q, _ = encode(g, scale.unsqueeze(-1), mins.unsqueeze(-1))
+    return pack_nibbles(q.to(torch.uint8).reshape(N, K)), scale, mins
 
 
 def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
@@ -291,12 +311,11 @@ def convert(model: nn.Module, spec: dict[str, Any], dtype: torch.dtype = torch.f
     return model
 
 
-def prepare(model: nn.Module) -> int:
-    """After loading: hand every eligible QuantLinear to the native kernel; how many layers are quantized."""
-    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
-    for m in layers:
-        m.prepare()
-    return len(layers)
+def prepare(model: nn.Module) -> None:
+    """After loading: hand every eligible QuantLinear to the native kernel."""
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            m.prepare()
 
 
 def parameter_count(model: nn.Module) -> int:
