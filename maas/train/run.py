@@ -139,6 +139,10 @@ def run(cfg: TrainConfig, resume: bool = False, register: bool = True) -> Result
         result.metrics.update(extra)
         if ctx.is_main:
             finish(cfg, data, model, result, register)
+        # Every rank tears the group down together: a rank that destroyed its gloo group while
+        # rank 0 was still exporting sometimes aborted at exit ("terminate called without an
+        # active exception"), and its node's agent then skipped torchrun's exit barrier.
+        ctx.barrier()
         return result
     finally:
         ctx.shutdown()

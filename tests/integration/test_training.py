@@ -244,13 +244,22 @@ def test_two_nodes_torchrun_and_maas_train_match_one_process(home: dict[str, str
         sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--nnodes", "2", "--rdzv-endpoint", endpoint,
         "--no-register",
     ]  # fmt: skip
-    env = {**home, "OMP_NUM_THREADS": "1"}
-    nodes = [
-        subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for c in (torchrun, via_maas)
-    ]
-    outs = [p.communicate(timeout=300)[0] for p in nodes]
-    assert [p.returncode for p in nodes] == [0, 0], outs
+    env = {**home, "OMP_NUM_THREADS": "1", "LOGLEVEL": "INFO"}  # the agents say where they wait
+    logs = [tmp_path / "torchrun.log", tmp_path / "maas.log"]
+    nodes = []
+    for c, log in zip((torchrun, via_maas), logs, strict=True):
+        with log.open("w") as f:  # files, not pipes: a node never blocks on a full pipe nobody reads
+            nodes.append(subprocess.Popen(c, env=env, stdout=f, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 300
+    try:
+        for p in nodes:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for p in nodes:
+            p.kill()
+            p.wait()
+    outs = [f"--- {log.name}\n{log.read_text()[-6000:]}" for log in logs]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(outs)
     assert torch.allclose(_params(tmp_path / "one/model"), _params(tmp_path / "nodes/model"), atol=1e-5)
 
 
