@@ -2,7 +2,8 @@
 
 LMs: perplexity over --data. Encoders: cosine of their sentence vectors (the lines of --data) to a
 reference encoder's (--reference, default the version it was made from). Classifiers trained by
-`maas train`: accuracy and loss on the test split their training recorded.
+`maas train` (and their ONNX exports, run on ONNX Runtime): accuracy and loss on the test split their
+training recorded.
 """
 
 from __future__ import annotations
@@ -102,22 +103,38 @@ def _cosine(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str,
 
 
 def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str, Any], str]:
-    from maas.compress.evaluate import accuracy
+    from maas.compress.evaluate import accuracy, onnx_classifier
     from maas.errors import InvalidRequestError
-    from maas.models.exported import load_exported, read_meta
+    from maas.models.exported import load_exported
 
-    if read_meta(path).get("task") != "classify" or found.origin != "registry":
-        raise InvalidRequestError(
-            f"{args.model!r} is not a classifier trained by `maas train` in the registry: its test split is unknown"
-        )
-    test = test_split(found.source)
-    r = accuracy(load_exported(path), test.x, test.y)
+    if found.origin != "registry":
+        raise InvalidRequestError(f"{args.model!r} is not in the registry: its test split is unknown")
+    data = trained_data(found.source)
+    if data.task != "classify":
+        raise InvalidRequestError(f"{args.model!r} is not a classifier (its training task is {data.task!r})")
+    x, y = data.test.x, data.test.y
+    if any(path.glob("*.onnx")):  # the served graph: raw CSV columns in, standardised inside
+        r = accuracy(onnx_classifier(path), served_inputs(data, x), y)
+    else:
+        r = accuracy(load_exported(path), x, y)
     line = f"accuracy {r.accuracy:.4f}, loss {r.loss:.4f} over {r.examples} test examples"
     return r.as_dict(), line
 
 
-def test_split(ref: str) -> Any:
-    """The test split of the data the version (or the nearest ancestor) was trained on."""
+def served_inputs(data: Any, x: Any) -> Any:
+    """Rows of a training split as the served model takes them: CSV columns un-standardised (a served graph
+    standardises inside), anything else as it is."""
+    import torch
+
+    s = data.info.get("standardize")
+    if s is None:
+        return x
+    return x * torch.tensor(s["std"], dtype=x.dtype) + torch.tensor(s["mean"], dtype=x.dtype)
+
+
+def trained_data(ref: str) -> Any:
+    """The data (splits, task) the version (or the nearest ancestor) was trained on, as the training
+    lineage records it."""
     from maas.errors import InvalidRequestError
     from maas.store.registry import Registry
     from maas.train.config import parse_config
@@ -134,7 +151,7 @@ def test_split(ref: str) -> Any:
             raw = dict(lineage["config"])  # the config as trained: the YAML with its --set overrides applied
             base_dir = raw.pop("base_dir", lineage.get("base_dir", "."))
             cfg = parse_config(yaml.safe_dump(raw), base_dir)
-            return load_data(cfg).test
+            return load_data(cfg)
     raise InvalidRequestError(f"no version in {ref!r}'s lineage records the data it was trained on")
 
 
@@ -151,7 +168,11 @@ def run(args: argparse.Namespace) -> int:
         result, line = _perplexity(args, path)
     elif found.kind == "embedding":
         result, line = _cosine(args, found, path)
-    elif found.kind == "tensor" and path.is_dir() and (path / "model.safetensors").exists():
+    elif (
+        found.kind == "tensor"
+        and path.is_dir()
+        and (any(path.glob("*.onnx")) or (path / "model.safetensors").exists())
+    ):
         result, line = _accuracy(args, found, path)
     else:
         raise InvalidRequestError(f"{args.model!r} is a {found.kind} model `maas eval` cannot score")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from maas.cli.compress_args import add_common, check_common, report
+from maas.compress import AUTO_GROUP
 
 
 def _group_size(text: str) -> int | None:
@@ -24,13 +25,16 @@ def add_parser(sub: Any) -> None:
     """Register the verb."""
     p = sub.add_parser(
         "quantize",
-        help="store an int8 / int4 weight-only quantized copy of a model (LMs and encoders)",
+        help="store an int8 / int4 quantized copy of a model (LMs, encoders, tensor models)",
         description="Round every linear layer and vocabulary embedding of an LM or encoder to int8 "
         "(symmetric) or int4 (scale + min) in groups of --group-size weights, and store the result as a "
         "registry version whose parent is MODEL. GGUF Q8_0/Q4_0/Q4_1 weights carry over without loss "
         "(group 32). With --calibration text, layers are rounded by GPTQ (error spread over the columns not "
-        "yet rounded, weighted by the layer's inputs) instead of to nearest. Serve it, evaluate it or "
-        "compare it like any other version.",
+        "yet rounded, weighted by the layer's inputs) instead of to nearest. Tensor models trained by maas: "
+        "linear layers and convolutions the same way (a group size that does not divide a layer's rows gives "
+        "it one scale per channel); their ONNX exports through ONNX Runtime's int8 quantizer (--group-size "
+        "channel; activation ranges from 256 training rows). Serve it, evaluate it or compare it like any "
+        "other version.",
     )
     p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
     p.add_argument(
@@ -42,9 +46,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--group-size",
         type=_group_size,
-        default=32,
+        default=AUTO_GROUP,
         metavar="N|channel",
-        help="weights sharing one scale (default %(default)s; 'channel': one per output row)",
+        help="weights sharing one scale ('channel': one per output row; default 32, ONNX graphs: channel)",
     )
     add_common(
         p,
@@ -61,6 +65,25 @@ def run(args: argparse.Namespace) -> int:
 
     check_common(args)
     info = quantize(
-        args.model, args.method, args.group_size, args.name, args.calibration, args.calibration_tokens
+        args.model,
+        args.method,
+        args.group_size,
+        args.name,
+        args.calibration,
+        args.calibration_tokens,
+        tensor_rows=training_rows,
     )
     return report(info, "quantize", args)
+
+
+def training_rows(ref: str, n: int = 256) -> Any:
+    """The first `n` rows of the training split `ref`'s lineage records, as the served model takes them
+    (float32 numpy); None when no ancestor was trained by maas."""
+    from maas.cli.eval import served_inputs, trained_data
+    from maas.errors import InvalidRequestError
+
+    try:
+        data = trained_data(ref)
+    except InvalidRequestError:
+        return None
+    return served_inputs(data, data.train.x[:n]).float().numpy()

@@ -53,6 +53,23 @@ def parameters(model: nn.Module) -> tuple[int, int]:
     return parameter_count(model), nonzero
 
 
+def onnx_parameters(path: Path) -> tuple[int, int]:
+    """(total, non-zero) weights of an ONNX graph's initializers (a quantized graph's scales and zero points
+    are not weights)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from maas.formats.onnx import onnx_file
+
+    total = nonzero = 0
+    for t in onnx.load(str(onnx_file(path))).graph.initializer:
+        if t.name.endswith(("_scale", "_zero_point")):
+            continue
+        a = numpy_helper.to_array(t)
+        total, nonzero = total + a.size, nonzero + int((a != 0).sum())
+    return total, nonzero
+
+
 def _load(path: Path, kind: str) -> nn.Module:
     if kind == "llm":
         from maas.engine.loader import load_lm
@@ -107,7 +124,8 @@ def compare(
     for name, f in tqdm(list(zip(names, found, strict=True)), desc="comparing", unit="model",
                         disable=not sys.stderr.isatty()):  # fmt: skip
         path = local_path(f)
-        total, nonzero = parameters(_load(path, f.kind))
+        onnx_graph = f.kind == "tensor" and any(path.glob("*.onnx"))
+        total, nonzero = onnx_parameters(path) if onnx_graph else parameters(_load(path, f.kind))
         op, quality = "-", {}
         if f.origin == "registry":
             info = registry.show(f.source)  # one lookup: operation and recorded quality

@@ -3,6 +3,7 @@
 lm = load_lm("model.gguf", device="cpu", dtype="float32")
 r = perplexity(lm, open("test.txt").read(), context=512, stride=256)   # r.perplexity, r.tokens
 a = accuracy(load_exported("cnn-dir"), x_test, y_test)               # a.accuracy, a.loss
+a = accuracy(onnx_classifier("cnn-onnx-dir"), x_raw, y_test)          # the same, the graph on ONNX Runtime
 c = cosine(quantized.embed_texts, original.embed_texts, sentences(text, 1000), "all-minilm-l6-v2")
 """
 
@@ -12,6 +13,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,7 +97,25 @@ class Accuracy:
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Accuracy:
+def onnx_classifier(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An ONNX classifier graph as a function of a batch of inputs -> its first output (the logits), run by
+    ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    from maas.formats.onnx import onnx_file
+
+    session = ort.InferenceSession(str(onnx_file(path)), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: x.float().numpy()})[0])
+
+    return run
+
+
+def accuracy(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int = 256
+) -> Accuracy:
     """Top-1 accuracy and mean cross-entropy of `model`'s logits on inputs `x` with labels `y`."""
     if len(y) == 0:
         raise InvalidRequestError("there are no labelled examples to score")

@@ -62,10 +62,17 @@ def _encoder(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
 
 
 def _classifier(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
+    from maas.compress.evaluate import onnx_classifier
     from maas.models.exported import load_exported, read_meta
 
-    model = load_exported(path)
-    shape = read_meta(path).get("input_shape") or [1]
+    if any(path.glob("*.onnx")):  # the graph on ONNX Runtime, fed the shape its signature declares
+        from maas.formats.onnx import onnx_signature
+
+        model: Callable[[torch.Tensor], torch.Tensor] = onnx_classifier(path)
+        shape = [max(d, 1) for d in onnx_signature(path).inputs[0].shape[1:]]
+    else:
+        model = load_exported(path)
+        shape = read_meta(path).get("input_shape") or [1]
 
     @torch.inference_mode()
     def rate(n: int) -> float:

@@ -40,14 +40,19 @@ class Source:
         return self.found.source if self.found.origin == "registry" else None
 
 
-def open_source(name: str) -> Source:
-    """Find a model by what a user typed and open its files (built-ins are imported into the registry
-    first, so that results have a parent to point at)."""
+def locate_model(name: str) -> Located:
+    """Find a model by what a user typed (built-ins are imported into the registry first, so that results
+    have a parent to point at)."""
     ensure_builtins_imported()
-    found = locate(name)
+    return locate(name)
+
+
+def open_source(name: str) -> Source:
+    """Find an LM or encoder by what a user typed and open its files."""
+    found = locate_model(name)
     if found.kind not in ("llm", "embedding"):
         raise InvalidRequestError(
-            f"{name!r} is a {found.kind} model; compression handles LMs and encoders so far"
+            f"{name!r} is a {found.kind} model; this step handles LMs and encoders (tensor models: `maas quantize`)"
         )
     return Source(found, open_model_files(local_path(found)))
 

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from maas.compress import AUTO_GROUP, DEFAULT_GROUP
 from maas.compress.gptq import gptq
 from maas.compress.model import input_stats, load_float, skeleton
-from maas.compress.output import Source, open_source, read_calibration, save_version
+from maas.compress.output import Source, locate_model, open_source, read_calibration, save_version
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
 from maas.kernels.quantized import Scheme, eligible, in_features, pack_nibbles, quantize_weight
@@ -133,17 +134,28 @@ def quantize_files(
 def quantize(
     name: str,
     method: str,
-    group_size: int | None = 32,
+    group_size: int | None = DEFAULT_GROUP,
     new_name: str | None = None,
     calibration: str | Path | None = None,
     tokens: int = 65536,
+    tensor_rows: Callable[[str], Any] | None = None,
 ) -> VersionInfo:
     """Quantize a model (registry ref, built-in name or path) and store the result as a registry version;
-    with `calibration` text, linear layers are rounded by GPTQ against their inputs on it."""
+    with `calibration` text, linear layers are rounded by GPTQ against their inputs on it. Tensor models go to
+    compress/tensor.py (`tensor_rows(ref)`: input rows as served, for ONNX Runtime's static ranges)."""
     if new_name is not None:
         parse_ref(new_name)  # a bad name fails before the work
     if method in FLOATS and calibration is not None:
         raise InvalidRequestError(f"{method} rounds nothing to calibrate: drop --calibration")
+    found = locate_model(name)
+    if found.kind == "tensor":
+        if calibration is not None:
+            raise InvalidRequestError("tensor models are rounded to nearest: drop --calibration")
+        from maas.compress.tensor import quantize_tensor
+
+        return quantize_tensor(found, method, group_size, new_name, tensor_rows)
+    if group_size == AUTO_GROUP:
+        group_size = DEFAULT_GROUP
     text, calibrated = read_calibration(calibration, tokens)
     source: Source = open_source(name)
 

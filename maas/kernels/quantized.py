@@ -2,7 +2,8 @@
 
     q, s = quantize_int8(w, group_size=32)         # w (N, K) -> int8 (N, K), fp16 scales (N, K/32)
     q, s, m = quantize_int4(w, group_size=32)      # -> uint8 (N, K/2) two codes a byte, fp16 scales, mins
-    convert(model, spec)                           # on a meta model: nn.Linear -> QuantLinear per spec
+    convert(model, spec)                           # on a meta model: nn.Linear -> QuantLinear per spec (and
+                                                   # nn.Embedding, nn.Conv2d: filters as rows)
     prepare(model)                                 # after loading: int8 groups of 32 go to the native q8 kernel
 
 Stored layout (what safetensors holds, per quantized module `m`): `m.qweight`, `m.scales` and, for int4,
@@ -114,9 +115,13 @@ def quantize_weight(w: torch.Tensor, scheme: Scheme) -> dict[str, torch.Tensor]:
 
 
 def in_features(module: nn.Module) -> int:
-    """What a weight row holds: a linear layer's inputs, an embedding's dimension."""
+    """What a weight row holds: a linear layer's inputs, an embedding's dimension, a convolution's
+    input channels (per group) times its kernel's positions."""
     if isinstance(module, nn.Embedding):
         return module.embedding_dim
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return module.in_channels // module.groups * kh * kw
     assert isinstance(module, nn.Linear)
     return module.in_features
 
@@ -230,6 +235,29 @@ class QuantLinear(nn.Module):
         )
 
 
+class QuantConv2d(QuantLinear):
+    """A 2-D convolution whose filters are stored like a quantized linear layer's rows (one row per output
+    channel, `in_channels / groups * kh * kw` weights); runs the torch reference (dequantize, then conv2d)."""
+
+    def __init__(self, conv: nn.Conv2d, scheme: Scheme, device: Any = None) -> None:
+        super().__init__(in_features(conv), conv.out_channels, scheme, conv.bias is not None, device)
+        self.filter_shape = (conv.out_channels, conv.in_channels // conv.groups, *conv.kernel_size)
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.groups = conv.groups
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"padding mode {conv.padding_mode!r} is not supported")
+
+    def prepare(self) -> None:
+        """Filters are dequantized per call: nothing to re-lay out."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight(x.dtype).view(self.filter_shape)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)  # type: ignore[arg-type]
+
+    def extra_repr(self) -> str:
+        return f"{self.filter_shape}, int{self.scheme.bits} groups of {self.scheme.group_size}, reference"
+
+
 class QuantEmbedding(QuantLinear):
     """An embedding table stored like a quantized linear layer's weight (one row per token)."""
 
@@ -289,8 +317,9 @@ def spec_schemes(spec: dict[str, Any]) -> dict[str, Scheme]:
 
 
 def convert(model: nn.Module, spec: dict[str, Any], dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Swap the layers `spec` names for QuantLinear / QuantEmbedding (on the meta device, before weights are assigned);
-    an embedding tied to a quantized head (`spec["tied_embedding"]`) reads the head's rows."""
+    """Swap the layers `spec` names for QuantLinear / QuantEmbedding / QuantConv2d (on the meta device, before
+    weights are assigned); an embedding tied to a quantized head (`spec["tied_embedding"]`) reads the head's
+    rows."""
     for name, scheme in spec_schemes(spec).items():
         old = model.get_submodule(name)
         new: nn.Module
@@ -298,8 +327,12 @@ def convert(model: nn.Module, spec: dict[str, Any], dtype: torch.dtype = torch.f
             new = QuantLinear(old.in_features, old.out_features, scheme, old.bias is not None, "meta")
         elif isinstance(old, nn.Embedding):
             new = QuantEmbedding(old.num_embeddings, old.embedding_dim, scheme, "meta", dtype)
+        elif isinstance(old, nn.Conv2d):
+            new = QuantConv2d(old, scheme, "meta")
         else:
-            raise ValueError(f"{name!r} is a {type(old).__name__}, not a linear layer or an embedding")
+            raise ValueError(
+                f"{name!r} is a {type(old).__name__}, not a linear layer, convolution or embedding"
+            )
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, new)
     tied = spec.get("tied_embedding")

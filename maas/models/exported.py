@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from maas.errors import ModelFormatError
+from maas.kernels.quantized import convert, prepare, quantization_spec
 from maas.models import zoo
 from maas.models.llama import LlamaConfig, LlamaForCausalLM
 from maas.models.signature import Signature, exported_signature
@@ -56,10 +57,20 @@ def load_exported(directory: str | Path) -> nn.Module:
         )
     else:
         raise ModelFormatError(f"{str(d)!r} is not a directory written by `maas train` (no architecture)")
+    spec = quantization_spec(meta)
+    if spec is not None:  # `maas quantize` wrote codes and scales for these layers
+        try:
+            convert(model, spec)
+        except (AttributeError, ValueError) as e:
+            raise ModelFormatError(
+                f"{str(d)!r}: its quantization_config does not fit the model: {e}"
+            ) from None
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=spec is not None)
     except RuntimeError as e:
         raise ModelFormatError(f"the weights in {str(d)!r} do not fit its config: {e}") from None
+    if spec is not None:
+        prepare(model)
     if isinstance(model, LlamaForCausalLM):
         model.tie_weights()
     return model.eval()

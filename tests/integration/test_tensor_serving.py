@@ -47,15 +47,22 @@ def home() -> Iterator[dict[str, str]]:
             sets = [x for s in [*extra, f"output.dir={out / cfg}"] for x in ("--set", s)]
             maas("train", str(ROOT / f"configs/{cfg}.yaml"), *sets, env=env)
         maas("export", "onnx", "cnn-digits", env=env)
+        maas("export", "onnx", "lstm-digits", env=env)
+        for parent, method, ref in QUANTIZED:  # torch: weight-only codes; ONNX: ONNX Runtime's int8
+            maas("quantize", parent, "--method", method, "--name", ref, env=env)
         yield env
 
 
 GRPC_PORT = free_port()
+# (float parent, method, quantized version); ONNX graphs: static int8 (CNN), dynamic (LSTM)
+QUANTIZED = (("cnn-digits", "int4", "cnn-digits:int4"), ("mlp-wine", "int8", "mlp-wine:int8"),
+             ("cnn-digits:onnx", "int8", "cnn-digits:onnx-int8"),
+             ("lstm-digits:onnx", "int8", "lstm-digits:onnx-int8"))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def served(home: dict[str, str]) -> Iterator[Server]:
-    s = start_server(*MODELS, "cnn-digits:onnx", "--tensor-max-wait-ms", "5", "--max-body-size", "16MiB",
+    s = start_server(*MODELS, "cnn-digits:onnx", *(q for _, _, q in QUANTIZED), "--tensor-max-wait-ms", "5", "--max-body-size", "16MiB",
                      "--grpc-port", str(GRPC_PORT), env=home)  # fmt: skip
     yield s
     stop_server(s)
@@ -145,6 +152,44 @@ def test_onnx_export_matches_torch_and_is_served_by_onnxruntime(
     want = in_process(home, "cnn-digits", x)
     for binary in (False, True):
         np.testing.assert_allclose(infer(triton, "cnn-digits", x, binary, version="onnx"), want, atol=1e-4)
+
+
+def test_quantized_versions_serve_what_they_compute_in_process_and_keep_their_accuracy(
+    home: dict[str, str], triton: th.InferenceServerClient
+) -> None:
+    """`maas quantize` on torch models (int4 / int8 codes) and ONNX graphs (ONNX Runtime's int8): smaller
+    versions with lineage; tritonclient gets what the version computes in-process; `maas eval` scores each
+    on the test split of its training within 2 points of the float parent."""
+    from maas.compress.evaluate import onnx_classifier
+
+    reg = Registry(home=home["MAAS_HOME"])
+    for parent, method, ref in QUANTIZED:
+        info, float_info = reg.show(ref), reg.show(parent)
+        assert (info.parent, info.operation, info.parameters["method"]) == (
+            f"{parent}:latest" if ":" not in parent else parent, "quantize", method)  # fmt: skip
+        if parent != "mlp-wine":  # 13 x 32 + 32 x 3 weights: the file is mostly its JSON header
+            assert info.size < float_info.size * 0.5, (ref, info.size, float_info.size)
+        else:  # 13 inputs: no group of 32 fits, one scale per channel instead
+            assert info.parameters["per_channel_fallback"] == 1
+        name, tag = ref.split(":")
+        x = inputs_for(name)
+        path = reg.path_for(ref)
+        if "onnx" in tag:
+            want = onnx_classifier(path)(torch.from_numpy(x)).numpy()
+            ops = info.parameters["integer_ops"]
+            assert ("QLinearConv" in ops) if name == "cnn-digits" else ("DynamicQuantizeLSTM" in ops), ops
+        else:
+            want = in_process(home, ref, x)
+        np.testing.assert_allclose(infer(triton, name, x, True, version=tag), want, atol=1e-5)
+        assert not np.allclose(want, in_process(home, name, x), atol=1e-7)  # it is not the float model
+        scores = {}
+        for v in (ref, parent):
+            e = maas("eval", v, "--json", env=home)
+            scores[v] = json.loads(e.stdout)["accuracy"]
+        assert scores[ref] >= scores[parent] - 0.02, scores
+    bad = subprocess.run([sys.executable, "-m", "maas.cli.main", "quantize", "cnn-digits:onnx", "--method", "int4"],
+                         capture_output=True, text=True, env=home)  # fmt: skip
+    assert bad.returncode == 2 and "int8" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_tritonclient_grpc_gets_the_same_answers(home: dict[str, str], served: Server) -> None:
