@@ -6,7 +6,9 @@ calibration text), so that the layer's outputs, not its weights, stay close.
 
 One shot from the float model's activations (each layer sees float inputs, not its quantized
 predecessors' outputs). Group scales (and mins) are fitted to the float weights first, with a clipping
-search ("static groups"), so that columns can be rounded loudest input first (act-order).
+search ("static groups"), so that columns can be rounded loudest input first (act-order). With the codes
+fixed, the scales and mins are then solved for by least squares on the output error (as llama.cpp's
+importance-weighted block fits do, with the full H), and the columns rounded again against them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from maas.kernels.quantized import Scheme, encode, group_range, pack_nibbles
 
 SHRINKS = (1.0, 0.95, 0.9, 0.85, 0.8)
+ROUNDS = 3  # rounding passes, each followed by a least-squares refit of the group scales and mins
 
 
 def _group_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -42,20 +45,46 @@ def gptq(
     block: int = 128,
     damp: float = 0.01,
     act_order: bool = True,
+    rounds: int = ROUNDS,
 ) -> dict[str, torch.Tensor]:
     """Quantize (N, K) `w` against (K, K) `H`; the stored tensors (`qweight`, `scales`, `mins` for int4).
     Group scales come from the float weights first ("static groups"), so that columns can then be
-    rounded loudest input first (`act_order`)."""
-    W = w.float().clone()
-    N, K = W.shape
+    rounded loudest input first (`act_order`); then, `rounds` times: with the codes fixed, the scales (and
+    mins) are fitted again to the layer's outputs, and the columns rounded again against them."""
     g = scheme.group_size
+    W = w.float().clone()
+    dead = torch.diag(H) == 0
+    W[:, dead] = 0.0
+    params = [_group_params(W[:, j : j + g], scheme.bits) for j in range(0, W.shape[1], g)]
+    scales = torch.stack([p[0] for p in params], 1)  # (N, G)
+    mins = torch.stack([p[1] for p in params if p[1] is not None], 1) if scheme.bits == 4 else None
+    if rounds < 1:
+        raise ValueError("GPTQ needs at least one rounding pass")
+    for _ in range(rounds):
+        codes = _round_columns(W, H, scales, mins, g, block, damp, act_order)
+        scales, mins = refit_groups(W, H, codes, scales, mins, g)
+    if scheme.bits == 8:
+        return {"qweight": codes.to(torch.int8), "scales": scales}
+    assert mins is not None
+    return {"qweight": pack_nibbles(codes.to(torch.uint8)), "scales": scales, "mins": mins}
+
+
+def _round_columns(
+    w: torch.Tensor,
+    H: torch.Tensor,
+    scales: torch.Tensor,
+    mins: torch.Tensor | None,
+    g: int,
+    block: int,
+    damp: float,
+    act_order: bool,
+) -> torch.Tensor:
+    """GPTQ's pass: (N, K) codes (as floats, the columns' own order) against fixed group scales and mins."""
+    W = w.clone()
+    N, K = W.shape
     H = H.double().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    params = [_group_params(W[:, j : j + g], scheme.bits) for j in range(0, K, g)]
-    scales = torch.stack([p[0] for p in params], 1)  # (N, G)
-    mins = torch.stack([p[1] for p in params if p[1] is not None], 1) if scheme.bits == 4 else None
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(K)
     W, H = W[:, perm], H[perm][:, perm]
     H += damp * torch.diag(H).mean() * torch.eye(K, dtype=H.dtype)
@@ -73,8 +102,59 @@ def gptq(
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    codes = codes[:, torch.argsort(perm)]  # back to the columns' own order
-    if scheme.bits == 8:
-        return {"qweight": codes.to(torch.int8), "scales": scales}
-    assert mins is not None
-    return {"qweight": pack_nibbles(codes.to(torch.uint8)), "scales": scales, "mins": mins}
+    return codes[:, torch.argsort(perm)]  # back to the columns' own order
+
+
+def refit_groups(
+    w: torch.Tensor,
+    H: torch.Tensor,
+    codes: torch.Tensor,
+    scales: torch.Tensor,
+    mins: torch.Tensor | None,
+    g: int,
+    rows: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Least squares with the codes fixed: per row, the group scales (and mins) minimising the output error
+    (w - w_hat)^T H (w - w_hat), where w_hat = code * scale + min; a row keeps its old values where the fp16
+    solution is not better."""
+    N, K = w.shape
+    G = K // g
+    Hd = H.double()
+    Hd = Hd + 1e-6 * torch.diag(Hd).mean() * torch.eye(K, dtype=Hd.dtype)
+    Hb = Hd.reshape(G, g, G, g)
+    M22 = Hb.sum((1, 3))  # (G, G): H summed over the block of groups a x b
+    new_s, new_m = scales.clone(), None if mins is None else mins.clone()
+    for r0 in range(0, N, rows):
+        r1 = min(r0 + rows, N)
+        q, wr = codes[r0:r1].double().reshape(-1, G, g), w[r0:r1].double()  # codes (n, G, g)
+        n = r1 - r0
+        Hq = torch.einsum("aibj,nbj->naib", Hb, q)  # (n, G, g, G): sum_j H[a i, b j] q[b j]
+        M11 = torch.einsum("nai,naib->nab", q, Hq)
+        Hw = (wr @ Hd).reshape(n, G, g)
+        b1 = (q * Hw).sum(-1)
+        if mins is None:
+            M, b = M11, b1
+        else:
+            M21 = Hq.sum(2)  # (n, G, G): [a, b] = sum over i in group a, j in group b of H_ij q_j
+            top = torch.cat([M11, M21.transpose(1, 2)], 2)
+            M = torch.cat([top, torch.cat([M21, M22.expand(n, G, G)], 2)], 1)
+            b = torch.cat([b1, Hw.sum(-1)], 1)
+        theta = torch.linalg.solve(M, b.unsqueeze(-1)).squeeze(-1)
+        cand_s, cand_m = theta[:, :G].half(), None if mins is None else theta[:, G:].half()
+        old_m = None if mins is None else mins[r0:r1]
+        better = _output_error(wr, Hd, q, cand_s, cand_m) < _output_error(wr, Hd, q, scales[r0:r1], old_m)
+        new_s[r0:r1] = torch.where(better[:, None], cand_s, scales[r0:r1])
+        if new_m is not None and cand_m is not None and old_m is not None:
+            new_m[r0:r1] = torch.where(better[:, None], cand_m, old_m)
+    return new_s, new_m
+
+
+def _output_error(
+    w: torch.Tensor, H: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor | None
+) -> torch.Tensor:
+    """Per row: (w - w_hat)^T H (w - w_hat) for codes q (n, G, g) with fp16 scales and mins (n, G)."""
+    wh = q * scales.double().unsqueeze(-1)
+    if mins is not None:
+        wh = wh + mins.double().unsqueeze(-1)
+    d = w - wh.reshape(w.shape)
+    return ((d @ H) * d).sum(-1)

@@ -110,6 +110,29 @@ def test_gptq_keeps_the_layer_outputs_closer_than_rounding_to_nearest(bits, grou
     assert out["gptq"] < out["rtn"] * 0.8, out
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_refitting_scales_to_the_outputs_never_loses_and_more_rounds_help(bits):
+    from maas.compress.gptq import _output_error, gptq, refit_groups
+    from maas.kernels.quantized import Scheme, dequantize, quantize_weight, unpack_nibbles
+
+    torch.manual_seed(1)
+    x = torch.randn(2048, 128) @ (torch.randn(128, 128) * torch.linspace(0.1, 3, 128))
+    H, w = x.T @ x, torch.randn(48, 128)
+    stored = quantize_weight(w, Scheme(bits, 32))
+    q = stored["qweight"] if bits == 8 else unpack_nibbles(stored["qweight"])
+    scales, mins = refit_groups(w, H, q.float(), stored["scales"], stored.get("mins"), 32)
+    codes = q.double().reshape(48, 4, 32)
+    before = _output_error(w.double(), H.double(), codes, stored["scales"], stored.get("mins"))
+    after = _output_error(w.double(), H.double(), codes, scales, mins)
+    assert bool((after <= before).all()) and float(after.sum()) < float(before.sum()) * 0.98
+
+    def error(rounds: int) -> float:
+        st = gptq(w, H, Scheme(bits, 32), rounds=rounds)
+        return float((x @ dequantize(st["qweight"], st["scales"], st.get("mins")).T - x @ w.T).norm())
+
+    assert error(3) < error(1)
+
+
 def test_calibrated_quantization_runs_gptq_and_records_the_data(tmp_path, tiny_registry):
     reg, model = tiny_registry
     calib = tmp_path / "calib.txt"
