@@ -113,6 +113,7 @@ def onnx_classifier(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
+@torch.no_grad()
 def accuracy(
     model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int = 256
 ) -> Accuracy:

@@ -1,7 +1,9 @@
-"""Quantizing tensor models: `maas train`'s MLP / CNN / RNN directories and their ONNX exports.
+"""Compressing tensor models: quantizing `maas train`'s MLP / CNN / RNN directories and their ONNX exports,
+and removing a CNN's convolution channels.
 
     info = quantize_tensor(locate("cnn-digits"), "int8", group_size=None)       # torch: weight-only codes
-    info = quantize_tensor(locate("cnn-digits:onnx"), "int8", group_size=None)  # ONNX Runtime's dynamic int8
+    info = quantize_tensor(locate("cnn-digits:onnx"), "int8", group_size=None)  # ONNX Runtime's int8
+    info = prune_cnn(locate("cnn-digits"), channels=0.5, new_name=None)          # half of every conv's channels
 
 A `maas-<arch>` directory gets the LLM format (config.json's quantization_config, `qweight` / `scales` /
 `mins` per layer) for its linear layers and 2-D convolutions; a layer whose input width the group size does
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from maas.compress import AUTO_GROUP, DEFAULT_GROUP
@@ -187,10 +190,7 @@ def quantize_tensor(
     ranges are measured on them)."""
     if method not in METHODS:
         raise InvalidRequestError(f"tensor models are quantized to {' or '.join(METHODS)}, not {method}")
-    if found.origin != "registry":
-        raise InvalidRequestError(
-            f"{found.source!r}: tensor models are quantized from the registry (`maas models import` it first)"
-        )
+    _from_registry(found)
     ref = new_name
     name = parse_ref(found.source)[0]
     path = local_path(found)
@@ -209,16 +209,62 @@ def quantize_tensor(
             params |= quantize_onnx_dir(path, method, group_size, tmp, rows)
             ref = ref or f"{name}:{parse_ref(found.source)[1]}-{method}"
         else:
-            from safetensors.torch import save_file
-
             config, made = quantize_torch_dir(path, method, group_size)
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            save_file(made["tensors"], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            write_torch_dir(tmp, config, made["tensors"])
             params |= {"algorithm": "rtn", **made["report"]}
             suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
             ref = ref or f"{name}:{suffix}"
         parse_ref(ref)
         log.info("quantized %d layers of %s to %s", params["layers"], found.source, method)
         return reg.import_path(tmp, ref, parent=found.source, operation="quantize", parameters=params)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_registry(found: Located) -> None:
+    if found.origin != "registry":
+        raise InvalidRequestError(
+            f"{found.source!r}: tensor models are compressed from the registry (`maas models import` it first)"
+        )
+
+
+def write_torch_dir(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """A `maas-<arch>` directory: config.json and model.safetensors."""
+    from safetensors.torch import save_file
+
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
+
+
+def prune_cnn(found: Located, channels: float, new_name: str | None) -> VersionInfo:
+    """Remove a share of every convolution's channels of a maas CNN (compress/conv_channels.py); the smaller
+    model is a new registry version."""
+    from maas.compress.conv_channels import prune_conv_channels
+    from maas.models.cnn import CNN
+    from maas.models.exported import load_exported, read_meta
+
+    _from_registry(found)
+    path = local_path(found)
+    meta = read_meta(path) if found.kind == "tensor" and path.is_dir() else {}
+    if meta.get("architecture") != "cnn" or "quantization_config" in meta:
+        raise InvalidRequestError(f"{found.source!r} is not a float maas CNN: --channels prunes those")
+    model = load_exported(path)
+    assert isinstance(model, CNN)
+    before = sum(p.numel() for p in model.parameters())
+    kept = prune_conv_channels(model, channels)
+    after = sum(p.numel() for p in model.parameters())
+    config = {**meta, "params": {**meta.get("params", {}), "channels": kept}}
+    config["pruning"] = {"structured": True, "channels": channels}
+    params = {"structured": True, "channels": channels, "channels_after": kept, "score": "filter L1 norm",
+              "parameters_before": before, "parameters_after": after}  # fmt: skip
+    ref = new_name or f"{parse_ref(found.source)[0]}:channels{round(channels * 100)}"
+    parse_ref(ref)
+    reg = Registry()
+    tmp = Path(tempfile.mkdtemp(prefix="compress-", dir=reg.home))
+    try:
+        write_torch_dir(tmp, config, model.state_dict())
+        log.info("structured pruning: %d -> %d parameters (channels %s)", before, after, kept)
+        return reg.import_path(tmp, ref, parent=found.source, operation="prune", parameters=params)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

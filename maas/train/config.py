@@ -27,7 +27,7 @@ class ConfigError(MaasError):
 class ModelSection:
     arch: str = "mlp"  # mlp | cnn | rnn | rnn-lm | llama
     params: dict[str, Any] = field(default_factory=dict)
-    base: str | None = None  # fine-tune a registered LLM (name[:tag]) instead of building `arch`
+    base: str | None = None  # train a registered LLM or maas classifier (name[:tag]) instead of `arch`
     lora: dict[str, Any] | None = None  # {rank, alpha, targets}: LoRA adapters, merged on export
 
 
@@ -317,10 +317,6 @@ def validate(cfg: TrainConfig) -> None:
         (
             cfg.distill.teacher is None or cfg.distributed.strategy == "ddp",
             "distillation trains with distributed.strategy ddp (one process or several)",
-        ),
-        (
-            cfg.distill.teacher is None or cfg.model.base is None,
-            "distill a student built from model.arch, not a base",
         ),
     ]
     for ok, msg in checks:

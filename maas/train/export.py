@@ -57,10 +57,12 @@ def export_model(model: nn.Module, cfg: TrainConfig, data: Data, directory: Path
             _write_json(directory / "tokenizer_config.json", tc)
             _write_json(directory / "generation_config.json", {"eos_token_id": data.eos_id})
         return directory
-    params = cfg.model.params
+    from maas.train.finetune import architecture
+
+    arch, params = architecture(cfg)
     meta: dict[str, Any] = {
-        "model_type": f"maas-{cfg.model.arch}",
-        "architecture": cfg.model.arch,
+        "model_type": f"maas-{arch}",
+        "architecture": arch,
         "params": params,
         "task": data.task,
     }

@@ -262,7 +262,7 @@ class Trainer:
                                 logits, taught, y, cfg.distill.temperature, cfg.distill.alpha
                             )
                         if regularize and (reg := penalty(self.model, cfg.optim)) is not None:
-                            total = loss + reg
+                            total = total + reg
                         (total / t.grad_accum if t.grad_accum > 1 else total).backward()
                     loss_sum += loss.item()
                     loss_n += 1

@@ -160,6 +160,41 @@ def test_eval_of_a_trained_classifier_scores_its_recorded_test_split(
     assert mixed.returncode == 2 and "one kind" in mixed.stderr
 
 
+def test_structured_channel_pruning_of_the_cnn_then_training_the_smaller_model_further(
+    home: dict[str, Any], tmp_path: Path
+) -> None:
+    if "cnn-digits:latest" not in {f"{i.name}:{i.tag}" for i in home["reg"].list_models()}:
+        pytest.skip("needs the classifier trained by the test above")
+    r = maas(home["env"], "prune", "cnn-digits", "--structured", "--channels", "0.5", "--json")
+    assert r.returncode == 0, r.stderr
+    pruned = json.loads(r.stdout)
+    assert (pruned["tag"], pruned["parent"], pruned["operation"]) == (
+        "channels50",
+        "cnn-digits:latest",
+        "prune",
+    )
+    assert pruned["parameters"]["channels_after"] == [8, 16]
+    assert pruned["parameters"]["parameters_after"] < pruned["parameters"]["parameters_before"] / 2
+    assert pruned["size"] < home["reg"].show("cnn-digits").size * 0.6
+    cfg = Path(__file__).resolve().parents[2] / "configs/cnn-digits.yaml"
+    t = subprocess.run([sys.executable, "-m", "maas.cli.main", "train", str(cfg), "--set", "model.base=cnn-digits:channels50",
+                        "--set", "train.epochs=3", "--set", "output.tag=channels50-tuned",
+                        "--set", f"output.dir={tmp_path / 'ft'}"], capture_output=True, text=True, env=home["env"],
+                       timeout=600)  # fmt: skip
+    assert t.returncode == 0, t.stderr
+    tuned = home["reg"].show("cnn-digits:channels50-tuned")
+    assert tuned.parent == "cnn-digits:channels50"
+    acc = {}
+    for tag in ("channels50", "channels50-tuned"):
+        e = maas(home["env"], "eval", f"cnn-digits:{tag}", "--json")
+        assert e.returncode == 0, e.stderr
+        acc[tag] = json.loads(e.stdout)["accuracy"]
+    assert acc["channels50-tuned"] == pytest.approx(tuned.metrics["test_accuracy"])
+    assert acc["channels50-tuned"] > acc["channels50"], acc  # training recovers what pruning cost
+    bad = maas(home["env"], "prune", LLM, "--structured", "--channels", "0.5")
+    assert bad.returncode == 2 and "not a float maas CNN" in bad.stderr, bad.stderr
+
+
 def test_distill_a_small_cnn_from_the_digits_cnn_on_two_processes(
     home: dict[str, Any], tmp_path: Path
 ) -> None:
