@@ -8,8 +8,11 @@ one `maas compare` table per model (size, parameters, quality, speed, peak RSS) 
 SmolLM2-135M: the built-in Q4_1 GGUF dequantized to float32 is the reference (`maas quantize --method
 float32`); from it: int8-g32, int4-g32 (round to nearest and GPTQ), 50% magnitude, 50% Wanda, 2:4 Wanda,
 structured FFN 25%; perplexity on the first --eval-tokens of WikiText-2 test (`maas eval`), calibration
-on WikiText-2 validation. Digits CNN: the teacher (configs/cnn-digits.yaml), a half-width student
-trained from scratch and distilled, over --seeds seeds (the split and initial weights follow the seed).
+on WikiText-2 validation. Digits CNN: the teacher (configs/cnn-digits.yaml); int8 (per channel) and
+int4-g32 copies; its ONNX export and ONNX Runtime's int8 of it; half its convolution channels removed.
+Students over --seeds seeds (the initial weights and batch order follow the seed, the split is the
+teacher's): a half-width CNN from scratch and distilled (same steps); the pruned shape for 10 epochs from
+scratch, from the pruned copy, and from the pruned copy distilled.
 MiniLM: int8-g32, int4-g32 and int4-g32 GPTQ; cosine to the float model over WikiText-2 test lines.
 Each run uses a fresh MAAS_HOME (--home to keep it).
 """
@@ -66,10 +69,28 @@ def smollm2(env: dict[str, str], a: argparse.Namespace) -> list[str]:
 
 
 def digits(env: dict[str, str], a: argparse.Namespace, out: Path) -> tuple[list[str], dict[str, list[float]]]:
-    """Teacher, students from scratch and distilled over several seeds; refs of seed 0's and accuracies."""
+    """The teacher and its compressed versions; students over several seeds: half-width from scratch and
+    distilled, and the teacher with half its channels removed, trained on from there (with and without the
+    teacher) against the same shape from scratch. Refs for the table, accuracies per kind of student."""
+    teacher = str(ROOT / "configs/cnn-digits.yaml")
     student = str(ROOT / "configs/distill/cnn-digits-small.yaml")
-    maas(env, "train", str(ROOT / "configs/cnn-digits.yaml"), "--set", f"output.dir={out / 'teacher'}")
-    acc: dict[str, list[float]] = {"scratch": [], "distilled": []}
+    maas(env, "train", teacher, "--set", f"output.dir={out / 'teacher'}")
+    made = ["cnn-digits"]
+    for args in (["--method", "int8", "--group-size", "channel"], ["--method", "int4"]):
+        made.append(f"cnn-digits:{json.loads(maas(env, 'quantize', 'cnn-digits', *args, '--json'))['tag']}")
+    maas(env, "export", "onnx", "cnn-digits")
+    maas(env, "quantize", "cnn-digits:onnx", "--method", "int8")  # ONNX Runtime's static int8
+    made += ["cnn-digits:onnx", "cnn-digits:onnx-int8"]
+    maas(env, "prune", "cnn-digits", "--structured", "--channels", "0.5")
+    made.append("cnn-digits:channels50")
+    for r in made:
+        maas(env, "eval", r)
+    # the pruned shape ([8, 16] channels, 64 hidden) for 10 epochs: from scratch, from the pruned copy, and
+    # from the pruned copy with the teacher; every student on the teacher's split
+    pruned = ["--set", "model.params.channels=[8, 16]", "--set", "train.epochs=10", "--set", "data.split_seed=0",
+              "--set", "name=cnn-digits-pruned"]  # fmt: skip
+    acc: dict[str, list[float]] = {k: [] for k in ("scratch", "distilled", "pruned:scratch", "pruned:tuned",
+                                                   "pruned:distilled")}  # fmt: skip
     for seed in range(a.seeds):
         s = ["--set", f"seed={seed}"]
         maas(
@@ -84,12 +105,20 @@ def digits(env: dict[str, str], a: argparse.Namespace, out: Path) -> tuple[list[
         )
         maas(env, "distill", "--teacher", "cnn-digits", "--student", student, "--name",
              f"cnn-digits-small:distilled-{seed}", *s, "--set", f"output.dir={out / 'd'}")  # fmt: skip
+        maas(env, "train", teacher, *pruned, *s, "--set", f"output.tag=scratch-{seed}",
+             "--set", f"output.dir={out / 'ps'}")  # fmt: skip
+        base = ["--set", "model.base=cnn-digits:channels50"]
+        maas(env, "train", teacher, *pruned, *base, *s, "--set", f"output.tag=tuned-{seed}",
+             "--set", f"output.dir={out / 'pt'}")  # fmt: skip
+        maas(env, "distill", "--teacher", "cnn-digits", "--student", teacher, *pruned, *base, *s,
+             "--name", f"cnn-digits-pruned:distilled-{seed}", "--set", f"output.dir={out / 'pd'}")  # fmt: skip
         for kind in acc:
-            acc[kind].append(
-                json.loads(maas(env, "eval", f"cnn-digits-small:{kind}-{seed}", "--json"))["accuracy"]
-            )
-    maas(env, "eval", "cnn-digits")
-    return ["cnn-digits", "cnn-digits-small:scratch-0", "cnn-digits-small:distilled-0"], acc
+            name, _, k = kind.rpartition(":")
+            ref = f"cnn-digits-{name or 'small'}:{k}-{seed}"
+            acc[kind].append(json.loads(maas(env, "eval", ref, "--json"))["accuracy"])
+    students = ["cnn-digits-small:scratch-0", "cnn-digits-small:distilled-0", "cnn-digits-pruned:scratch-0",
+                "cnn-digits-pruned:tuned-0", "cnn-digits-pruned:distilled-0"]  # fmt: skip
+    return [*made, *students], acc
 
 
 def lm_distill(env: dict[str, str], out: Path) -> dict[str, float]:
@@ -152,7 +181,7 @@ def main() -> int:
         print("## Digits CNN (accuracy: the 359-image test split)\n")
         print(maas(env, "compare", *refs, "--chart", str(Path(home) / "digits.png")))
         for kind, xs in acc.items():
-            print(f"student {kind:9s} accuracy over {a.seeds} seeds: mean {statistics.fmean(xs):.4f}  "
+            print(f"student {kind:17s} accuracy over {a.seeds} seeds: mean {statistics.fmean(xs):.4f}  "
                   f"({', '.join(f'{x:.4f}' for x in xs)})")  # fmt: skip
         print()
     if a.lm_distill:

@@ -191,34 +191,33 @@ def quantize_tensor(
     if method not in METHODS:
         raise InvalidRequestError(f"tensor models are quantized to {' or '.join(METHODS)}, not {method}")
     _from_registry(found)
-    ref = new_name
-    name = parse_ref(found.source)[0]
+    name, tag = parse_ref(found.source)
     path = local_path(found)
-    reg = Registry()
-    tmp = Path(tempfile.mkdtemp(prefix="compress-", dir=reg.home))
-    try:
-        onnx_graph = any(path.glob("*.onnx"))
-        if group_size == AUTO_GROUP:  # ONNX Runtime's int8 has one scale per output channel
-            group_size = None if onnx_graph else DEFAULT_GROUP
-        params: dict[str, Any] = {"method": method, "group_size": group_size or "channel"}
-        if onnx_graph:
-            from maas.formats.onnx import onnx_signature
+    onnx_graph = any(path.glob("*.onnx"))
+    if group_size == AUTO_GROUP:  # ONNX Runtime's int8 has one scale per output channel
+        group_size = None if onnx_graph else DEFAULT_GROUP
+    params: dict[str, Any] = {"method": method, "group_size": group_size or "channel"}
+    if onnx_graph:
+        from maas.formats.onnx import onnx_signature
 
-            x = calibration_rows(found.source) if calibration_rows is not None else None
-            rows = None if x is None else (onnx_signature(path).inputs[0].name, x)
-            params |= quantize_onnx_dir(path, method, group_size, tmp, rows)
-            ref = ref or f"{name}:{parse_ref(found.source)[1]}-{method}"
-        else:
+        x = calibration_rows(found.source) if calibration_rows is not None else None
+        rows = None if x is None else (onnx_signature(path).inputs[0].name, x)
+
+        def write(out: Path) -> None:
+            params.update(quantize_onnx_dir(path, method, group_size, out, rows))
+
+        ref = new_name or f"{name}:{tag}-{method}"
+    else:
+
+        def write(out: Path) -> None:
             config, made = quantize_torch_dir(path, method, group_size)
-            write_torch_dir(tmp, config, made["tensors"])
-            params |= {"algorithm": "rtn", **made["report"]}
-            suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
-            ref = ref or f"{name}:{suffix}"
-        parse_ref(ref)
-        log.info("quantized %d layers of %s to %s", params["layers"], found.source, method)
-        return reg.import_path(tmp, ref, parent=found.source, operation="quantize", parameters=params)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            write_torch_dir(out, config, made["tensors"])
+            params.update({"algorithm": "rtn", **made["report"]})
+
+        ref = new_name or (f"{name}:{method}-g{group_size}" if group_size else f"{name}:{method}-channel")
+    info = _store(found, ref, "quantize", params, write)
+    log.info("quantized %d layers of %s to %s", params["layers"], found.source, method)
+    return info
 
 
 def _from_registry(found: Located) -> None:
@@ -226,6 +225,20 @@ def _from_registry(found: Located) -> None:
         raise InvalidRequestError(
             f"{found.source!r}: tensor models are compressed from the registry (`maas models import` it first)"
         )
+
+
+def _store(
+    found: Located, ref: str, operation: str, params: dict[str, Any], write: Callable[[Path], None]
+) -> VersionInfo:
+    """`write` the new model's files into a fresh directory and import it as `ref`, made from `found`."""
+    parse_ref(ref)  # a bad name fails before the work
+    reg = Registry()
+    tmp = Path(tempfile.mkdtemp(prefix="compress-", dir=reg.home))
+    try:
+        write(tmp)
+        return reg.import_path(tmp, ref, parent=found.source, operation=operation, parameters=params)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_torch_dir(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -249,6 +262,8 @@ def prune_cnn(found: Located, channels: float, new_name: str | None) -> VersionI
     meta = read_meta(path) if found.kind == "tensor" and path.is_dir() else {}
     if meta.get("architecture") != "cnn" or "quantization_config" in meta:
         raise InvalidRequestError(f"{found.source!r} is not a float maas CNN: --channels prunes those")
+    ref = new_name or f"{parse_ref(found.source)[0]}:channels{round(channels * 100)}"
+    parse_ref(ref)
     model = load_exported(path)
     assert isinstance(model, CNN)
     before = sum(p.numel() for p in model.parameters())
@@ -258,13 +273,5 @@ def prune_cnn(found: Located, channels: float, new_name: str | None) -> VersionI
     config["pruning"] = {"structured": True, "channels": channels}
     params = {"structured": True, "channels": channels, "channels_after": kept, "score": "filter L1 norm",
               "parameters_before": before, "parameters_after": after}  # fmt: skip
-    ref = new_name or f"{parse_ref(found.source)[0]}:channels{round(channels * 100)}"
-    parse_ref(ref)
-    reg = Registry()
-    tmp = Path(tempfile.mkdtemp(prefix="compress-", dir=reg.home))
-    try:
-        write_torch_dir(tmp, config, model.state_dict())
-        log.info("structured pruning: %d -> %d parameters (channels %s)", before, after, kept)
-        return reg.import_path(tmp, ref, parent=found.source, operation="prune", parameters=params)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("structured pruning: %d -> %d parameters (channels %s)", before, after, kept)
+    return _store(found, ref, "prune", params, lambda out: write_torch_dir(out, config, model.state_dict()))
