@@ -21,7 +21,7 @@ from maas.server.metrics import Metrics
 from maas.server.middleware import Gateway
 from maas.server.pool import ModelPool
 from maas.server.ratelimit import RateLimiter
-from maas.server.routes import admin, chat, completions, embeddings, health, models, v2
+from maas.server.routes import admin, chat, completions, embeddings, health, models, tokenize, v2
 from maas.server.state import ServedModel
 
 log = logging.getLogger("maas.server")
@@ -85,8 +85,8 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
     app.state.in_flight = {}  # id(engine) -> admitted requests (serving._admit)
     app.state.limiter = RateLimiter(opts.requests_per_min, opts.tokens_per_min)
     install_error_handlers(app)
-    routers = (chat.router, completions.router, embeddings.router, models.router, health.router, admin.router,
-               v2.router)  # fmt: skip
+    routers = (chat.router, completions.router, embeddings.router, models.router, tokenize.router, health.router,
+               admin.router, v2.router)  # fmt: skip
     for r in routers:
         app.include_router(r)
     gateway = Gateway(app, opts.keys, metrics, opts.max_body_bytes, opts.json_access_log)

@@ -20,6 +20,13 @@ class _Base(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class _Request(BaseModel):
+    """A request body: unknown fields are kept (model_extra) so that those that would change the answer
+    can be refused; the rest are ignored, as OpenAI does."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class StreamOptions(_Base):
     """`stream_options`."""
 
@@ -39,9 +46,40 @@ class ChatMessage(_Base):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[Any] | None = None  # refused (not rendered yet)
+    tool_call_id: str | None = None
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.tool_calls:
+            raise InvalidRequestError("messages with tool_calls are not supported yet", param="messages")
 
 
-class _SamplingFields(_Base):
+# Fields that would change the answer and that maas does not honour yet: a 400 naming the field, never a
+# free-text 200 the client takes for what it asked (response_format {"type": "text"} and tool_choice
+# "none" are what happens anyway).
+_NOT_YET = ("tools", "tool_choice", "functions", "function_call", "guided_json", "guided_regex",
+            "guided_choice", "guided_grammar", "audio")  # fmt: skip
+
+
+def _refuse_unsupported(body: BaseModel) -> None:
+    extra = body.model_extra or {}
+    fmt = extra.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:
+        raise InvalidRequestError(
+            'response_format (structured output) is not supported yet; only {"type": "text"}',
+            param="response_format",
+        )
+    for name in _NOT_YET:
+        value = extra.get(name)
+        if value in (None, [], {}) or (name in ("tool_choice", "function_call") and value == "none"):
+            continue
+        raise InvalidRequestError(f"{name} is not supported yet", param=name)
+    modalities = extra.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise InvalidRequestError("only the text modality is supported", param="modalities")
+
+
+class _SamplingFields(_Request):
     """Fields shared by chat and completions."""
 
     model: str
@@ -72,6 +110,7 @@ class _SamplingFields(_Base):
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
     def _sampling(self, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+        _refuse_unsupported(self)
         if self.logit_bias:
             raise InvalidRequestError("logit_bias is not supported", param="logit_bias")
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -180,3 +219,26 @@ class EmbeddingRequest(_Base):
 
 def _is_id(t: Any) -> bool:
     return isinstance(t, int) and not isinstance(t, bool)
+
+
+class TokenizeRequest(_Base):
+    """POST /tokenize: `prompt` (as /v1/completions) or `messages` (as /v1/chat/completions)."""
+
+    model: str
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    add_generation_prompt: StrictBool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    add_special_tokens: StrictBool = True
+    return_token_strs: StrictBool = False
+
+    def model_post_init(self, _context: Any) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise InvalidRequestError("give exactly one of prompt and messages", param="prompt")
+
+
+class DetokenizeRequest(_Base):
+    """POST /detokenize."""
+
+    model: str
+    tokens: list[StrictInt]

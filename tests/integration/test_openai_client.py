@@ -73,3 +73,45 @@ def test_models_and_health(client, server):
     h = httpx.get(server.url + "/health").json()
     assert h["status"] == "ok"
     assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_tokenize_gives_the_ids_a_request_runs_and_detokenize_inverts_it(client, server):
+    import httpx
+
+    plain = client.completions.create(model=MODEL, prompt="The moon is", max_tokens=1, temperature=0)
+    t = httpx.post(
+        f"{server.url}/tokenize", json={"model": MODEL, "prompt": "The moon is"}, timeout=60
+    ).json()
+    assert t["count"] == len(t["tokens"]) == plain.usage.prompt_tokens and t["max_model_len"] == 1024
+    chat = client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=1, temperature=0)
+    c = httpx.post(f"{server.url}/tokenize", json={"model": MODEL, "messages": FRANCE, "return_token_strs": True},
+                   timeout=60).json()  # fmt: skip
+    assert c["count"] == chat.usage.prompt_tokens and len(c["token_strs"]) == c["count"]
+    d = httpx.post(f"{server.url}/detokenize", json={"model": MODEL, "tokens": t["tokens"]}, timeout=60)
+    assert d.status_code == 200 and d.json()["prompt"].endswith("The moon is")
+    for path, body in (("/tokenize", {"model": MODEL}), ("/detokenize", {"model": MODEL, "tokens": [10**9]}),
+                       ("/tokenize", {"model": "nope", "prompt": "x"})):  # fmt: skip
+        r = httpx.post(f"{server.url}{path}", json=body, timeout=60)
+        assert r.status_code in (400, 404) and "error" in r.json(), r.text
+
+
+def test_structured_output_and_tool_requests_are_refused_not_answered_in_free_text(client):
+    """Until maas honours them, a client asking for JSON or a tool call gets a 400 naming the field."""
+    import openai
+    import pytest
+
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    for kw, field in (({"response_format": {"type": "json_object"}}, "response_format"),
+                      ({"tools": [weather], "tool_choice": "required"}, "tools"),
+                      ({"extra_body": {"guided_choice": ["yes", "no"]}}, "guided_choice")):  # fmt: skip
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=5, **kw)
+        assert field in str(e.value)
+    called = [*FRANCE, {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+              "function": {"name": "get_weather", "arguments": "{}"}}]}]  # fmt: skip
+    with pytest.raises(openai.BadRequestError, match="tool_calls"):
+        client.chat.completions.create(model=MODEL, messages=called, max_tokens=5)
+    ok = client.chat.completions.create(
+        model=MODEL, messages=FRANCE, max_tokens=5, response_format={"type": "text"}, tool_choice="none"
+    )
+    assert ok.choices[0].message.content

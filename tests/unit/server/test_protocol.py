@@ -37,3 +37,38 @@ def test_unsupported_or_inconsistent_fields_are_refused(kw):
         ChatCompletionRequest(model="m", messages=MSG, **kw).sampling_params()
     with pytest.raises(InvalidRequestError):
         CompletionRequest(model="m", prompt="a", suffix="z").sampling_params()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("response_format", {"type": "json_object"}),
+        ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+        ("tools", [{"type": "function", "function": {"name": "f"}}]),
+        ("tool_choice", "required"),
+        ("functions", [{"name": "f"}]),
+        ("guided_choice", ["a", "b"]),
+        ("guided_json", {"type": "object"}),
+        ("modalities", ["text", "audio"]),
+    ],
+)
+def test_fields_that_would_change_the_answer_and_are_not_honoured_are_a_400_naming_them(field, value):
+    """Not silently ignored: a client asking for JSON or a tool call must not get free text and a 200."""
+    with pytest.raises(InvalidRequestError) as e:
+        ChatCompletionRequest.model_validate({"model": "m", "messages": MSG, field: value}).sampling_params()
+    assert e.value.param == field
+    if field.startswith("guided") or field == "response_format":
+        with pytest.raises(InvalidRequestError):
+            CompletionRequest.model_validate({"model": "m", "prompt": "a", field: value}).sampling_params()
+
+
+def test_what_happens_anyway_and_unknown_harmless_fields_pass():
+    for extra in ({"response_format": {"type": "text"}}, {"tool_choice": "none"}, {"tools": []},
+                  {"parallel_tool_calls": True}, {"service_tier": "auto"}, {"metadata": {"a": "b"}}):  # fmt: skip
+        ChatCompletionRequest.model_validate({"model": "m", "messages": MSG, **extra}).sampling_params()
+
+
+def test_assistant_tool_calls_in_the_conversation_are_refused():
+    msgs = [*MSG, {"role": "assistant", "tool_calls": [{"id": "1", "type": "function"}]}]
+    with pytest.raises(InvalidRequestError):
+        ChatCompletionRequest.model_validate({"model": "m", "messages": msgs})
