@@ -1,147 +1,59 @@
-"""The asyncio front of the engine: a thread runs the step loop; callers get async streams.
+"""The LLM engine's step loop in a background thread of this process (tests, `maas run`): the client
+of engine/client.py over a queue.
 
-Cancelling a stream (client gone, task cancelled) aborts its request at the next step and frees
-its cache.
+Cancelling a stream (client gone, task cancelled) aborts its request at the next step and frees its cache.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import uuid
-from collections.abc import AsyncGenerator
-from typing import cast
 
+from maas.engine.client import EngineClient
 from maas.engine.engine import Engine
-from maas.engine.request import RequestOutput
-from maas.engine.sampling_params import SamplingParams
-from maas.engine.streams import StreamHub
-from maas.errors import EngineDeadError
-from maas.text.chat_template import ChatTemplate
-from maas.text.tokenizer import Tokenizer
-
-log = logging.getLogger("maas.engine")
+from maas.engine.loop import run_loop
+from maas.engine.messages import Command, Exited, Stop
 
 
-class AsyncEngine:
-    """Runs `Engine.step()` in a background thread and streams outputs to asyncio callers."""
+class AsyncEngine(EngineClient):
+    """Runs engine/loop.py's loop over `engine` in a thread; streams outputs to asyncio callers."""
 
     def __init__(self, engine: Engine):
+        super().__init__()
         self.engine = engine
-        self._cmds: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
-        self._wake = threading.Event()
-        self._hub = StreamHub()
-        self._stop = False
-        self._dead: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="maas-engine", daemon=True)
+        self.tokenizer = engine.tokenizer
+        self.chat_template = engine.lm.chat_template
+        self.max_model_len = engine.max_model_len
+        self.max_num_seqs = engine.config.max_num_seqs
+        self.vocab_size = engine.lm.config.vocab_size
+        self._cmds: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="maas-engine", daemon=True)
         self._thread.start()
 
-    # -- facts the server may read -------------------------------------------------------------
+    def _receive(self, timeout: float) -> Command | None:
+        try:
+            return self._cmds.get(timeout=timeout) if timeout > 0 else self._cmds.get_nowait()
+        except queue.Empty:
+            return None
 
-    @property
-    def max_model_len(self) -> int:
-        """The longest prompt + output this engine accepts."""
-        return self.engine.max_model_len
+    def _run(self) -> None:
+        try:
+            run_loop(self.engine, self._receive, self._on_event)
+        finally:
+            self._on_event(Exited("stopped" if self._stopping else "the engine thread ended"))
 
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The model's tokenizer."""
-        return self.engine.tokenizer
+    def _send(self, cmd: Command) -> None:
+        self._cmds.put(cmd)
 
-    @property
-    def chat_template(self) -> ChatTemplate:
-        """The model's chat template."""
-        return self.engine.lm.chat_template
-
-    @property
-    def max_num_seqs(self) -> int:
-        """Sequences in the running batch at most."""
-        return self.engine.config.max_num_seqs
-
-    def memory_bytes(self) -> int | None:
-        """Not measured in-thread (the server's engines run in their own processes)."""
-        return None
-
-    def check_prompt(self, prompt_len: int, max_tokens: int | None, param: str = "messages") -> int:
-        """Validate lengths before queueing (raises ContextLengthError)."""
-        return self.engine.check_prompt(prompt_len, max_tokens, param)
-
-    @property
-    def alive(self) -> bool:
-        """True while the loop thread runs."""
-        return self._thread.is_alive() and not self._stop
-
-    def stats(self) -> dict[str, float]:
-        """Running / waiting counts and KV-cache usage."""
-        return self.engine.stats()
-
-    # -- the loop thread -------------------------------------------------------------------------
-
-    def _deliver(self, rid: str, item: RequestOutput | BaseException) -> None:
-        self._hub.dispatch([(rid, item)])
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                op, arg = self._cmds.get_nowait()
-            except queue.Empty:
-                return
-            if op == "add":
-                rid, ids, params = cast(tuple[str, list[int], SamplingParams], arg)
-                try:
-                    self.engine.add_request(rid, ids, params)
-                except Exception as e:  # validation failed after queueing: tell the caller
-                    self._deliver(rid, e)
-            elif op == "abort":
-                self.engine.abort_request(str(arg))
-                self._hub.forget(str(arg))
-
-    def _loop(self) -> None:
-        while not self._stop:
-            self._drain()
-            if not self.engine.has_unfinished():
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            try:
-                outs = self.engine.step()
-            except Exception as e:  # a bug or out-of-memory: fail what is in flight, keep serving
-                log.exception("engine step failed; aborting %d requests", len(self._hub))
-                err = EngineDeadError(
-                    f"the engine failed while running this request: {type(e).__name__}: {e}"
-                )
-                for rid in self._hub.ids():
-                    self.engine.abort_request(rid)
-                    self._deliver(rid, err)
-                continue
-            if outs:
-                self._hub.dispatch([(o.request_id, o) for o in outs])
+    def _running(self) -> bool:
+        return self._thread.is_alive()
 
     def shutdown(self) -> None:
         """Stop the loop thread (in-flight requests are dropped)."""
-        self._stop = True
-        self._wake.set()
+        self._stopping = True
+        self._cmds.put(Stop())
         self._thread.join(timeout=10)
-
-    # -- the caller's side -----------------------------------------------------------------------
-
-    def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncGenerator[tuple[int, RequestOutput], None]:
-        """Stream (choice index, output) pairs for `params.n` choices; closing it aborts the rest."""
-        if self._stop or not self._thread.is_alive():
-            raise EngineDeadError("the engine is not running")
-        return self._hub.stream(request_id, prompt_token_ids, params, self._submit, self.abort)
-
-    def _submit(self, rid: str, ids: list[int], params: SamplingParams) -> None:
-        self._cmds.put(("add", (rid, ids, params)))
-        self._wake.set()
-
-    def abort(self, request_id: str) -> None:
-        """Abort a request from any thread."""
-        self._cmds.put(("abort", request_id))
-        self._wake.set()
 
 
 def request_id(prefix: str = "req") -> str:

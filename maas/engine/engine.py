@@ -140,6 +140,10 @@ class Engine:
             self.scheduler.finish(seq, "abort")
             self.runner.release(request_id)
 
+    def request_ids(self) -> list[str]:
+        """The requests waiting or running."""
+        return list(self._seqs)
+
     def has_unfinished(self) -> bool:
         """True while requests wait or run."""
         return self.scheduler.has_unfinished()

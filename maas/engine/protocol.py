@@ -1,7 +1,8 @@
 """The contracts the server relies on, one per model kind: what it may call on a loaded engine.
 
-The LLM engine (in-thread AsyncEngine or child-process ProcessEngine), the embedding engine and
-the tensor engine each satisfy one; the server never reaches past them.
+The LLM engine (engine/client.py's EngineClient, over a thread: AsyncEngine, or a child process:
+ProcessEngine; typed messages in engine/messages.py, one step loop in engine/loop.py), the embedding
+engine and the tensor engine each satisfy one; the server never reaches past them.
 """
 
 from __future__ import annotations

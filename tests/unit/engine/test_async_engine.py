@@ -46,3 +46,41 @@ def test_cancelling_a_stream_aborts_the_request(lm):
         assert eng.engine.blocks.num_free_blocks == eng.engine.blocks.num_blocks
     finally:
         eng.shutdown()
+
+
+def test_a_failed_step_fails_its_requests_and_the_loop_goes_on(lm):
+    """engine/loop.py (the same loop a serving child process runs): a step that raises aborts what was in
+    flight with a 503-class error, frees its cache, and the next request is served."""
+    import pytest
+
+    from maas.errors import EngineDeadError
+
+    engine = make_engine(lm)
+    real, calls = engine.step, []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real()
+
+    engine.step = flaky
+    eng = AsyncEngine(engine)
+    params = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+
+    async def main():
+        with pytest.raises(EngineDeadError, match="boom"):
+            async for _ in eng.generate("a", [65, 66, 67], params):
+                pass
+        got = []
+        async for _, out in eng.generate("b", [65, 66, 67], params):
+            got += out.token_ids
+        return got
+
+    try:
+        got = asyncio.run(main())
+        assert got == reference_greedy(lm, [65, 66, 67], 5) and eng.alive
+        assert engine.blocks.num_free_blocks == engine.blocks.num_blocks
+    finally:
+        eng.shutdown()
+    assert not eng.alive
