@@ -65,11 +65,13 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
                     pool, opts, metrics, opts.grpc_host, opts.grpc_port, app.state.limiter, app.state.gateway
                 )
             await pool.preload()
+            supervisor = asyncio.ensure_future(pool.supervise())  # dead engines come back
             gc.freeze()  # start-up objects (models, modules) leave the collector's scans: shorter GC pauses
             for m in pool.loaded():
                 attach(m)
                 log.info("serving %s (%s)", m.name, m.kind)
             yield
+            supervisor.cancel()
         finally:
             try:
                 if grpc_server is not None:
@@ -78,6 +80,7 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
                 await asyncio.to_thread(pool.shutdown)
 
     pool.on_load = attach
+    pool.on_restart = lambda name: metrics.engine_restarts.labels(name).inc()
     app = FastAPI(title="maas", version=__version__, lifespan=lifespan)
     app.state.models = pool
     app.state.metrics = metrics

@@ -46,6 +46,8 @@ class Metrics:
                             registry=r)  # fmt: skip
         self.embed_batch = Histogram("maas:embedding_batch_size", "Sentences per embedding forward pass.",
                                      ["model"], buckets=_BATCH, registry=r)  # fmt: skip
+        self.engine_restarts = Counter("maas:engine_restarts", "Models loaded again after their engine died.",
+                                       ["model"], registry=r)  # fmt: skip
         self.embed_inputs = Counter("maas:embedding_inputs", "Sentences embedded.", ["model"], registry=r)
         self.infer_latency = Histogram("maas:inference_request_latency_seconds",
                                        "Tensor-model (v2) request latency, body read to response built.",

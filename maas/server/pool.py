@@ -19,6 +19,9 @@ from typing import Any
 from maas.errors import InvalidRequestError, ModelNotFoundError
 from maas.server.state import ModelSpec, ServedModel
 
+STABLE_S = 60.0  # an engine that ran this long before dying restarts at once
+MAX_BACKOFF_S = 30.0
+
 log = logging.getLogger("maas.server")
 
 Loader = Callable[[ModelSpec], ServedModel]
@@ -35,6 +38,9 @@ class _Entry:
     loading: asyncio.Future[ServedModel] | None = None
     memory: int | None = None  # bytes, measured after the last load
     loads: int = 0
+    restarts: int = 0  # loads after its engine died
+    crashes: int = 0  # deaths in a row, each within STABLE_S of its load (for the backoff)
+    up_since: float = 0.0
 
 
 @dataclass
@@ -76,6 +82,7 @@ class ModelPool:
         self._load_lock: asyncio.Lock | None = None
         self.ready = False
         self.on_load: Callable[[ServedModel], None] | None = None  # e.g. attach metrics hooks
+        self.on_restart: Callable[[str], None] | None = None  # a dead engine is being replaced (metrics)
 
     # -- names ---------------------------------------------------------------------------------
 
@@ -129,6 +136,8 @@ class ModelPool:
                 f"model {name!r} is a {e.spec.kind} model, not a {kind} model", param="model"
             )
         while True:
+            if self._dead(e):  # its engine died and the supervisor has not seen it yet
+                self._restart(e)
             if e.served is not None and not e.draining:
                 e.in_use += 1
                 e.last_used = time.monotonic()
@@ -170,10 +179,12 @@ class ModelPool:
 
     # -- loading and eviction ----------------------------------------------------------------
 
-    async def _load(self, e: _Entry) -> ServedModel:
+    async def _load(self, e: _Entry, delay: float = 0.0) -> ServedModel:
         self._cond()
         assert self._load_lock is not None
         try:
+            if delay:
+                await asyncio.sleep(delay)
             async with self._load_lock:
                 await self._make_room(e)
                 t0 = time.monotonic()
@@ -182,7 +193,7 @@ class ModelPool:
                 if self.on_load is not None:
                     self.on_load(served)
                 e.memory = served.memory()
-                e.last_used = time.monotonic()
+                e.last_used = e.up_since = time.monotonic()
                 await self._trim(e)
                 log.info("loaded %s in %.1f s (%s)", e.spec.name, time.monotonic() - t0, _fmt_bytes(e.memory))
                 return served
@@ -258,6 +269,39 @@ class ModelPool:
         await self._unload(e, reason="asked to")
         return True
 
+    # -- the supervisor: a model whose engine died is loaded again ------------------------------
+
+    def _dead(self, e: _Entry) -> bool:
+        return e.served is not None and not e.draining and e.loading is None and not e.served.engine.alive
+
+    def _restart(self, e: _Entry) -> None:
+        """Forget the dead engine (its requests have failed with a 503) and load the model again, after a
+        backoff when it keeps dying soon after loading."""
+        assert e.served is not None
+        now = time.monotonic()
+        e.crashes = e.crashes + 1 if now - e.up_since < STABLE_S else 1
+        delay = 0.0 if e.crashes == 1 else min(MAX_BACKOFF_S, 2.0 ** (e.crashes - 2))
+        log.error(
+            "%s: its engine stopped; loading it again%s", e.spec.name, f" in {delay:.0f} s" if delay else ""
+        )
+        try:
+            e.served.engine.shutdown()
+        except Exception:  # noqa: BLE001 - it is dead already; nothing to keep
+            log.debug("shutting the dead engine of %s down failed", e.spec.name, exc_info=True)
+        e.served, e.restarts = None, e.restarts + 1
+        if self.on_restart is not None:
+            self.on_restart(e.spec.name)
+        e.loading = asyncio.ensure_future(self._load(e, delay))
+        e.loading.add_done_callback(lambda f: _log_failed_load(e.spec.name, f))
+
+    async def supervise(self, interval: float = 1.0) -> None:
+        """Watch the loaded models and restart any whose engine died (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(interval)
+            for e in self._unique():
+                if self._dead(e):
+                    self._restart(e)
+
     def describe(self) -> list[dict[str, Any]]:
         """Per-model facts for /admin/models."""
         out = []
@@ -269,6 +313,8 @@ class ModelPool:
                     "loaded": e.served is not None,
                     "state": "draining"
                     if e.draining
+                    else "stopped"
+                    if self._dead(e)
                     else "loading"
                     if e.loading is not None
                     else "loaded"
@@ -277,6 +323,7 @@ class ModelPool:
                     "requests_in_flight": e.in_use,
                     "memory_bytes": e.served.memory() if e.served is not None else None,
                     "loads": e.loads,
+                    "restarts": e.restarts,
                     "idle_s": round(time.monotonic() - e.last_used, 1) if e.last_used else None,
                 }
             )
@@ -306,6 +353,12 @@ class ModelPool:
             if e.served is not None:
                 e.served.engine.shutdown()
                 e.served = None
+
+
+def _log_failed_load(name: str, f: asyncio.Future[ServedModel]) -> None:
+    """A load nobody waited for (a restart) that failed: say so (the next request tries again)."""
+    if not f.cancelled() and f.exception() is not None:
+        log.error("loading %s again failed: %s", name, f.exception())
 
 
 def _fmt_bytes(n: int | None) -> str:

@@ -13,7 +13,11 @@ from maas.server.state import ModelSpec, ServedModel
 
 class FakeEngine:
     def __init__(self, name: str, memory: int):
-        self.name, self.mem, self.stopped = name, memory, False
+        self.name, self.mem, self.stopped, self.died = name, memory, False, False
+
+    @property
+    def alive(self) -> bool:
+        return not (self.stopped or self.died)
 
     def memory_bytes(self) -> int:
         return self.mem
@@ -136,5 +140,43 @@ def test_unload_waits_for_requests():
         lease.release()
         assert await task is True and loaded(pool) == []
         assert await pool.unload("a") is False
+
+    asyncio.run(main())
+
+
+def test_a_model_whose_engine_died_is_loaded_again_with_a_backoff_when_it_keeps_dying(monkeypatch):
+    import maas.server.pool as pool_mod
+
+    async def main() -> None:
+        loader = Loader()
+        pool = ModelPool(specs("a"), loader)
+        restarted: list[str] = []
+        pool.on_restart = restarted.append
+        await pool.preload()
+        first = (await pool.acquire("a")).model
+        first.engine.died = True  # the engine process exited
+        assert {m["id"]: m["state"] for m in pool.describe()}["a"] == "stopped"
+        lease = await pool.acquire("a")  # the next request: loaded again, served
+        assert lease.model is not first and lease.model.engine.alive and first.engine.stopped
+        lease.release()
+        assert restarted == ["a"] and loader.loads == ["a", "a"]
+        delays: list[float] = []
+        real_sleep = asyncio.sleep
+
+        async def sleep(d: float) -> None:
+            delays.append(d)
+            await real_sleep(0)
+
+        monkeypatch.setattr(pool_mod.asyncio, "sleep", sleep)
+        for _ in range(3):  # dying again soon after each load: 1, 2, 4 s before the next load
+            pool.loaded()[0].engine.died = True
+            (await pool.acquire("a")).release()
+        assert delays == [1.0, 2.0, 4.0] and {m["id"]: m["restarts"] for m in pool.describe()}["a"] == 4
+        watch = asyncio.ensure_future(pool.supervise(interval=0.0))  # the watchdog, without a request
+        pool.loaded()[0].engine.died = True
+        for _ in range(20):
+            await real_sleep(0)
+        watch.cancel()
+        assert len(restarted) == 5 and pool.loaded() and pool.loaded()[0].engine.alive
 
     asyncio.run(main())
