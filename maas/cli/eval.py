@@ -104,6 +104,7 @@ def _cosine(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str,
 
 def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str, Any], str]:
     from maas.compress.evaluate import accuracy, onnx_classifier
+    from maas.engine.tensor_backends import model_format
     from maas.errors import InvalidRequestError
     from maas.models.exported import load_exported
 
@@ -113,7 +114,7 @@ def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[st
     if data.task != "classify":
         raise InvalidRequestError(f"{args.model!r} is not a classifier (its training task is {data.task!r})")
     x, y = data.test.x, data.test.y
-    if any(path.glob("*.onnx")):  # the served graph: raw CSV columns in, standardised inside
+    if model_format(path) == "onnx":  # the served graph: raw CSV columns in, standardised inside
         r = accuracy(onnx_classifier(path), served_inputs(data, x), y)
     else:
         r = accuracy(load_exported(path), x, y)
@@ -157,6 +158,7 @@ def trained_data(ref: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, score it, print (and record) the result."""
+    from maas.engine.tensor_backends import model_format
     from maas.errors import InvalidRequestError
     from maas.store.builtin import ensure_builtins_imported
     from maas.store.locate import local_path, locate
@@ -168,11 +170,7 @@ def run(args: argparse.Namespace) -> int:
         result, line = _perplexity(args, path)
     elif found.kind == "embedding":
         result, line = _cosine(args, found, path)
-    elif (
-        found.kind == "tensor"
-        and path.is_dir()
-        and (any(path.glob("*.onnx")) or (path / "model.safetensors").exists())
-    ):
+    elif found.kind == "tensor" and path.is_dir() and model_format(path) in ("onnx", "maas"):
         result, line = _accuracy(args, found, path)
     else:
         raise InvalidRequestError(f"{args.model!r} is a {found.kind} model `maas eval` cannot score")

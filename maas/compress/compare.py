@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from maas.engine.tensor_backends import model_format
 from maas.errors import InvalidRequestError, MaasError
 from maas.kernels.quantized import QuantLinear, parameter_count
 from maas.store.locate import local_path, locate
@@ -124,7 +125,7 @@ def compare(
     for name, f in tqdm(list(zip(names, found, strict=True)), desc="comparing", unit="model",
                         disable=not sys.stderr.isatty()):  # fmt: skip
         path = local_path(f)
-        onnx_graph = f.kind == "tensor" and any(path.glob("*.onnx"))
+        onnx_graph = f.kind == "tensor" and model_format(path) == "onnx"
         total, nonzero = onnx_parameters(path) if onnx_graph else parameters(_load(path, f.kind))
         op, quality = "-", {}
         if f.origin == "registry":

@@ -63,9 +63,10 @@ def _encoder(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
 
 def _classifier(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
     from maas.compress.evaluate import onnx_classifier
+    from maas.engine.tensor_backends import model_format
     from maas.models.exported import load_exported, read_meta
 
-    if any(path.glob("*.onnx")):  # the graph on ONNX Runtime, fed the shape its signature declares
+    if model_format(path) == "onnx":  # the graph on ONNX Runtime, fed the shape its signature declares
         from maas.formats.onnx import onnx_signature
 
         model: Callable[[torch.Tensor], torch.Tensor] = onnx_classifier(path)

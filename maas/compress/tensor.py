@@ -30,6 +30,7 @@ from torch import nn
 
 from maas.compress import AUTO_GROUP, DEFAULT_GROUP
 from maas.compress.quantize import METHODS
+from maas.engine.tensor_backends import model_format
 from maas.errors import InvalidRequestError
 from maas.kernels.quantized import Scheme, eligible, in_features, quantize_weight
 from maas.store.locate import Located, local_path
@@ -55,8 +56,8 @@ def plan_tensor(model: nn.Module, bits: int, group_size: int | None) -> dict[str
 
 def quantize_torch_dir(
     path: Path, method: str, group_size: int | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config.json, tensors) of a quantized `maas-<arch>` directory, and a report."""
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, int]]:
+    """(config.json, tensors, report) of a quantized `maas-<arch>` directory."""
     from maas.models.exported import load_exported, read_meta
 
     meta = read_meta(path)
@@ -85,7 +86,7 @@ def quantize_torch_dir(
         "per_channel_fallback": len(per_channel),
         "float_recurrent_layers": len(kept),
     }
-    return {**meta, "quantization_config": spec}, {"tensors": tensors, "report": report}
+    return {**meta, "quantization_config": spec}, tensors, report
 
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
@@ -193,7 +194,7 @@ def quantize_tensor(
     _from_registry(found)
     name, tag = parse_ref(found.source)
     path = local_path(found)
-    onnx_graph = any(path.glob("*.onnx"))
+    onnx_graph = model_format(path) == "onnx"
     if group_size == AUTO_GROUP:  # ONNX Runtime's int8 has one scale per output channel
         group_size = None if onnx_graph else DEFAULT_GROUP
     params: dict[str, Any] = {"method": method, "group_size": group_size or "channel"}
@@ -210,9 +211,9 @@ def quantize_tensor(
     else:
 
         def write(out: Path) -> None:
-            config, made = quantize_torch_dir(path, method, group_size)
-            write_torch_dir(out, config, made["tensors"])
-            params.update({"algorithm": "rtn", **made["report"]})
+            config, tensors, report = quantize_torch_dir(path, method, group_size)
+            write_torch_dir(out, config, tensors)
+            params.update({"algorithm": "rtn", **report})
 
         ref = new_name or (f"{name}:{method}-g{group_size}" if group_size else f"{name}:{method}-channel")
     info = _store(found, ref, "quantize", params, write)

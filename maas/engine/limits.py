@@ -30,4 +30,4 @@ def check_prompt(prompt_len: int, max_tokens: int | None, limit: int, param: str
 def check_token_ids(ids: list[int], vocab_size: int, param: str = "prompt") -> None:
     """Every id must be in the vocabulary."""
     if any(not 0 <= t < vocab_size for t in ids):
-        raise InvalidRequestError(f"prompt token ids must be in [0, {vocab_size})", param=param)
+        raise InvalidRequestError(f"token ids in {param} must be in [0, {vocab_size})", param=param)

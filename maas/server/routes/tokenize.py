@@ -7,9 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from maas.errors import InvalidRequestError
+from maas.engine.limits import check_token_ids
 from maas.server.deps import Models
 from maas.server.protocol import DetokenizeRequest, TokenizeRequest
+from maas.server.routes.chat import render_chat
 
 router = APIRouter()
 
@@ -22,12 +23,7 @@ async def tokenize(body: TokenizeRequest, models: Models) -> dict[str, Any]:
     try:
         eng = lease.model.llm()
         if body.messages is not None:
-            messages = [m.model_dump(exclude_none=True) for m in body.messages]
-            text = eng.chat_template.render(
-                messages,
-                add_generation_prompt=body.add_generation_prompt,
-                **(body.chat_template_kwargs or {}),
-            )
+            text = render_chat(eng, body.messages, body.add_generation_prompt, body.chat_template_kwargs)
         else:
             text = body.prompt or ""
         ids = eng.tokenizer.encode(text, add_special_tokens=body.add_special_tokens)
@@ -45,11 +41,7 @@ async def detokenize(body: DetokenizeRequest, models: Models) -> dict[str, Any]:
     lease = await models.acquire(body.model, "llm")
     try:
         tok = lease.model.llm().tokenizer
-        bad = [i for i in body.tokens if not 0 <= i < tok.vocab_size]
-        if bad:
-            raise InvalidRequestError(
-                f"token ids outside the vocabulary (0..{tok.vocab_size - 1}): {bad[:5]}", param="tokens"
-            )
+        check_token_ids(body.tokens, tok.vocab_size, param="tokens")
         return {"prompt": tok.decode(body.tokens, skip_special_tokens=False)}
     finally:
         lease.release()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from maas.compress.tensor import plan_tensor, quantize_torch_dir
+from maas.compress.tensor import plan_tensor, quantize_torch_dir, write_torch_dir
 from maas.errors import InvalidRequestError
 from maas.kernels.quantized import QuantConv2d, QuantLinear, Scheme, convert, dequantize, quantize_weight
 from maas.models import zoo
@@ -62,11 +62,10 @@ def test_quantized_directory_loads_into_quantized_layers(tmp_path, method, group
     (src / "config.json").write_text(json.dumps(meta))
     cnn = zoo.build("cnn", meta["params"], input_shape=(1, 8, 8), num_classes=10)
     save_file({k: v.contiguous() for k, v in cnn.state_dict().items()}, str(src / "model.safetensors"))
-    config, made = quantize_torch_dir(src, method, group)
+    config, tensors, _ = quantize_torch_dir(src, method, group)
     out = tmp_path / "q"
     out.mkdir()
-    (out / "config.json").write_text(json.dumps(config))
-    save_file(made["tensors"], str(out / "model.safetensors"))
+    write_torch_dir(out, config, tensors)
     q = load_exported(out)
     kinds = {n: type(m).__name__ for n, m in q.named_modules() if isinstance(m, QuantLinear)}
     assert kinds == {"features.3": "QuantConv2d", "head.1": "QuantLinear", "head.3": "QuantLinear"} | (
