@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from maas.engine.guided import GrammarCompiler, consume
 from maas.engine.kv_cache import BlockManager
 from maas.engine.limits import check_prompt, check_token_ids
 from maas.engine.loader import LoadedLM, load_lm
@@ -82,6 +83,7 @@ class Engine:
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens, max_len)
         self.runner = ModelRunner(lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype)
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
+        self.grammars = GrammarCompiler(self.tokenizer, lm.config.vocab_size)
         self._seqs: dict[str, Sequence] = {}
         self._text: dict[str, _TextState] = {}
         log.info(
@@ -126,6 +128,8 @@ class Engine:
         check_token_ids(prompt_token_ids, self.lm.config.vocab_size)
         max_tokens = self.check_prompt(len(prompt_token_ids), params.max_tokens, "prompt")
         seq = Sequence(request_id, list(prompt_token_ids), params, max_tokens)
+        if params.guide is not None:
+            seq.matcher = self.grammars.matcher(params.guide)
         self._seqs[request_id] = seq
         self._text[request_id] = _TextState(
             IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens)
@@ -174,6 +178,13 @@ class Engine:
             return results
         out = self.runner.run(batch)
         touched = self.scheduler.update(batch, out.tokens, self.eos_ids)
+        for seq in touched:  # a guided sequence whose grammar is complete stops here, not one token later
+            if (
+                seq.matcher is not None
+                and consume(seq.matcher, seq.output_token_ids[-1])
+                and not seq.finished
+            ):
+                self.scheduler.finish(seq, "stop")
         lp_by_seq = {
             id(it.seq): lp for it, lp in zip(batch.items, out.logprobs, strict=True) if lp is not None
         }

@@ -137,6 +137,7 @@ class ModelRunner:
                         s.prompt_token_ids,
                         s.output_token_ids,
                         self._generator(s.seq_id, s.params.seed),
+                        s.matcher,
                     )
                 )
                 targets.append(where[id(it)])

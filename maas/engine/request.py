@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from maas.engine.sampling_params import SamplingParams
 
@@ -34,6 +35,7 @@ class Sequence:
     num_preemptions: int = 0
     first_token_time: float | None = None
     first_scheduled: float | None = None  # monotonic time it first ran (queue time = this - arrival)
+    matcher: Any = None  # the grammar matcher of a guided request (engine.guided)
 
     @property
     def num_tokens(self) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from maas.engine.guided import apply_masks
 from maas.engine.request import TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 
@@ -18,6 +20,7 @@ class SampleRow:
     prompt_token_ids: list[int]
     output_token_ids: list[int]
     generator: torch.Generator | None  # seeded requests carry their own
+    matcher: Any = None  # a guided request's grammar matcher: its mask applies before sampling
 
 
 def _apply_penalties(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
@@ -77,6 +80,8 @@ def sample(logits: torch.Tensor, rows: list[SampleRow]) -> tuple[list[int], list
     )
     if needs_penalty:
         logits = _apply_penalties(logits.clone(), rows)
+    if any(r.matcher is not None for r in rows):
+        apply_masks(logits, [r.matcher for r in rows])  # logits are this call's own (raw logprobs taken)
     greedy = [r.params.greedy for r in rows]
     tokens = logits.argmax(-1)
     if not all(greedy):

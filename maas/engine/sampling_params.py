@@ -27,6 +27,7 @@ class SamplingParams:
     logprobs: int | None = None  # None: off; k >= 0: the chosen token's logprob plus top k
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    guide: str | None = None  # an llguidance grammar the output must match (maas.text.grammar builds it)
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from maas.engine.sampling_params import SamplingParams
 from maas.errors import InvalidRequestError
+from maas.server.tools import ToolRequest, check_messages, check_tools
+from maas.text import grammar
 
 Number = float
 
@@ -46,32 +48,66 @@ class ChatMessage(_Base):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[Any] | None = None  # refused (not rendered yet)
+    tool_calls: list[Any] | None = None
     tool_call_id: str | None = None
-
-    def model_post_init(self, _context: Any) -> None:
-        if self.tool_calls:
-            raise InvalidRequestError("messages with tool_calls are not supported yet", param="messages")
 
 
 # Fields that would change the answer and that maas does not honour yet: a 400 naming the field, never a
 # free-text 200 the client takes for what it asked (response_format {"type": "text"} and tool_choice
 # "none" are what happens anyway).
-_NOT_YET = ("tools", "tool_choice", "functions", "function_call", "guided_json", "guided_regex",
-            "guided_choice", "guided_grammar", "audio")  # fmt: skip
+_NOT_YET = ("functions", "function_call", "audio")  # the legacy function-calling fields: use tools
+
+
+def _response_format_guide(fmt: Any) -> str | None:
+    if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
+        raise InvalidRequestError('response_format must be an object with a "type"', param="response_format")
+    kind = fmt["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return grammar.json_object_grammar()
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise InvalidRequestError(
+                'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}',
+                param="response_format.json_schema",
+            )
+        return grammar.json_schema_grammar(spec["schema"], "response_format.json_schema.schema")
+    raise InvalidRequestError(
+        f"response_format type {kind!r} is not supported (text, json_object, json_schema)",
+        param="response_format.type",
+    )
+
+
+# vLLM's structured-output fields, each -> its grammar builder
+_GUIDED = {
+    "guided_json": grammar.json_schema_grammar,
+    "guided_regex": grammar.regex_grammar,
+    "guided_choice": grammar.choice_grammar,
+    "guided_grammar": grammar.ebnf_grammar,
+}
+
+
+def output_guide(body: BaseModel) -> str | None:
+    """The grammar a request's output must follow (response_format or a guided_* field), or None."""
+    extra = body.model_extra or {}
+    asked = [k for k in ("response_format", *_GUIDED) if extra.get(k) is not None]
+    if len(asked) > 1:
+        raise InvalidRequestError(f"give at most one of {', '.join(asked)}", param=asked[1])
+    if not asked:
+        return None
+    name = asked[0]
+    if name == "response_format":
+        return _response_format_guide(extra[name])
+    return _GUIDED[name](extra[name], name)
 
 
 def _refuse_unsupported(body: BaseModel) -> None:
     extra = body.model_extra or {}
-    fmt = extra.get("response_format")
-    if fmt is not None and fmt != {"type": "text"}:
-        raise InvalidRequestError(
-            'response_format (structured output) is not supported yet; only {"type": "text"}',
-            param="response_format",
-        )
     for name in _NOT_YET:
         value = extra.get(name)
-        if value in (None, [], {}) or (name in ("tool_choice", "function_call") and value == "none"):
+        if value in (None, [], {}) or (name == "function_call" and value == "none"):
             continue
         raise InvalidRequestError(f"{name} is not supported yet", param=name)
     modalities = extra.get("modalities")
@@ -131,6 +167,7 @@ class _SamplingFields(_Request):
             logprobs=logprobs,
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output,
+            guide=output_guide(self),
         )
 
 
@@ -143,6 +180,20 @@ class ChatCompletionRequest(_SamplingFields):
     top_logprobs: StrictInt | None = None
     add_generation_prompt: StrictBool = True
     chat_template_kwargs: dict[str, Any] | None = None
+
+    def model_post_init(self, _context: Any) -> None:
+        check_messages([m.model_dump(exclude_none=True) for m in self.messages])
+
+    def tool_request(self) -> ToolRequest | None:
+        """The tools the model may call (None: no tools, or tool_choice none)."""
+        extra = self.model_extra or {}
+        req = check_tools(extra.get("tools"), extra.get("tool_choice"), extra.get("parallel_tool_calls"))
+        if req is not None and req.choice != "auto" and output_guide(self) is not None:
+            raise InvalidRequestError(
+                "tool_choice required or a named function cannot be combined with response_format or guided_*",
+                param="tool_choice",
+            )
+        return req
 
     def sampling_params(self) -> SamplingParams:
         """The engine's view of this request."""
@@ -231,10 +282,13 @@ class TokenizeRequest(_Base):
     chat_template_kwargs: dict[str, Any] | None = None
     add_special_tokens: StrictBool = True
     return_token_strs: StrictBool = False
+    tools: list[Any] | None = None  # rendered with `messages`, as /v1/chat/completions would
 
     def model_post_init(self, _context: Any) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise InvalidRequestError("give exactly one of prompt and messages", param="prompt")
+        if self.messages is not None:
+            check_messages([m.model_dump(exclude_none=True) for m in self.messages])
 
 
 class DetokenizeRequest(_Base):
