@@ -55,6 +55,13 @@ def add_parser(sub: Any) -> None:
         action="store_false",
         help="answer only for the MODELs named here, not for other registry models",
     )
+    p.add_argument(
+        "--tool-parser",
+        choices=["auto", "hermes", "llama3_json", "json"],
+        default="auto",
+        help="how tool calls are read from LLM output: <tool_call> tags (hermes), Llama 3's JSON, or a "
+        "whole-answer JSON call; auto (default) follows each model's chat template",
+    )
     a = p.add_argument_group("access and limits")
     a.add_argument("--api-key", action="append", default=[], metavar="KEY",
                    help="require `Authorization: Bearer KEY` on /v1, /v2/models, gRPC model calls and /admin (repeatable; also MAAS_API_KEYS)")  # fmt: skip
@@ -153,6 +160,7 @@ def _options(args: argparse.Namespace) -> Any:
         request_timeout_s=max(0.0, args.request_timeout),
         grpc_port=args.grpc_port,
         grpc_host=args.host,
+        tool_parser=args.tool_parser,
     )
 
 

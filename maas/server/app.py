@@ -40,6 +40,7 @@ class ServerOptions:
     request_timeout_s: float = 0.0  # 0 = none; longer requests are aborted (504)
     grpc_port: int = 0  # the Open Inference Protocol v2 over gRPC; 0 = off
     grpc_host: str = "127.0.0.1"
+    tool_parser: str = "auto"  # how tool calls are read from LLM output; auto = from the chat template
 
 
 def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway:

@@ -21,6 +21,7 @@ from maas.errors import MaasError, OverloadedError, RequestTimeoutError
 from maas.server.errors import error_body, status_of
 from maas.server.metrics import RequestTimer
 from maas.server.pool import Lease, ModelPool
+from maas.text.tool_calls import ToolCall, ToolParser, ToolStream
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Job:
     admitted: Callable[[], None] | None = None  # undoes admission when the job ends
     charge: Callable[[int], None] | None = None  # tokens used, for tokens/min limits
     deadline: float | None = None  # monotonic time after which the request is aborted
+    tool_parser: ToolParser | None = None  # set when the model may call tools: reads calls from the text
+    tool_choice: str | None = None  # "auto" | "required" | "named"
     id: str = field(default_factory=lambda: request_id("chatcmpl"))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -134,18 +137,35 @@ async def _stream(job: Job) -> AsyncIterator[str]:
                 yield _sse(
                     f.chunk([{"index": i, "text": job.echo_text, "logprobs": None, "finish_reason": None}])
                 )
+        tool_streams = [ToolStream(job.tool_parser) for _ in range(job.params.n)] if job.tool_parser else None
         async for idx, out in _within_deadline(job, gen):
             completion[idx] = out.num_output_tokens
             _observe(job, out)
             lp = f.logprobs(idx, out.logprobs)
-            if job.kind == "chat":
+            reason = out.finish_reason
+            if tool_streams is not None:
+                text = tool_streams[idx].feed(out.text)
+                if out.finished:
+                    rest, calls = tool_streams[idx].finish()
+                    text += rest
+                    reason = _reason(job, reason, calls)
+                    if text:
+                        yield _sse(f.chunk([{"index": idx, "delta": {"content": text}, "logprobs": lp,
+                                             "finish_reason": None}]))  # fmt: skip
+                        text, lp = "", None
+                    for chunk in _tool_call_chunks(f, idx, calls):
+                        yield chunk
+                delta = {"content": text} if text else {}
+                choice = {"index": idx, "delta": delta, "logprobs": lp, "finish_reason": reason}
+            elif job.kind == "chat":
                 delta = {"content": out.text} if out.text or not out.finished else {}
-                choice = {"index": idx, "delta": delta, "logprobs": lp, "finish_reason": out.finish_reason}
+                choice = {"index": idx, "delta": delta, "logprobs": lp, "finish_reason": reason}
             else:
-                choice = {"index": idx, "text": out.text, "logprobs": lp, "finish_reason": out.finish_reason}
+                choice = {"index": idx, "text": out.text, "logprobs": lp, "finish_reason": reason}
             if out.finished:
-                reasons[idx] = out.finish_reason
-            yield _sse(f.chunk([choice]))
+                reasons[idx] = reason
+            if choice["delta" if job.kind == "chat" else "text"] or lp or out.finished:
+                yield _sse(f.chunk([choice]))
         if job.include_usage:
             body = f.chunk([], f.usage(n_prompt * job.params.n, sum(completion)))
             yield _sse(body)
@@ -157,6 +177,25 @@ async def _stream(job: Job) -> AsyncIterator[str]:
         _finish(job, n_prompt * job.params.n, sum(completion), reasons)
         _release(job)
     yield "data: [DONE]\n\n"
+
+
+def _reason(job: Job, reason: str | None, calls: list[ToolCall]) -> str | None:
+    """OpenAI's finish reason: tool_calls when the model chose to call (not for a named function)."""
+    return "tool_calls" if calls and reason == "stop" and job.tool_choice != "named" else reason
+
+
+def _tool_call_chunks(f: Formatter, idx: int, calls: list[ToolCall]) -> list[str]:
+    """Each call as OpenAI streams it: id, type and name first, then the arguments."""
+    out = []
+    for k, c in enumerate(calls):
+        head = {"index": k, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}
+        args = {"index": k, "function": {"arguments": c.arguments}}
+        for part in (head, args):
+            delta = {"tool_calls": [part]}
+            out.append(
+                _sse(f.chunk([{"index": idx, "delta": delta, "logprobs": None, "finish_reason": None}]))
+            )
+    return out
 
 
 async def _within_deadline(
@@ -239,15 +278,7 @@ def _whole_body(job: Job, choices: list[_Choice]) -> dict[str, Any]:
             "object": "chat.completion",
             "created": job.created,
             "model": job.model,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.text},
-                    "logprobs": f.logprobs(i, c.logprobs),
-                    "finish_reason": c.finish_reason,
-                }
-                for i, c in enumerate(choices)
-            ],
+            "choices": [_whole_choice(job, f, i, c) for i, c in enumerate(choices)],
             "usage": usage,
         }
     return {
@@ -266,6 +297,18 @@ def _whole_body(job: Job, choices: list[_Choice]) -> dict[str, Any]:
         ],
         "usage": usage,
     }
+
+
+def _whole_choice(job: Job, f: Formatter, i: int, c: _Choice) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": c.text}
+    reason = c.finish_reason
+    if job.tool_parser is not None:
+        content, calls = job.tool_parser.parse(c.text)
+        message["content"] = content
+        if calls:
+            message["tool_calls"] = [call.as_openai() for call in calls]
+        reason = _reason(job, reason, calls)
+    return {"index": i, "message": message, "logprobs": f.logprobs(i, c.logprobs), "finish_reason": reason}
 
 
 def client_of(request: Request) -> str:

@@ -60,6 +60,7 @@ class ChatTemplate:
         self.bos_token = bos_token or ""
         self.eos_token = eos_token or ""
         self._template = _compile(self.source)
+        self.renders_tools = "tools" in self.source  # the template lays out tool definitions itself
 
     def render(
         self,

@@ -88,16 +88,26 @@ def ebnf_grammar(source: Any, param: str) -> str:
     return _checked(LLMatcher.grammar_from_lark(source), param)
 
 
+def _lit(text: str) -> list[str]:
+    return [json.dumps(text)] if text else []
+
+
 def tool_call_grammar(
-    schemas: list[dict[str, Any]], around: tuple[str, str], sep: str | None, repeat: int, param: str
+    schemas: list[dict[str, Any]],
+    call: tuple[str, str],
+    sep: str,
+    repeat: int,
+    outer: tuple[str, str],
+    param: str,
 ) -> str:
-    """One call (a JSON value matching one of `schemas`, between around[0] and around[1]), then up to
-    `repeat` more, each after `sep`."""
-    options = {**_JSON_OPTIONS, "lenient": False}
-    values = " | ".join(f"%json {json.dumps({**s, 'x-guidance': options})}" for s in schemas)
-    call = " ".join([*([json.dumps(around[0])] if around[0] else []), "value",
-                     *([json.dumps(around[1])] if around[1] else [])])  # fmt: skip
-    more = f" ({json.dumps(sep)} call){{0,{repeat}}}" if sep and repeat > 0 else ""
-    lark = f"start: call{more}\ncall: {call}\nvalue: {values}\n"
+    """Tool calls: outer[0], one call (call[0], a JSON value matching one of `schemas`, call[1]), up to
+    `repeat` more each after `sep`, outer[1]; a trailing line break is allowed where calls are lines."""
+    values = " | ".join(f"%json {json.dumps({**s, 'x-guidance': _JSON_OPTIONS})}" for s in schemas)
+    more = f" ({json.dumps(sep)} call){{0,{repeat}}}" if repeat > 0 else ""
+    end = ' "\\n"?' if sep == "\n" and not outer[1] else ""
+    start = " ".join([*_lit(outer[0]), f"call{more}", *_lit(outer[1])])
+    lark = (
+        f"start: {start}{end}\ncall: {' '.join([*_lit(call[0]), 'value', *_lit(call[1])])}\nvalue: {values}\n"
+    )
     _size_ok(lark, param)
     return _checked(LLMatcher.grammar_from_lark(lark), param)

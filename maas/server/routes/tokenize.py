@@ -11,6 +11,7 @@ from maas.engine.limits import check_token_ids
 from maas.server.deps import Models
 from maas.server.protocol import DetokenizeRequest, TokenizeRequest
 from maas.server.routes.chat import render_chat
+from maas.server.tools import check_tools
 
 router = APIRouter()
 
@@ -23,7 +24,10 @@ async def tokenize(body: TokenizeRequest, models: Models) -> dict[str, Any]:
     try:
         eng = lease.model.llm()
         if body.messages is not None:
-            text = render_chat(eng, body.messages, body.add_generation_prompt, body.chat_template_kwargs)
+            tools = check_tools(body.tools, None, None)
+            text = render_chat(
+                eng, body.messages, body.add_generation_prompt, body.chat_template_kwargs, tools
+            )
         else:
             text = body.prompt or ""
         ids = eng.tokenizer.encode(text, add_special_tokens=body.add_special_tokens)
