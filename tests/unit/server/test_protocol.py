@@ -42,13 +42,9 @@ def test_unsupported_or_inconsistent_fields_are_refused(kw):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("response_format", {"type": "json_object"}),
-        ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
-        ("tools", [{"type": "function", "function": {"name": "f"}}]),
-        ("tool_choice", "required"),
         ("functions", [{"name": "f"}]),
-        ("guided_choice", ["a", "b"]),
-        ("guided_json", {"type": "object"}),
+        ("function_call", "auto"),
+        ("audio", {"voice": "alloy"}),
         ("modalities", ["text", "audio"]),
     ],
 )
@@ -57,9 +53,25 @@ def test_fields_that_would_change_the_answer_and_are_not_honoured_are_a_400_nami
     with pytest.raises(InvalidRequestError) as e:
         ChatCompletionRequest.model_validate({"model": "m", "messages": MSG, field: value}).sampling_params()
     assert e.value.param == field
-    if field.startswith("guided") or field == "response_format":
-        with pytest.raises(InvalidRequestError):
-            CompletionRequest.model_validate({"model": "m", "prompt": "a", field: value}).sampling_params()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("response_format", {"type": "json_object"}),
+        ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+        ("guided_choice", ["a", "b"]),
+        ("guided_json", {"type": "object"}),
+        ("guided_regex", "[0-9]+"),
+        ("guided_grammar", 'root ::= "a"'),
+    ],
+)
+def test_structured_output_fields_become_a_grammar_on_both_routes(field, value):
+    chat = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": MSG, field: value}
+    ).sampling_params()
+    text = CompletionRequest.model_validate({"model": "m", "prompt": "a", field: value}).sampling_params()
+    assert chat.guide and chat.guide == text.guide
 
 
 def test_what_happens_anyway_and_unknown_harmless_fields_pass():
@@ -68,7 +80,8 @@ def test_what_happens_anyway_and_unknown_harmless_fields_pass():
         ChatCompletionRequest.model_validate({"model": "m", "messages": MSG, **extra}).sampling_params()
 
 
-def test_assistant_tool_calls_in_the_conversation_are_refused():
+def test_a_tool_call_without_a_function_in_the_conversation_is_refused():
     msgs = [*MSG, {"role": "assistant", "tool_calls": [{"id": "1", "type": "function"}]}]
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(InvalidRequestError) as e:
         ChatCompletionRequest.model_validate({"model": "m", "messages": msgs})
+    assert e.value.param == "messages[1].tool_calls[0].function.name"
