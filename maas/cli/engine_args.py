@@ -50,6 +50,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         "int8 (fbgemm dynamic, lossy, experimental)",
     )
     g.add_argument("--threads", type=int, default=s.threads, help="CPU threads for torch; 0 = all cores")
+    g.add_argument(
+        "--no-prefix-caching",
+        dest="prefix_caching",
+        action="store_false",
+        help="recompute every prompt instead of reusing the KV of prefixes seen before",
+    )
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -65,4 +71,5 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         dtype=args.dtype,
         weights=args.weights,
         threads=args.threads,
+        prefix_caching=args.prefix_caching,
     )

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from maas.engine.kv_cache import CopyOp
+
 
 @dataclass
 class PrefillChunk:
@@ -45,7 +47,8 @@ class AttentionMetadata:
 
 
 class KVCache:
-    """Per-layer key and value tensors of shape (num_slots, n_kv, max_len, head_dim)."""
+    """Per-layer key and value tensors of shape (num_slots, n_kv, max_len, head_dim), and the prefix
+    cache's block pool, (pool_blocks, n_kv, block_size, head_dim) per layer."""
 
     def __init__(
         self,
@@ -56,10 +59,30 @@ class KVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device,
+        pool_blocks: int = 0,
+        block_size: int = 16,
     ):
         shape = (num_slots, n_kv, max_len, head_dim)
         self.k = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
         self.v = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
+        pool = (pool_blocks, n_kv, block_size, head_dim)
+        self.pool_k = [self._zeros(pool, dtype, device) for _ in range(num_layers)] if pool_blocks else []
+        self.pool_v = [self._zeros(pool, dtype, device) for _ in range(num_layers)] if pool_blocks else []
+        self.block_size = block_size
+
+    def copy_blocks(self, ops: list[CopyOp]) -> None:
+        """Saves (slot rows -> pool block) then loads (pool block -> slot rows), in order, every layer."""
+        bs = self.block_size
+        for layer in range(len(self.k)):
+            kc, vc, pk, pv = self.k[layer], self.v[layer], self.pool_k[layer], self.pool_v[layer]
+            for op in ops:
+                rows = slice(op.start, op.start + bs)
+                if op.save:
+                    pk[op.block] = kc[op.slot, :, rows]
+                    pv[op.block] = vc[op.slot, :, rows]
+                else:
+                    kc[op.slot, :, rows] = pk[op.block]
+                    vc[op.slot, :, rows] = pv[op.block]
 
     @staticmethod
     def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -69,8 +92,8 @@ class KVCache:
 
     @property
     def num_bytes(self) -> int:
-        """Memory reserved by the cache (committed only as it fills)."""
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+        """Memory reserved by the cache and its block pool (committed only as they fill)."""
+        return sum(t.numel() * t.element_size() for t in self.k + self.v + self.pool_k + self.pool_v)
 
 
 class PagedAttention:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from maas.engine.guided import GrammarCompiler, consume
-from maas.engine.kv_cache import BlockManager
+from maas.engine.kv_cache import KVCacheManager
 from maas.engine.limits import check_prompt, check_token_ids
 from maas.engine.loader import LoadedLM, load_lm
 from maas.engine.model_runner import ModelRunner
@@ -42,6 +42,7 @@ class EngineConfig:
     dtype: str = "auto"
     weights: str = "auto"  # CPU only: float32 | float16 | q8 | int8; auto = q8 (float16 without a compiler)
     threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
+    prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
 
 
 @dataclass
@@ -79,21 +80,25 @@ class Engine:
         num_blocks = -(-cache_tokens // config.block_size)
         self.config = config
         self.max_model_len = max_len
-        self.blocks = BlockManager(num_blocks, config.block_size)
-        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens, max_len)
-        self.runner = ModelRunner(lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype)
+        self.kv = KVCacheManager(config.max_num_seqs, num_blocks, config.block_size, config.prefix_caching)
+        self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens, max_len)
+        pool = num_blocks if config.prefix_caching else 0
+        self.runner = ModelRunner(
+            lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype, pool, config.block_size
+        )
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
         self.grammars = GrammarCompiler(self.tokenizer, lm.config.vocab_size)
         self._seqs: dict[str, Sequence] = {}
         self._text: dict[str, _TextState] = {}
         log.info(
             "engine: max_num_seqs=%d max_model_len=%d kv budget=%d tokens, cache %.0f MiB reserved "
-            "(committed as used) chunk=%d",
+            "(committed as used) chunk=%d prefix caching %s",
             config.max_num_seqs,
             max_len,
             num_blocks * config.block_size,
             self.runner.cache.num_bytes / 2**20,
             config.max_num_batched_tokens,
+            "on" if config.prefix_caching else "off",
         )
 
     @classmethod
@@ -153,8 +158,14 @@ class Engine:
         return self.scheduler.has_unfinished()
 
     def stats(self) -> dict[str, float]:
-        """Running / waiting counts and KV-cache usage (what /health reports)."""
-        return {"running": self.num_running, "waiting": self.num_waiting, "kv_cache_usage": self.blocks.usage}
+        """Running / waiting counts, KV-cache usage and prefix-cache counters (what /health reports)."""
+        return {
+            "running": self.num_running,
+            "waiting": self.num_waiting,
+            "kv_cache_usage": self.kv.usage,
+            "prefix_cache_queries": self.kv.stats.queries,
+            "prefix_cache_hits": self.kv.stats.hits,
+        }
 
     @property
     def num_running(self) -> int:

@@ -1,54 +1,212 @@
-"""Block accounting for the KV cache: a fixed pool of fixed-size blocks. Plain Python, no torch."""
+"""The one owner of the KV cache's capacity, in plain Python (no torch): which slot each running sequence
+writes to, how many tokens may be held at once (a budget of fixed-size blocks), and the prefix cache.
+
+Every running sequence owns a slot: a contiguous region of the cache tensors (see attention.py), lowest
+free slot first so that a step's decodes sit in the first slots. Blocks are the unit of the budget and of
+the prefix cache: a block id is held by a running sequence (its share of the budget), holds a cached
+prefix block in the cache's block pool, or is free.
+
+Prefix caching: when a sequence leaves (finished, aborted, preempted), the full blocks it computed are
+saved into the pool, each keyed by a hash of its tokens and of every token before it (the chain), stored
+once however many sequences computed it. A new sequence whose prompt starts with cached blocks gets them
+copied into its slot instead of recomputing them. Cached blocks are given up least recently used first
+when running sequences need the budget. A hit is verified token by token, so a hash collision can only
+cost a miss, never a wrong answer. The copies are ops the model runner executes before its next forward
+pass (`take_ops`).
+"""
 
 from __future__ import annotations
 
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
 class HasBlocks(Protocol):
-    """Anything that owns a block table (a Sequence)."""
+    """What the manager needs of a sequence."""
 
     block_table: list[int]
+    num_computed_tokens: int
+    slot: int
+
+    @property
+    def num_tokens(self) -> int: ...
+
+    def token_ids(self, start: int, end: int) -> list[int]: ...
 
 
-class BlockManager:
-    """Hands out cache blocks; callers ask `can_grow` before `grow` and `free` when done."""
+@dataclass(frozen=True)
+class CopyOp:
+    """Copy one block between the pool and a slot: save = slot rows -> pool block, else pool -> slot."""
 
-    def __init__(self, num_blocks: int, block_size: int):
-        if num_blocks < 1 or block_size < 1:
-            raise ValueError("num_blocks and block_size must be positive")
-        self.num_blocks = num_blocks
-        self.block_size = block_size
-        self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives low ids first
+    save: bool
+    block: int
+    slot: int
+    start: int  # first token position in the slot
+
+
+@dataclass
+class _Cached:
+    block: int
+    tokens: tuple[int, ...]
+    pins: int = 0  # loads scheduled this step that read it
+
+
+@dataclass
+class PrefixStats:
+    """Prompt tokens looked up in the prefix cache and tokens found there (Prometheus counters)."""
+
+    queries: int = 0
+    hits: int = 0
+
+
+def _chain(tokens: list[int], block_size: int, n_blocks: int) -> list[tuple[int, tuple[int, ...]]]:
+    out = []
+    h = 0
+    for i in range(n_blocks):
+        blk = tuple(tokens[i * block_size : (i + 1) * block_size])
+        h = hash((h, blk))
+        out.append((h, blk))
+    return out
+
+
+@dataclass
+class KVCacheManager:
+    """Slots, the block budget and the prefix cache. Callers ask `can_grow` before `grow`."""
+
+    num_slots: int
+    num_blocks: int
+    block_size: int
+    prefix_caching: bool = True
+    stats: PrefixStats = field(default_factory=PrefixStats)
+
+    def __post_init__(self) -> None:
+        if self.num_blocks < 1 or self.block_size < 1 or self.num_slots < 1:
+            raise ValueError("num_slots, num_blocks and block_size must be positive")
+        self._free: list[int] = list(range(self.num_blocks - 1, -1, -1))  # pop() gives low ids first
+        self._free_slots = list(range(self.num_slots))  # a heap
+        self._cache: OrderedDict[int, _Cached] = OrderedDict()  # chain hash -> block, least recent first
+        self._ops: list[CopyOp] = []
+        self._pinned: list[_Cached] = []  # one entry per pin taken this step
+        self._n_pinned = 0  # cached blocks with a pin
+
+    # -- the budget ---------------------------------------------------------------------------------
 
     @property
     def num_free_blocks(self) -> int:
-        """Blocks not held by any sequence."""
-        return len(self._free)
+        """Blocks not held by a running sequence (free, or holding a cached block that can be given up)."""
+        return len(self._free) + len(self._cache) - self._n_pinned
+
+    @property
+    def num_cached_blocks(self) -> int:
+        """Blocks holding cached prefixes."""
+        return len(self._cache)
 
     @property
     def usage(self) -> float:
-        """Fraction of blocks in use (0..1)."""
-        return 1.0 - len(self._free) / self.num_blocks
+        """Fraction of the budget held by running sequences (0..1)."""
+        return 1.0 - self.num_free_blocks / self.num_blocks
 
     def blocks_needed(self, seq: HasBlocks, num_tokens: int) -> int:
         """Extra blocks `seq` needs to hold `num_tokens` tokens."""
         want = -(-num_tokens // self.block_size)
         return max(0, want - len(seq.block_table))
 
-    def can_grow(self, seq: HasBlocks, num_tokens: int) -> bool:
-        """True when `seq` can be grown to hold `num_tokens` tokens."""
-        return self.blocks_needed(seq, num_tokens) <= len(self._free)
+    def can_grow(self, seq: HasBlocks, num_tokens: int, reserve: int = 0) -> bool:
+        """True when `seq` can be grown to hold `num_tokens` tokens (keeping `reserve` blocks aside)."""
+        return self.blocks_needed(seq, num_tokens) + reserve <= self.num_free_blocks
 
     def grow(self, seq: HasBlocks, num_tokens: int) -> None:
         """Give `seq` enough blocks for `num_tokens` tokens (ask `can_grow` first)."""
         need = self.blocks_needed(seq, num_tokens)
-        if need > len(self._free):
-            raise RuntimeError(f"KV cache exhausted: need {need} blocks, {len(self._free)} free")
+        if need > self.num_free_blocks:
+            raise RuntimeError(f"KV cache exhausted: need {need} blocks, {self.num_free_blocks} free")
         for _ in range(need):
-            seq.block_table.append(self._free.pop())
+            seq.block_table.append(self._take_block())
+
+    def _take_block(self) -> int:
+        if self._free:
+            return self._free.pop()
+        for h, c in self._cache.items():  # least recently used first
+            if not c.pins:
+                del self._cache[h]
+                return c.block
+        raise RuntimeError("KV cache exhausted")
+
+    # -- slots --------------------------------------------------------------------------------------
+
+    def _hits(self, seq: HasBlocks) -> list[tuple[int, _Cached]]:
+        usable = (seq.num_tokens - 1) // self.block_size  # the last token is always computed (its logits)
+        found = []
+        for h, blk in _chain(seq.token_ids(0, usable * self.block_size), self.block_size, usable):
+            c = self._cache.get(h)
+            if c is None or c.tokens != blk:
+                break
+            found.append((h, c))
+        return found
+
+    def lookup(self, seq: HasBlocks) -> int:
+        """How many of a waiting sequence's first tokens are in the prefix cache (a multiple of the block
+        size, always short of its last token)."""
+        return len(self._hits(seq)) * self.block_size if self.prefix_caching else 0
+
+    def admit(self, seq: HasBlocks) -> None:
+        """A sequence starts running: the lowest free slot, and the cached blocks its tokens start with
+        (copied into the slot before the next forward pass; num_computed_tokens moves past them)."""
+        seq.slot = heapq.heappop(self._free_slots)
+        if not self.prefix_caching:
+            return
+        self.stats.queries += seq.num_tokens
+        found = self._hits(seq)
+        for i, (h, c) in enumerate(found):
+            self._cache.move_to_end(h)
+            if not c.pins:
+                self._n_pinned += 1
+            c.pins += 1
+            self._pinned.append(c)
+            self._ops.append(CopyOp(False, c.block, seq.slot, i * self.block_size))
+        seq.num_computed_tokens = len(found) * self.block_size
+        self.stats.hits += seq.num_computed_tokens
 
     def free(self, seq: HasBlocks) -> None:
-        """Return all of `seq`'s blocks to the pool."""
+        """A sequence leaves: its computed full blocks go into the prefix cache; its slot and blocks are
+        given back."""
+        if self.prefix_caching and seq.slot >= 0:
+            full = seq.num_computed_tokens // self.block_size
+            for i, (h, blk) in enumerate(
+                _chain(seq.token_ids(0, full * self.block_size), self.block_size, full)
+            ):
+                c = self._cache.get(h)
+                if c is not None and c.tokens == blk:
+                    self._cache.move_to_end(h)
+                    continue
+                if c is not None or not (self._free or seq.block_table or len(self._cache) > self._n_pinned):
+                    break
+                block = seq.block_table.pop() if seq.block_table else self._take_block()
+                self._cache[h] = _Cached(block, blk)
+                self._ops.append(CopyOp(True, block, seq.slot, i * self.block_size))
         self._free.extend(reversed(seq.block_table))
         seq.block_table = []
+        if seq.slot >= 0:
+            heapq.heappush(self._free_slots, seq.slot)
+            seq.slot = -1
+
+    def take_ops(self) -> list[CopyOp]:
+        """The copies to do before the next forward pass (saves first: a slot given up may be reused by a
+        sequence admitted in the same step); the blocks they read stop being pinned."""
+        ops = sorted(self._ops, key=lambda o: not o.save)
+        self._ops = []
+        for c in self._pinned:
+            c.pins -= 1
+            if not c.pins:
+                self._n_pinned -= 1
+        self._pinned = []
+        return ops
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached block."""
+        for c in self._cache.values():
+            if not c.pins:
+                self._free.append(c.block)
+        self._cache = OrderedDict((h, c) for h, c in self._cache.items() if c.pins)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,36 +26,27 @@ class ModelRunner:
     """Holds the model and its KV cache; turns a `Batch` into sampled tokens."""
 
     def __init__(
-        self, model: DecoderLM, num_slots: int, max_len: int, device: torch.device, dtype: torch.dtype
+        self,
+        model: DecoderLM,
+        num_slots: int,
+        max_len: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        pool_blocks: int = 0,
+        block_size: int = 16,
     ):
         cfg: Any = model.config
         self.model = model
         self.device = device
         self.cache = KVCache(
-            cfg.num_hidden_layers, num_slots, max_len, cfg.num_key_value_heads, cfg.head_dim, dtype, device
-        )
-        self._free_slots = list(range(num_slots))  # a heap: lowest slot first
-        self._slot_of: dict[str, int] = {}
+            cfg.num_hidden_layers, num_slots, max_len, cfg.num_key_value_heads, cfg.head_dim, dtype, device,
+            pool_blocks, block_size,
+        )  # fmt: skip
         self._generators: dict[str, torch.Generator] = {}
-
-    def _slot(self, seq_id: str) -> int:
-        s = self._slot_of.get(seq_id)
-        if s is None:
-            s = heapq.heappop(self._free_slots)
-            self._slot_of[seq_id] = s
-        return s
-
-    def free_slot(self, seq_id: str) -> None:
-        """Give back a sequence's cache slot (finished, aborted or preempted)."""
-        s = self._slot_of.pop(seq_id, None)
-        if s is not None:
-            heapq.heappush(self._free_slots, s)
 
     def _prepare(
         self, batch: Batch
     ) -> tuple[list[ScheduledSeq], torch.Tensor, torch.Tensor, AttentionMetadata]:
-        for seq in batch.preempted:
-            self.free_slot(seq.seq_id)
         decodes = [it for it in batch.items if it.num_tokens == 1 and it.start > 0]
         prefills = [it for it in batch.items if not (it.num_tokens == 1 and it.start > 0)]
         order = decodes + prefills
@@ -67,7 +57,7 @@ class ModelRunner:
             end = it.start + it.num_tokens
             ids += it.seq.token_ids(it.start, end)
             pos += range(it.start, end)
-            slots += [self._slot(it.seq.seq_id)] * it.num_tokens
+            slots += [it.seq.slot] * it.num_tokens
         dev = self.device
         dslots = mask = None
         S = L = 0
@@ -112,13 +102,14 @@ class ModelRunner:
         return g
 
     def release(self, seq_id: str) -> None:
-        """Forget a finished sequence: its slot and its seeded generator."""
-        self.free_slot(seq_id)
+        """Forget a finished sequence's seeded generator."""
         self._generators.pop(seq_id, None)
 
     @torch.inference_mode()
     def run(self, batch: Batch) -> RunnerOutput:
         """Forward the batch, sample for items that reached their last token."""
+        if batch.copies:
+            self.cache.copy_blocks(batch.copies)
         order, ids, pos, meta = self._prepare(batch)
         hidden = self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))  # (T, d)
         where = {id(it): i for i, it in enumerate(batch.items)}  # flat order -> the batch's order

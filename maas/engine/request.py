@@ -31,6 +31,7 @@ class Sequence:
     status: Status = Status.WAITING
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
+    slot: int = -1  # the cache slot it writes to while running (engine.kv_cache)
     finish_reason: str | None = None
     num_preemptions: int = 0
     first_token_time: float | None = None

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from maas.engine.kv_cache import BlockManager
+from maas.engine.kv_cache import CopyOp, KVCacheManager
 from maas.engine.request import Sequence, Status
 
 
@@ -32,6 +32,7 @@ class Batch:
     """The scheduler's answer for one step."""
 
     items: list[ScheduledSeq] = field(default_factory=list)
+    copies: list[CopyOp] = field(default_factory=list)  # prefix-cache copies to do before the forward pass
     preempted: list[Sequence] = field(default_factory=list)
     finished: list[Sequence] = field(default_factory=list)  # stopped while scheduling (cannot fit)
 
@@ -45,12 +46,12 @@ class Batch:
 
 
 class Scheduler:
-    """Owns the waiting queue and running list, and the block accounting for them."""
+    """Owns the waiting queue and running list; asks the KV cache manager for room."""
 
     def __init__(
-        self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int
+        self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int
     ):
-        self.blocks = blocks
+        self.kv = kv
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
@@ -75,13 +76,13 @@ class Scheduler:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
-        self.blocks.free(seq)
+        self.kv.free(seq)
         seq.status = Status.FINISHED
         seq.finish_reason = reason
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
-        self.blocks.free(seq)
+        self.kv.free(seq)
         seq.num_computed_tokens = 0
         seq.status = Status.WAITING
         seq.num_preemptions += 1
@@ -98,7 +99,7 @@ class Scheduler:
             seq = self.running[i]
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
             target = seq.num_computed_tokens + n
-            while not self.blocks.can_grow(seq, target):
+            while not self.kv.can_grow(seq, target):
                 if len(self.running) == 1:  # alone and still too big: the cache cannot hold it
                     self.finish(seq, "length")
                     batch.finished.append(seq)
@@ -112,29 +113,33 @@ class Scheduler:
                 continue
             if seq.status is not Status.RUNNING:
                 break
-            self.blocks.grow(seq, target)
+            self.kv.grow(seq, target)
             batch.items.append(ScheduledSeq(seq, seq.num_computed_tokens, n, target == seq.num_tokens))
             scheduled.add(id(seq))
             budget -= n
             i += 1
         while self.waiting and not batch.preempted and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            target = seq.num_computed_tokens + n
-            if not self.blocks.can_grow(seq, target):
+            cached = self.kv.lookup(seq)
+            n = min(seq.num_tokens - cached, budget)
+            target = cached + n
+            if not self.kv.can_grow(seq, target, reserve=cached // self.kv.block_size):
                 if not self.running and not batch.items:  # an empty cache cannot hold it
                     self.finish(seq, "length")
                     batch.finished.append(seq)
                     continue
                 break
             self.waiting.popleft()
-            self.blocks.grow(seq, target)
+            self.kv.admit(seq)  # a slot, and the cached prefix (num_computed_tokens = cached)
+            self.kv.grow(seq, target)
             seq.status = Status.RUNNING
             if seq.first_scheduled is None:
                 seq.first_scheduled = time.monotonic()
             self.running.append(seq)
             batch.items.append(ScheduledSeq(seq, seq.num_computed_tokens, n, target == seq.num_tokens))
             budget -= n
+        if batch.items:
+            batch.copies = self.kv.take_ops()
         return batch
 
     def update(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
@@ -125,13 +125,21 @@ class _EngineGauges(Collector):
     def __init__(self, engines: Callable[[], list[tuple[str, str, Any]]]):
         self.engines = engines
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         running = GaugeMetricFamily(
             "maas:num_requests_running", "Requests in the running batch.", labels=["model"]
         )
         waiting = GaugeMetricFamily("maas:num_requests_waiting", "Requests waiting to run.", labels=["model"])
         kv = GaugeMetricFamily("maas:kv_cache_usage_perc", "KV-cache blocks in use (0-1).", labels=["model"])
         loaded = GaugeMetricFamily("maas:model_loaded", "1 for each loaded model.", labels=["model", "kind"])
+        queries = CounterMetricFamily(
+            "maas:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", labels=["model"]
+        )
+        hits = CounterMetricFamily(
+            "maas:prefix_cache_hits",
+            "Prompt tokens found in the prefix cache (not recomputed).",
+            labels=["model"],
+        )
         for name, kind, engine in self.engines():
             stats = engine.stats()
             loaded.add_metric([name, kind], 1)
@@ -139,6 +147,8 @@ class _EngineGauges(Collector):
                 running.add_metric([name], stats["running"])
                 waiting.add_metric([name], stats["waiting"])
                 kv.add_metric([name], stats["kv_cache_usage"])
+                queries.add_metric([name], stats.get("prefix_cache_queries", 0))
+                hits.add_metric([name], stats.get("prefix_cache_hits", 0))
             else:
                 waiting.add_metric([name], stats.get("queued", 0))
-        yield from (running, waiting, kv, loaded)
+        yield from (running, waiting, kv, loaded, queries, hits)

@@ -43,7 +43,7 @@ def test_cancelling_a_stream_aborts_the_request(lm):
         while time.monotonic() < deadline and eng.engine.has_unfinished():
             time.sleep(0.01)
         assert not eng.engine.has_unfinished()
-        assert eng.engine.blocks.num_free_blocks == eng.engine.blocks.num_blocks
+        assert eng.engine.kv.num_free_blocks == eng.engine.kv.num_blocks
     finally:
         eng.shutdown()
 
@@ -80,7 +80,7 @@ def test_a_failed_step_fails_its_requests_and_the_loop_goes_on(lm):
     try:
         got = asyncio.run(main())
         assert got == reference_greedy(lm, [65, 66, 67], 5) and eng.alive
-        assert engine.blocks.num_free_blocks == engine.blocks.num_blocks
+        assert engine.kv.num_free_blocks == engine.kv.num_blocks
     finally:
         eng.shutdown()
     assert not eng.alive

@@ -47,7 +47,7 @@ def test_chunked_prefill_and_preemption_do_not_change_outputs(lm):
     squeezed = run_ids(eng, ps)
     assert chunked == ref and squeezed == ref
     assert eng.scheduler.num_preemptions > 0
-    assert eng.blocks.num_free_blocks == eng.blocks.num_blocks
+    assert eng.kv.num_free_blocks == eng.kv.num_blocks
 
 
 def test_stop_strings_are_never_emitted_even_across_tokens(lm):
@@ -70,9 +70,9 @@ def test_abort_frees_the_cache_at_once(lm):
     eng = make_engine(lm)
     eng.add_request("a", [40] * 30, SamplingParams(temperature=0, max_tokens=100))
     eng.step()
-    assert eng.blocks.num_free_blocks < eng.blocks.num_blocks
+    assert eng.kv.num_free_blocks < eng.kv.num_blocks
     eng.abort_request("a")
-    assert eng.blocks.num_free_blocks == eng.blocks.num_blocks and not eng.has_unfinished()
+    assert eng.kv.num_free_blocks == eng.kv.num_blocks and not eng.has_unfinished()
 
 
 def test_seeded_sampling_repeats(lm):
@@ -115,8 +115,8 @@ def test_eos_stops_unless_ignored(lm):
 def test_a_request_the_cache_cannot_hold_ends_with_length_instead_of_hanging(lm):
     eng = make_engine(lm)
     # shrink the budget below one sequence after start-up (a misconfiguration the engine must survive)
-    eng.blocks._free = eng.blocks._free[:2]
-    eng.blocks.num_blocks = 2
+    eng.kv._free = eng.kv._free[:2]
+    eng.kv.num_blocks = 2
     eng.add_request("a", [40] * 50, SamplingParams(temperature=0, max_tokens=10))
     outs = []
     for _ in range(20):

@@ -1,6 +1,6 @@
 """Scheduler with fake sequences: no torch, no model."""
 
-from maas.engine.kv_cache import BlockManager
+from maas.engine.kv_cache import KVCacheManager
 from maas.engine.request import Sequence, Status
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.scheduler import Scheduler
@@ -13,7 +13,8 @@ def seq(i: int, prompt_len: int, max_tokens: int = 100, **kw) -> Sequence:
 
 
 def sched(num_blocks=64, block_size=4, max_num_seqs=4, budget=16, max_len=1000) -> Scheduler:
-    return Scheduler(BlockManager(num_blocks, block_size), max_num_seqs, budget, max_len)
+    kv = KVCacheManager(max_num_seqs, num_blocks, block_size, prefix_caching=False)
+    return Scheduler(kv, max_num_seqs, budget, max_len)
 
 
 def step(s: Scheduler, token: int = 7):
@@ -63,7 +64,7 @@ def test_finish_on_eos_stop_token_and_length_frees_blocks():
     batch = s.schedule()
     s.update(batch, [5], EOS)
     assert a.finish_reason == "length"
-    assert s.blocks.num_free_blocks == s.blocks.num_blocks and not s.has_unfinished()
+    assert s.kv.num_free_blocks == s.kv.num_blocks and not s.has_unfinished()
 
 
 def test_ignore_eos_keeps_going():
@@ -94,7 +95,7 @@ def test_preemption_when_cache_runs_out_and_recompute_later():
     while s.has_unfinished():
         step(s)
     assert len(a.output_token_ids) == 20 and len(b.output_token_ids) == 20
-    assert s.blocks.num_free_blocks == 8
+    assert s.kv.num_free_blocks == 8
 
 
 def test_max_model_len_caps_output():
