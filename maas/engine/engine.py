@@ -1,4 +1,4 @@
-"""The synchronous engine: `step()` = schedule, run, update; plus text output with stop strings.
+"""The synchronous engine: `step()` = schedule, run, update, then the output stage (engine/output.py).
 
 from maas.engine.engine import Engine, EngineConfig
 eng = Engine.from_path("model.gguf", EngineConfig())
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,12 +19,12 @@ from maas.engine.kv_cache import KVCacheManager
 from maas.engine.limits import check_prompt, check_token_ids
 from maas.engine.loader import LoadedLM, load_lm
 from maas.engine.model_runner import ModelRunner
+from maas.engine.output import OutputProcessor
 from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.scheduler import Scheduler
 from maas.errors import InvalidRequestError
 from maas.kernels.linear import pack_linears
-from maas.text.detokenizer import IncrementalDetokenizer
 
 log = logging.getLogger("maas.engine")
 
@@ -43,28 +43,6 @@ class EngineConfig:
     weights: str = "auto"  # CPU only: float32 | float16 | q8 | int8; auto = q8 (float16 without a compiler)
     threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
     prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
-
-
-@dataclass
-class _TextState:
-    """Per-request text bookkeeping: detokenizer and stop-string hold-back."""
-
-    detok: IncrementalDetokenizer
-    text: str = ""
-    emitted: int = 0
-    pending_ids: list[int] = field(default_factory=list)
-    pending_lps: list[TokenLogprob] = field(default_factory=list)
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
 
 
 class Engine:
@@ -89,7 +67,7 @@ class Engine:
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
         self.grammars = GrammarCompiler(self.tokenizer, lm.config.vocab_size)
         self._seqs: dict[str, Sequence] = {}
-        self._text: dict[str, _TextState] = {}
+        self.output = OutputProcessor(self.tokenizer, self.eos_ids, self.scheduler.finish)
         log.info(
             "engine: max_num_seqs=%d max_model_len=%d kv budget=%d tokens, cache %.0f MiB reserved "
             "(committed as used) chunk=%d prefix caching %s",
@@ -136,15 +114,13 @@ class Engine:
         if params.guide is not None:
             seq.matcher = self.grammars.matcher(params.guide)
         self._seqs[request_id] = seq
-        self._text[request_id] = _TextState(
-            IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens)
-        )
+        self.output.add(seq)
         self.scheduler.add(seq)
 
     def abort_request(self, request_id: str) -> None:
         """Stop a request now and free its cache."""
         seq = self._seqs.pop(request_id, None)
-        self._text.pop(request_id, None)
+        self.output.drop(request_id)
         if seq is not None:
             self.scheduler.finish(seq, "abort")
             self.runner.release(request_id)
@@ -180,84 +156,41 @@ class Engine:
     # -- the loop -------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """One scheduling round and forward pass; outputs for requests that produced something."""
+        """One round: schedule -> run (forward and sample) -> update (tokens, stops, grammars) -> output
+        (text deltas); outputs for requests that produced something."""
         batch = self.scheduler.schedule()
         if not batch:
             return []
-        results = [r for seq in batch.finished if (r := self._emit(seq, None, new_token=False)) is not None]
-        if not batch.items:
-            return results
-        out = self.runner.run(batch)
-        touched = self.scheduler.update(batch, out.tokens, self.eos_ids)
-        for seq in touched:  # a guided sequence whose grammar is complete stops here, not one token later
-            if (
-                seq.matcher is not None
-                and consume(seq.matcher, seq.output_token_ids[-1])
-                and not seq.finished
-            ):
-                self.scheduler.finish(seq, "stop")
-        lp_by_seq = {
-            id(it.seq): lp for it, lp in zip(batch.items, out.logprobs, strict=True) if lp is not None
-        }
-        now = time.monotonic()
-        for seq in touched:
-            if seq.first_token_time is None:
-                seq.first_token_time = now
-            r = self._emit(seq, lp_by_seq.get(id(seq)))
+        stepped: list[tuple[Sequence, TokenLogprob | None, bool]] = [
+            (seq, None, False) for seq in batch.finished
+        ]
+        if batch.items:
+            out = self.runner.run(batch)
+            touched = self.scheduler.update(batch, out.tokens, self.eos_ids)
+            lp_by_seq = {
+                id(it.seq): lp for it, lp in zip(batch.items, out.logprobs, strict=True) if lp is not None
+            }
+            now = time.monotonic()
+            for seq in touched:
+                # a guided sequence whose grammar is complete stops here, not one token later
+                if (
+                    seq.matcher is not None
+                    and consume(seq.matcher, seq.output_token_ids[-1])
+                    and not seq.finished
+                ):
+                    self.scheduler.finish(seq, "stop")
+                if seq.first_token_time is None:
+                    seq.first_token_time = now
+                stepped.append((seq, lp_by_seq.get(id(seq)), True))
+        results = []
+        for seq, lp, new_token in stepped:
+            r = self.output.emit(seq, lp, new_token)
             if r is not None:
                 results.append(r)
+            if seq.finished:
+                self._seqs.pop(seq.seq_id, None)
+                self.runner.release(seq.seq_id)
         return results
-
-    def _emit(self, seq: Sequence, lp: TokenLogprob | None, new_token: bool = True) -> RequestOutput | None:
-        st = self._text.get(seq.seq_id)
-        if st is None:
-            return None
-        p = seq.params
-        if new_token:
-            tok = seq.output_token_ids[-1]
-            is_stop_token = seq.finish_reason == "stop" and (tok in p.stop_token_ids or tok in self.eos_ids)
-            if not is_stop_token:
-                st.text += st.detok.add(tok)
-                st.pending_ids.append(tok)
-                if lp is not None:
-                    st.pending_lps.append(lp)
-        if seq.finished:
-            st.text += st.detok.flush()
-        limit = len(st.text)
-        if p.stop:
-            hit = min(
-                ((i, s) for s in p.stop if (i := st.text.find(s, max(0, st.emitted - len(s)))) >= 0),
-                default=None,
-            )
-            if hit is not None:
-                i, s = hit
-                limit = i + len(s) if p.include_stop_str_in_output else i
-                st.text = st.text[:limit]
-                if not seq.finished:
-                    self.scheduler.finish(seq, "stop")
-            elif not seq.finished:
-                limit = len(st.text) - _held_back(st.text, p.stop)
-        delta = st.text[st.emitted : limit]
-        if not delta and not seq.finished and not st.pending_lps:
-            return None
-        st.emitted = max(st.emitted, limit)
-        out = RequestOutput(
-            request_id=seq.seq_id,
-            text=delta,
-            token_ids=st.pending_ids,
-            finished=seq.finished,
-            finish_reason=seq.finish_reason,
-            num_prompt_tokens=seq.num_prompt_tokens,
-            num_output_tokens=len(seq.output_token_ids),
-            logprobs=st.pending_lps,
-            queue_time=None if seq.first_scheduled is None else seq.first_scheduled - seq.arrival,
-        )
-        st.pending_ids, st.pending_lps = [], []
-        if seq.finished:
-            self._seqs.pop(seq.seq_id, None)
-            self._text.pop(seq.seq_id, None)
-            self.runner.release(seq.seq_id)
-        return out
 
     def generate(self, prompts: list[str | list[int]], params: SamplingParams) -> list[str]:
         """Run prompts to completion (text or token ids); return the texts in order."""
