@@ -1,6 +1,9 @@
 """If an engine process dies, its requests fail with a 503 (never a hang), and the supervisor loads the
 model again: the next request is served, /metrics and /admin/models count the restart."""
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -72,5 +75,28 @@ def test_embedding_process_death_gives_503_not_a_hang_and_it_comes_back():
             time.sleep(0.5)
         assert statuses[-1] == 200, statuses
         assert _restarts(server, "all-minilm-l6-v2") == (1, 1.0)
+    finally:
+        stop_server(server)
+
+
+def test_maas_bench_running_through_an_engine_death_counts_the_errors_and_the_recovery(tmp_path):
+    server = start_server("--max-model-len", "256", "--max-num-seqs", "4")
+    try:
+        report = tmp_path / "bench.json"
+        cmd = [sys.executable, "-m", "maas.cli.main", "bench", server.base_url, "--duration", "24",
+               "--concurrency", "4", "--output-len", "24", "--json", str(report), "--plot", ""]  # fmt: skip
+        bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(8)  # under load
+        _kill_children(server)
+        out, _ = bench.communicate(timeout=120)  # no hang: the run ends on time
+        assert bench.returncode == 0, out
+        data = json.loads(report.read_text())
+        errors = data["summary"]["errors"]
+        assert errors and set(errors) <= {"http_503", "stream_error"}, errors
+        assert all(kind in out for kind in errors), out  # the printed report names them too
+        failed = [r["start"] for r in data["requests"] if r["error"]]
+        served_after = [r for r in data["requests"] if not r["error"] and r["start"] > max(failed)]
+        assert served_after, "the model should serve again after the restart, within the run"
+        assert _restarts(server, MODEL) == (1, 1.0)
     finally:
         stop_server(server)
