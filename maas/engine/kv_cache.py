@@ -151,13 +151,15 @@ class KVCacheManager:
         size, always short of its last token)."""
         return len(self._hits(seq)) * self.block_size if self.prefix_caching else 0
 
-    def admit(self, seq: HasBlocks) -> None:
+    def admit(self, seq: HasBlocks, use_cache: bool = True) -> None:
         """A sequence starts running: the lowest free slot, and the cached blocks its tokens start with
         (copied into the slot before the next forward pass; num_computed_tokens moves past them)."""
         seq.slot = heapq.heappop(self._free_slots)
         if not self.prefix_caching:
             return
         self.stats.queries += seq.num_tokens
+        if not use_cache:
+            return
         found = self._hits(seq)
         for i, (h, c) in enumerate(found):
             self._cache.move_to_end(h)
@@ -169,23 +171,33 @@ class KVCacheManager:
         seq.num_computed_tokens = len(found) * self.block_size
         self.stats.hits += seq.num_computed_tokens
 
+    def _save(self, seq: HasBlocks, own: bool) -> None:
+        """Cache the full blocks `seq` computed that are not cached yet (own: into the sequence's own block
+        ids, as it leaves; else into free or evicted ones)."""
+        full = seq.num_computed_tokens // self.block_size
+        for i, (h, blk) in enumerate(_chain(seq.token_ids(0, full * self.block_size), self.block_size, full)):
+            c = self._cache.get(h)
+            if c is not None and c.tokens == blk:
+                self._cache.move_to_end(h)
+                continue
+            spare = (own and seq.block_table) or self._free or len(self._cache) > self._n_pinned
+            if c is not None or not spare:
+                break
+            block = seq.block_table.pop() if own and seq.block_table else self._take_block()
+            self._cache[h] = _Cached(block, blk)
+            self._ops.append(CopyOp(True, block, seq.slot, i * self.block_size))
+
+    def prompt_done(self, seq: HasBlocks) -> None:
+        """A sequence finished computing its prompt: cache its full blocks now, so that requests with the
+        same prompt admitted from the next step on (n > 1, a burst sharing a system prompt) find them."""
+        if self.prefix_caching and seq.slot >= 0:
+            self._save(seq, own=False)
+
     def free(self, seq: HasBlocks) -> None:
         """A sequence leaves: its computed full blocks go into the prefix cache; its slot and blocks are
         given back."""
         if self.prefix_caching and seq.slot >= 0:
-            full = seq.num_computed_tokens // self.block_size
-            for i, (h, blk) in enumerate(
-                _chain(seq.token_ids(0, full * self.block_size), self.block_size, full)
-            ):
-                c = self._cache.get(h)
-                if c is not None and c.tokens == blk:
-                    self._cache.move_to_end(h)
-                    continue
-                if c is not None or not (self._free or seq.block_table or len(self._cache) > self._n_pinned):
-                    break
-                block = seq.block_table.pop() if seq.block_table else self._take_block()
-                self._cache[h] = _Cached(block, blk)
-                self._ops.append(CopyOp(True, block, seq.slot, i * self.block_size))
+            self._save(seq, own=True)
         self._free.extend(reversed(seq.block_table))
         seq.block_table = []
         if seq.slot >= 0:

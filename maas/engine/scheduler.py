@@ -123,14 +123,20 @@ class Scheduler:
             cached = self.kv.lookup(seq)
             n = min(seq.num_tokens - cached, budget)
             target = cached + n
-            if not self.kv.can_grow(seq, target, reserve=cached // self.kv.block_size):
+            if cached and not self.kv.can_grow(seq, target, reserve=cached // self.kv.block_size):
+                cached = 0  # no room for the cached copy next to its own blocks: recompute instead
+                n = min(seq.num_tokens, budget)
+                target = n
+            if not self.kv.can_grow(seq, target):
                 if not self.running and not batch.items:  # an empty cache cannot hold it
                     self.finish(seq, "length")
                     batch.finished.append(seq)
                     continue
                 break
             self.waiting.popleft()
-            self.kv.admit(seq)  # a slot, and the cached prefix (num_computed_tokens = cached)
+            self.kv.admit(
+                seq, use_cache=cached > 0
+            )  # a slot, the cached prefix (num_computed_tokens = cached)
             self.kv.grow(seq, target)
             seq.status = Status.RUNNING
             if seq.first_scheduled is None:
@@ -157,6 +163,8 @@ class Scheduler:
             seq.num_computed_tokens = item.start + item.num_tokens
             if not item.sample or tok is None:
                 continue
+            if not seq.output_token_ids:  # the prompt is computed: its blocks become reusable now
+                self.kv.prompt_done(seq)
             seq.output_token_ids.append(tok)
             touched.append(seq)
             p = seq.params

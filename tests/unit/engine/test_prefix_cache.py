@@ -34,7 +34,9 @@ def test_a_multi_turn_conversation_reuses_the_previous_turn(lm):
         a, b = run_ids(on, [convo])[0], run_ids(off, [convo])[0]
         assert a == b, turn
         reused = on.kv.stats.hits - before
-        assert reused == (0 if turn == 0 else (len(convo) - 1) // 16 * 16), turn  # all full blocks but the last
+        assert reused == (0 if turn == 0 else (len(convo) - 1) // 16 * 16), (
+            turn
+        )  # all full blocks but the last
         convo = convo + a + [33 + turn] * 5
 
 
@@ -42,8 +44,20 @@ def test_concurrent_requests_chunked_prefill_and_preemption_with_the_cache(lm):
     ps = shared_prefix_prompts(8, 40, seed=2)
     want = run_ids(make_engine(lm, prefix_caching=False), ps)
     # warm the cache with one request, then run all under a small budget that preempts
-    eng = make_engine(lm, kv_cache_tokens=160, max_model_len=128, max_num_batched_tokens=7)
+    eng = make_engine(lm, kv_cache_tokens=96, max_model_len=96, max_num_batched_tokens=7)
     run_ids(eng, ps[:1])
     assert run_ids(eng, ps) == want
     assert eng.scheduler.num_preemptions > 0 and eng.kv.stats.hits > 0
     assert eng.kv.num_free_blocks == eng.kv.num_blocks
+
+
+def test_copies_of_one_prompt_arriving_together_reuse_the_first_prefill(lm):
+    """n > 1 (the client fans the choices out as requests with the same prompt): once the first has
+    computed the prompt, the others still waiting for the token budget take it from the cache."""
+    prompt = shared_prefix_prompts(1, 100, seed=4)[0]
+    want = run_ids(make_engine(lm, prefix_caching=False, max_num_batched_tokens=32), [prompt] * 4)
+    eng = make_engine(lm, max_num_batched_tokens=32)
+    assert run_ids(eng, [prompt] * 4) == want
+    # the second is admitted in the step where the first completes its prompt (a miss); the last two find
+    # the first's 6 full blocks
+    assert eng.kv.stats.hits >= 2 * 96
