@@ -71,18 +71,22 @@ class KVCache:
         self.block_size = block_size
 
     def copy_blocks(self, ops: list[CopyOp]) -> None:
-        """Saves (slot rows -> pool block) then loads (pool block -> slot rows), in order, every layer."""
+        """Saves (slot rows -> pool blocks) then loads (pool blocks -> slot rows), every layer; blocks at
+        consecutive positions of one slot move in one indexed copy."""
+        saves = list({o.block: o for o in ops if o.save}.values())  # a block saved twice: the last wins
+        loads = [o for o in ops if not o.save]
         bs = self.block_size
-        for layer in range(len(self.k)):
-            kc, vc, pk, pv = self.k[layer], self.v[layer], self.pool_k[layer], self.pool_v[layer]
-            for op in ops:
-                rows = slice(op.start, op.start + bs)
-                if op.save:
-                    pk[op.block] = kc[op.slot, :, rows]
-                    pv[op.block] = vc[op.slot, :, rows]
-                else:
-                    kc[op.slot, :, rows] = pk[op.block]
-                    vc[op.slot, :, rows] = pv[op.block]
+        for save, group in ((True, _runs(saves, bs)), (False, _runs(loads, bs))):
+            for slot, start, blocks in group:
+                m = len(blocks)
+                idx = torch.tensor(blocks, device=self.k[0].device)
+                rows = slice(start, start + m * bs)
+                for cache, pool in ((self.k, self.pool_k), (self.v, self.pool_v)):
+                    for c, p in zip(cache, pool, strict=True):
+                        if save:  # (kv, m*bs, hd) -> (m, kv, bs, hd)
+                            p.index_copy_(0, idx, c[slot, :, rows].unflatten(1, (m, bs)).transpose(0, 1))
+                        else:
+                            c[slot, :, rows] = p.index_select(0, idx).transpose(0, 1).flatten(1, 2)
 
     @staticmethod
     def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -94,6 +98,17 @@ class KVCache:
     def num_bytes(self) -> int:
         """Memory reserved by the cache and its block pool (committed only as they fill)."""
         return sum(t.numel() * t.element_size() for t in self.k + self.v + self.pool_k + self.pool_v)
+
+
+def _runs(ops: list[CopyOp], block_size: int) -> list[tuple[int, int, list[int]]]:
+    """Ops grouped into (slot, first position, blocks) runs of consecutive positions."""
+    out: list[tuple[int, int, list[int]]] = []
+    for o in sorted(ops, key=lambda o: (o.slot, o.start)):
+        if out and out[-1][0] == o.slot and o.start == out[-1][1] + len(out[-1][2]) * block_size:
+            out[-1][2].append(o.block)
+        else:
+            out.append((o.slot, o.start, [o.block]))
+    return out
 
 
 class PagedAttention:

@@ -61,3 +61,34 @@ def test_copies_of_one_prompt_arriving_together_reuse_the_first_prefill(lm):
     # the second is admitted in the step where the first completes its prompt (a miss); the last two find
     # the first's 6 full blocks
     assert eng.kv.stats.hits >= 2 * 96
+
+
+def test_block_copies_move_exactly_the_named_rows():
+    import torch
+
+    from maas.engine.attention import KVCache
+    from maas.engine.kv_cache import CopyOp
+
+    c = KVCache(2, 4, 64, 3, 8, torch.float32, torch.device("cpu"), pool_blocks=16, block_size=4)
+    for t in c.k + c.v + c.pool_k + c.pool_v:
+        t.normal_()
+    k, pk = [t.clone() for t in c.k], [t.clone() for t in c.pool_k]
+    saves = [CopyOp(True, 5, 1, 8), CopyOp(True, 6, 1, 12), CopyOp(True, 2, 0, 0)]  # a run of two, and one
+    loads = [
+        CopyOp(False, 9, 2, 4),
+        CopyOp(False, 3, 2, 8),
+        CopyOp(False, 5, 3, 0),
+    ]  # reads a block just saved
+    c.copy_blocks(loads + saves)  # saves go first whatever the order given
+    for layer in range(2):
+        pk[layer][5], pk[layer][6], pk[layer][2] = (
+            k[layer][1, :, 8:12],
+            k[layer][1, :, 12:16],
+            k[layer][0, :, 0:4],
+        )
+        k[layer][2, :, 4:8], k[layer][2, :, 8:12], k[layer][3, :, 0:4] = (
+            pk[layer][9],
+            pk[layer][3],
+            pk[layer][5],
+        )
+        assert torch.equal(c.pool_k[layer], pk[layer]) and torch.equal(c.k[layer], k[layer])
