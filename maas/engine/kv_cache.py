@@ -6,8 +6,8 @@ free slot first so that a step's decodes sit in the first slots. Blocks are the 
 the prefix cache: a block id is held by a running sequence (its share of the budget), holds a cached
 prefix block in the cache's block pool, or is free.
 
-Prefix caching: when a sequence leaves (finished, aborted, preempted), the full blocks it computed are
-saved into the pool, each keyed by a hash of its tokens and of every token before it (the chain), stored
+Prefix caching: when a sequence has computed its prompt, and when it leaves (finished, aborted,
+preempted), the full blocks it computed are saved into the pool, each keyed by a hash of its tokens and of every token before it (the chain), stored
 once however many sequences computed it. A new sequence whose prompt starts with cached blocks gets them
 copied into its slot instead of recomputing them. Cached blocks are given up least recently used first
 when running sequences need the budget. A hit is verified token by token, so a hash collision can only
@@ -215,10 +215,3 @@ class KVCacheManager:
                 self._n_pinned -= 1
         self._pinned = []
         return ops
-
-    def clear_prefix_cache(self) -> None:
-        """Forget every cached block."""
-        for c in self._cache.values():
-            if not c.pins:
-                self._free.append(c.block)
-        self._cache = OrderedDict((h, c) for h, c in self._cache.items() if c.pins)

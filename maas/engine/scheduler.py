@@ -134,9 +134,8 @@ class Scheduler:
                     continue
                 break
             self.waiting.popleft()
-            self.kv.admit(
-                seq, use_cache=cached > 0
-            )  # a slot, the cached prefix (num_computed_tokens = cached)
+            # a slot, and the cached prefix (num_computed_tokens becomes `cached`)
+            self.kv.admit(seq, use_cache=cached > 0)
             self.kv.grow(seq, target)
             seq.status = Status.RUNNING
             if seq.first_scheduled is None:

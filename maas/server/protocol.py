@@ -52,10 +52,9 @@ class ChatMessage(_Base):
     tool_call_id: str | None = None
 
 
-# Fields that would change the answer and that maas does not honour yet: a 400 naming the field, never a
-# free-text 200 the client takes for what it asked (response_format {"type": "text"} and tool_choice
-# "none" are what happens anyway).
-_NOT_YET = ("functions", "function_call", "audio")  # the legacy function-calling fields: use tools
+# Fields that would change the answer and that maas does not honour: a 400 naming the field, never a 200
+# the client takes for what it asked (function_call "none" is what happens anyway).
+_NOT_YET = ("functions", "function_call", "audio")
 
 
 def _response_format_guide(fmt: Any) -> str | None:
@@ -109,7 +108,8 @@ def _refuse_unsupported(body: BaseModel) -> None:
         value = extra.get(name)
         if value in (None, [], {}) or (name == "function_call" and value == "none"):
             continue
-        raise InvalidRequestError(f"{name} is not supported yet", param=name)
+        hint = " (use tools and tool_choice)" if name.startswith("function") else ""
+        raise InvalidRequestError(f"{name} is not supported{hint}", param=name)
     modalities = extra.get("modalities")
     if modalities is not None and modalities != ["text"]:
         raise InvalidRequestError("only the text modality is supported", param="modalities")
@@ -184,11 +184,12 @@ class ChatCompletionRequest(_SamplingFields):
     def model_post_init(self, _context: Any) -> None:
         check_messages([m.model_dump(exclude_none=True) for m in self.messages])
 
-    def tool_request(self) -> ToolRequest | None:
-        """The tools the model may call (None: no tools, or tool_choice none)."""
+    def tool_request(self, guided: bool) -> ToolRequest | None:
+        """The tools the model may call (None: no tools, or tool_choice none); `guided`: the request
+        already constrains its output (response_format, guided_*)."""
         extra = self.model_extra or {}
         req = check_tools(extra.get("tools"), extra.get("tool_choice"), extra.get("parallel_tool_calls"))
-        if req is not None and req.choice != "auto" and output_guide(self) is not None:
+        if req is not None and req.choice != "auto" and guided:
             raise InvalidRequestError(
                 "tool_choice required or a named function cannot be combined with response_format or guided_*",
                 param="tool_choice",

@@ -27,7 +27,7 @@ router = APIRouter()
 async def chat_completions(body: ChatCompletionRequest, request: Request, models: Models) -> Any:
     """Answer a conversation with the model's chat template; streams as SSE when `stream` is true."""
     params = body.sampling_params()  # bad parameters fail before a model is loaded for them
-    tools = body.tool_request()
+    tools = body.tool_request(guided=params.guide is not None)
     parser_option = request.app.state.options.tool_parser
     return await run_job(
         models, body.model, request, lambda lease: _job(body, params, tools, parser_option, lease)
