@@ -56,6 +56,13 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="recompute every prompt instead of reusing the KV of prefixes seen before",
     )
+    g.add_argument(
+        "--prefix-cache-tokens",
+        type=int,
+        default=4096,
+        help="tokens the prefix cache holds, least recently used given up first; its memory comes on top of "
+        "the KV cache's, committed as it fills (default %(default)s)",
+    )
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -72,4 +79,5 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         weights=args.weights,
         threads=args.threads,
         prefix_caching=args.prefix_caching,
+        prefix_cache_tokens=args.prefix_cache_tokens,
     )

@@ -43,6 +43,7 @@ class EngineConfig:
     weights: str = "auto"  # CPU only: float32 | float16 | q8 | int8; auto = q8 (float16 without a compiler)
     threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
     prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
+    prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
 
 
 class Engine:
@@ -58,9 +59,10 @@ class Engine:
         num_blocks = -(-cache_tokens // config.block_size)
         self.config = config
         self.max_model_len = max_len
-        self.kv = KVCacheManager(config.max_num_seqs, num_blocks, config.block_size, config.prefix_caching)
+        caching = config.prefix_caching and config.prefix_cache_tokens >= config.block_size
+        pool = min(config.prefix_cache_tokens // config.block_size, num_blocks) if caching else 0
+        self.kv = KVCacheManager(config.max_num_seqs, num_blocks, config.block_size, caching, pool)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens, max_len)
-        pool = num_blocks if config.prefix_caching else 0
         self.runner = ModelRunner(
             lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype, pool, config.block_size
         )
@@ -70,13 +72,13 @@ class Engine:
         self.output = OutputProcessor(self.tokenizer, self.eos_ids, self.scheduler.finish)
         log.info(
             "engine: max_num_seqs=%d max_model_len=%d kv budget=%d tokens, cache %.0f MiB reserved "
-            "(committed as used) chunk=%d prefix caching %s",
+            "(committed as used) chunk=%d prefix cache %s",
             config.max_num_seqs,
             max_len,
             num_blocks * config.block_size,
             self.runner.cache.num_bytes / 2**20,
             config.max_num_batched_tokens,
-            "on" if config.prefix_caching else "off",
+            f"{pool * config.block_size} tokens" if caching else "off",
         )
 
     @classmethod

@@ -41,14 +41,15 @@ class CopyOp:
     """Copy one block between the pool and a slot: save = slot rows -> pool block, else pool -> slot."""
 
     save: bool
-    block: int
+    block: int  # index in the block pool
     slot: int
     start: int  # first token position in the slot
 
 
 @dataclass
 class _Cached:
-    block: int
+    block: int  # its share of the budget
+    pool: int  # where its keys and values are, in the block pool
     tokens: tuple[int, ...]
     pins: int = 0  # loads scheduled this step that read it
 
@@ -79,6 +80,7 @@ class KVCacheManager:
     num_blocks: int
     block_size: int
     prefix_caching: bool = True
+    pool_blocks: int = 0  # the prefix cache's capacity in blocks (0: as many as the budget)
     stats: PrefixStats = field(default_factory=PrefixStats)
 
     def __post_init__(self) -> None:
@@ -86,6 +88,8 @@ class KVCacheManager:
             raise ValueError("num_slots, num_blocks and block_size must be positive")
         self._free: list[int] = list(range(self.num_blocks - 1, -1, -1))  # pop() gives low ids first
         self._free_slots = list(range(self.num_slots))  # a heap
+        self.pool_blocks = min(self.pool_blocks or self.num_blocks, self.num_blocks)
+        self._free_pool: list[int] = list(range(self.pool_blocks - 1, -1, -1))
         self._cache: OrderedDict[int, _Cached] = OrderedDict()  # chain hash -> block, least recent first
         self._ops: list[CopyOp] = []
         self._pinned: list[_Cached] = []  # one entry per pin taken this step
@@ -128,10 +132,15 @@ class KVCacheManager:
     def _take_block(self) -> int:
         if self._free:
             return self._free.pop()
-        for h, c in self._cache.items():  # least recently used first
+        return self._evict().block
+
+    def _evict(self) -> _Cached:
+        """Give up the least recently used cached block that no copy reads (its pool place is free again)."""
+        for h, c in self._cache.items():
             if not c.pins:
                 del self._cache[h]
-                return c.block
+                self._free_pool.append(c.pool)
+                return c
         raise RuntimeError("KV cache exhausted")
 
     # -- slots --------------------------------------------------------------------------------------
@@ -167,7 +176,7 @@ class KVCacheManager:
                 self._n_pinned += 1
             c.pins += 1
             self._pinned.append(c)
-            self._ops.append(CopyOp(False, c.block, seq.slot, i * self.block_size))
+            self._ops.append(CopyOp(False, c.pool, seq.slot, i * self.block_size))
         seq.num_computed_tokens = len(found) * self.block_size
         self.stats.hits += seq.num_computed_tokens
 
@@ -180,12 +189,16 @@ class KVCacheManager:
             if c is not None and c.tokens == blk:
                 self._cache.move_to_end(h)
                 continue
-            spare = (own and seq.block_table) or self._free or len(self._cache) > self._n_pinned
-            if c is not None or not spare:
+            evictable = len(self._cache) > self._n_pinned
+            spare = (own and seq.block_table) or self._free or evictable
+            if c is not None or not spare or not (self._free_pool or evictable):
                 break
+            if not self._free_pool:  # the pool is full: its least recently used block makes room
+                self._free.append(self._evict().block)
             block = seq.block_table.pop() if own and seq.block_table else self._take_block()
-            self._cache[h] = _Cached(block, blk)
-            self._ops.append(CopyOp(True, block, seq.slot, i * self.block_size))
+            pool = self._free_pool.pop()
+            self._cache[h] = _Cached(block, pool, blk)
+            self._ops.append(CopyOp(True, pool, seq.slot, i * self.block_size))
 
     def prompt_done(self, seq: HasBlocks) -> None:
         """A sequence finished computing its prompt: cache its full blocks now, so that requests with the

@@ -118,3 +118,14 @@ def test_a_hash_collision_is_a_miss():
     (cached,) = kv._cache.values()
     cached.tokens = (9, 9)  # as if another block had the same hash
     assert kv.lookup(Seq([1, 2, 3])) == 0
+
+
+def test_a_full_pool_gives_up_its_least_recently_used_block():
+    kv = KVCacheManager(4, num_blocks=16, block_size=2, pool_blocks=2)
+    for first in (10, 20, 30):  # three sequences, one full block each
+        finished(kv, [first, first + 1, first + 2])
+    saves = kv.take_ops()
+    assert kv.num_cached_blocks == 2 and all(0 <= o.block < 2 for o in saves)
+    assert kv.lookup(Seq([10, 11, 0])) == 0  # the oldest was given up
+    assert kv.lookup(Seq([20, 21, 0])) == 2 and kv.lookup(Seq([30, 31, 0])) == 2
+    assert kv.num_free_blocks == 16  # the budget ids came back
