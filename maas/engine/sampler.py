@@ -40,33 +40,51 @@ def _apply_penalties(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tenso
     return logits
 
 
-def _filter(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
-    """Temperature, then top-k / top-p / min-p masks; returns probabilities (S, V)."""
+_NUCLEUS_GUESS = 1024  # candidates tried first for a row with top_p alone (a full sort only if too few)
+
+
+def _draw(logits: torch.Tensor, rows: list[SampleRow]) -> list[int]:
+    """One sampled token per row: temperature, then the top-k / top-p / min-p filters, then a draw from the
+    renormalised survivors with the row's own generator.
+
+    The filters each keep a prefix of the tokens sorted by probability, so only the largest few are
+    sorted (topk over the longest prefix any row can keep), never the whole vocabulary, and each row
+    draws from its own survivors (its result does not depend on the other rows)."""
     dev = logits.device
-    temps = torch.tensor([max(r.params.temperature, 1e-5) for r in rows], device=dev).unsqueeze(1)
-    logits = logits / temps
-    top_k = [r.params.top_k for r in rows]
-    top_p = [r.params.top_p for r in rows]
-    min_p = [r.params.min_p for r in rows]
     V = logits.shape[-1]
-    if any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p):
-        ks = torch.tensor([k if k > 0 else V for k in top_k], device=dev)
-        ps = torch.tensor(top_p, device=dev)
-        srt, idx = logits.sort(dim=-1, descending=True)  # (S, V)
-        ranks = torch.arange(V, device=dev).unsqueeze(0)
-        drop = ranks >= ks.unsqueeze(1)
-        probs_sorted = srt.softmax(-1)
-        cum = probs_sorted.cumsum(-1) - probs_sorted  # mass strictly before each token
-        drop |= cum >= ps.unsqueeze(1)
-        drop[:, 0] = False
-        srt = srt.masked_fill(drop, float("-inf"))
-        logits = torch.empty_like(logits).scatter_(1, idx, srt)
-    probs = logits.softmax(-1)
+    temps = torch.tensor([max(r.params.temperature, 1e-5) for r in rows], device=dev).unsqueeze(1)
+    probs = (logits / temps).softmax(-1)  # (S, V)
+    keep = [V] * len(rows)  # the longest prefix each row may keep
+    min_p = [r.params.min_p for r in rows]
     if any(m > 0 for m in min_p):
         mp = torch.tensor(min_p, device=dev).unsqueeze(1)
-        probs = probs.masked_fill(probs < mp * probs.max(-1, keepdim=True).values, 0.0)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
+        counts = (probs >= mp * probs.max(-1, keepdim=True).values).sum(-1).tolist()
+        keep = [int(c) if m > 0 else V for c, m in zip(counts, min_p, strict=True)]
+    keep = [min(n, r.params.top_k) if r.params.top_k > 0 else n for n, r in zip(keep, rows, strict=True)]
+    nucleus = [r.params.top_p < 1.0 for r in rows]
+    filtered = [i for i, r in enumerate(rows) if keep[i] < V or nucleus[i]]
+    tokens = [0] * len(rows)
+    for i, r in enumerate(rows):  # no filter at all: the whole distribution
+        if i not in filtered:
+            tokens[i] = int(torch.multinomial(probs[i], 1, generator=r.generator))
+    if not filtered:
+        return tokens
+    sub = probs[filtered]
+    n = max(min(keep[i], _NUCLEUS_GUESS) if keep[i] == V else keep[i] for i in filtered)
+    vals, idx = sub.topk(min(n, V))  # sorted, largest first
+    ps = torch.tensor([rows[i].params.top_p for i in filtered], device=dev).unsqueeze(1)
+    short = (vals.sum(-1, keepdim=True) < ps) & torch.tensor(
+        [keep[i] == V for i in filtered], device=dev
+    ).unsqueeze(1)
+    if n < V and bool(short.any()):  # a flat distribution: the nucleus reaches past the guess
+        vals, idx = sub.sort(-1, descending=True)
+    before = vals.cumsum(-1) - vals  # mass strictly before each token
+    in_nucleus = ((before < ps).sum(-1)).clamp(min=1).tolist()
+    for j, i in enumerate(filtered):
+        m = min(keep[i], int(in_nucleus[j]), vals.shape[-1])
+        pick = torch.multinomial(vals[j, :m], 1, generator=rows[i].generator)
+        tokens[i] = int(idx[j, pick])
+    return tokens
 
 
 def sample(logits: torch.Tensor, rows: list[SampleRow]) -> tuple[list[int], list[TokenLogprob | None]]:
@@ -83,13 +101,12 @@ def sample(logits: torch.Tensor, rows: list[SampleRow]) -> tuple[list[int], list
     if any(r.matcher is not None for r in rows):
         apply_masks(logits, [r.matcher for r in rows])  # logits are this call's own (raw logprobs taken)
     greedy = [r.params.greedy for r in rows]
-    tokens = logits.argmax(-1)
-    if not all(greedy):
-        probs = _filter(logits, rows)
-        for i, r in enumerate(rows):
-            if not greedy[i]:
-                tokens[i] = torch.multinomial(probs[i], 1, generator=r.generator)[0]
-    token_list = [int(t) for t in tokens.tolist()]
+    token_list = [int(t) for t in logits.argmax(-1).tolist()]
+    sampled = [i for i, g in enumerate(greedy) if not g]
+    if sampled:
+        drawn = _draw(logits[sampled], [rows[i] for i in sampled])
+        for i, t in zip(sampled, drawn, strict=True):
+            token_list[i] = t
     lps: list[TokenLogprob | None] = [None] * len(rows)
     if raw_logprobs is not None:
         for i, r in enumerate(rows):

@@ -79,3 +79,45 @@ def test_logprobs_are_normalised_and_top_sorted():
 def test_nonsense_parameters_are_refused(kw):
     with pytest.raises(InvalidRequestError):
         SamplingParams(**kw)
+
+
+def reference_support(
+    lg: torch.Tensor, temperature: float, top_k: int, top_p: float, min_p: float
+) -> set[int]:
+    """The tokens a full sort keeps: rank < top_k, mass strictly before < top_p, p >= min_p * max."""
+    p = (lg / temperature).softmax(-1)
+    order = p.argsort(descending=True).tolist()
+    kept, before = set(), 0.0
+    for rank, t in enumerate(order):
+        if (top_k > 0 and rank >= top_k) or (rank > 0 and before >= top_p) or p[t] < min_p * p.max():
+            break
+        kept.add(t)
+        before += float(p[t])
+    return kept
+
+
+@pytest.mark.parametrize(
+    ("top_k", "top_p", "min_p", "scale"),
+    [(0, 0.9, 0.0, 1.0), (0, 0.9, 0.0, 0.05), (5, 1.0, 0.0, 1.0), (0, 1.0, 0.1, 1.0), (8, 0.8, 0.02, 2.0)],
+)
+def test_filters_keep_exactly_what_a_full_sort_keeps(top_k, top_p, min_p, scale):
+    """scale 0.05: a flat distribution whose nucleus is wider than the first guess of candidates."""
+    torch.manual_seed(3)
+    lg = torch.randn(1, 3000) * scale * 4
+    want = reference_support(lg[0], 0.9, top_k, top_p, min_p)
+    g = torch.Generator().manual_seed(5)
+    r = row(g, temperature=0.9, top_k=top_k, top_p=top_p, min_p=min_p)
+    seen = {sample(lg, [r])[0][0] for _ in range(400 if len(want) < 40 else 60)}
+    assert seen <= want
+    if len(want) < 40:
+        assert len(seen) >= len(want) // 2  # the draws do spread over the survivors
+
+
+def test_a_row_draws_the_same_alone_or_next_to_other_rows():
+    torch.manual_seed(4)
+    lg = torch.randn(3, 500) * 3
+    kw = {"temperature": 0.8, "top_p": 0.9}
+    alone = [sample(lg[1:2], [row(torch.Generator().manual_seed(9), **kw)])[0][0] for _ in range(1)]
+    rows = [row(torch.Generator().manual_seed(1), temperature=1.0, top_k=3),
+            row(torch.Generator().manual_seed(9), **kw), row(temperature=0)]  # fmt: skip
+    assert sample(lg, rows)[0][1] == alone[0]
