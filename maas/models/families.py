@@ -99,6 +99,19 @@ FAMILIES: tuple[Family, ...] = (
         gguf_top_names=_LLAMA_GGUF_TOP,
         hf_config={"attention_bias": True},
     ),
+    Family(
+        "qwen3",
+        "llm",
+        ("qwen3",),
+        ("qwen3",),
+        *_LLAMA,  # the Llama block with an RMSNorm on each query and key head
+        gguf_block_names={
+            **_LLAMA_GGUF_BLOCKS,
+            "attn_q_norm": "self_attn.q_norm",
+            "attn_k_norm": "self_attn.k_norm",
+        },
+        gguf_top_names=_LLAMA_GGUF_TOP,
+    ),
     Family("bert", "embedding", ("bert",), (), "maas.models.bert:BertModel", "maas.models.bert:BertConfig"),
     _zoo("mlp", "maas.models.mlp:MLP"),
     _zoo("cnn", "maas.models.cnn:CNN"),

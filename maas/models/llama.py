@@ -39,6 +39,7 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     rope_scaling: tuple[tuple[str, Any], ...] | None = None
+    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (Qwen3)
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any]) -> LlamaConfig:
@@ -46,6 +47,10 @@ class LlamaConfig:
         n_heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
         scaling = cfg.get("rope_scaling")
+        context = int(cfg.get("max_position_embeddings", 2048))
+        window = cfg.get("sliding_window")
+        if window and cfg.get("use_sliding_window", cfg.get("model_type") == "mistral"):
+            context = min(context, int(window))  # attention here is full: stay inside the window
         return cls(
             vocab_size=int(cfg["vocab_size"]),
             hidden_size=hidden,
@@ -56,10 +61,11 @@ class LlamaConfig:
             head_dim=int(cfg.get("head_dim") or hidden // n_heads),
             rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
             rope_theta=float(cfg.get("rope_theta", 10000.0)),
-            max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+            max_position_embeddings=context,
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")),
             rope_scaling=tuple(sorted(scaling.items())) if isinstance(scaling, dict) else None,
+            qk_norm=bool(cfg.get("qk_norm", cfg.get("model_type") == "qwen3")),
         )
 
     def to_hf(self) -> dict[str, Any]:
@@ -169,6 +175,10 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
         self.qkv_proj: nn.Module | None = None  # set by `fuse_projections`
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
+        self.qk_norm = cfg.qk_norm
 
     def fuse(self) -> None:
         """Replace q/k/v projections by one matmul (same math, fewer and larger GEMMs)."""
@@ -184,6 +194,9 @@ class SelfAttention(nn.Module):
         else:
             qk, v = torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1), self.v_proj(x)
         qk = qk.view(*lead, H + KV, hd)  # rotate queries and keys together
+        if self.qk_norm:
+            q, k = qk.split([H, KV], dim=-2)
+            qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=-2)
         cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # (*lead, 1, hd)
         qk = qk * cos + rotate_half(qk) * sin
         q, k = qk.split([H, KV], dim=-2)  # (*lead, H, hd), (*lead, KV, hd)

@@ -1,0 +1,84 @@
+"""Each LLM family against Hugging Face transformers on a tiny random-weight config: the same logits from
+an HF directory, and from a GGUF file where the family has one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from maas.engine.loader import load_lm
+from tests.conftest import byte_tokenizer
+from tests.gguf_util import write_gguf
+
+SHAPE = dict(vocab_size=264, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=False,
+             rms_norm_eps=1e-6, rope_theta=10000.0)  # fmt: skip
+FAMILIES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
+}
+TOL = 2e-4
+
+
+def hf_model(family: str, seed: int = 0):
+    cfg_name, cls_name, extra = FAMILIES[family]
+    cfg = getattr(transformers, cfg_name)(**SHAPE, **extra)
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls_name)(cfg).eval()
+    with torch.no_grad():  # larger than the init's 0.02, so that differences would show in the logits
+        for p in model.parameters():
+            p.normal_(0.0, 0.15) if p.ndim > 1 else p.uniform_(0.5, 1.5)
+    return model
+
+
+def ids() -> torch.Tensor:
+    return torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(1))
+
+
+def hf_logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ids()).logits[0].float()
+
+
+def maas_logits(path) -> torch.Tensor:
+    lm = load_lm(path, device="cpu", dtype="float32")
+    with torch.no_grad():
+        return lm.model(ids())[0]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_hf_directory_logits_match_transformers(family, tmp_path):
+    model = hf_model(family)
+    model.save_pretrained(tmp_path)
+    byte_tokenizer().hf.save(str(tmp_path / "tokenizer.json"))
+    want, got = hf_logits(model), maas_logits(tmp_path)
+    diff = float((want - got).abs().max())
+    print(f"{family}: max |logit difference| {diff:.2e} (logits up to {float(want.abs().max()):.1f})")
+    assert diff < TOL
+
+
+@pytest.mark.parametrize(("family", "arch"), [("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3")])
+def test_gguf_logits_match_transformers(family, arch, tmp_path):
+    model = hf_model(family)
+    model.save_pretrained(tmp_path / "hf")
+    byte_tokenizer().hf.save(str(tmp_path / "hf" / "tokenizer.json"))
+    ours = load_lm(tmp_path / "hf", device="cpu", dtype="float32").model
+    gguf = write_gguf(tmp_path / "m.gguf", ours, "F32", arch=arch)
+    diff = float((hf_logits(model) - maas_logits(gguf)).abs().max())
+    print(f"{family} GGUF: max |logit difference| {diff:.2e}")
+    assert diff < TOL
+
+
+def test_a_sliding_window_caps_the_context_instead_of_attending_past_it():
+    from maas.models.llama import LlamaConfig
+
+    base = {**SHAPE, "max_position_embeddings": 32768}
+    assert (
+        LlamaConfig.from_hf({**base, "model_type": "mistral", "sliding_window": 4096}).max_position_embeddings
+        == 4096
+    )
+    qwen2 = {**base, "model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}
+    assert LlamaConfig.from_hf(qwen2).max_position_embeddings == 32768
