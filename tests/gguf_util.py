@@ -28,7 +28,20 @@ _LAYER = {
     "mlp.down_proj": "ffn_down",
     "self_attn.q_norm": "attn_q_norm",
     "self_attn.k_norm": "attn_k_norm",
+    "self_attn.qkv_proj": "attn_qkv",  # Phi-3 stores these two fused
+    "mlp.gate_up_proj": "ffn_up",
 }
+
+
+def _fuse_phi3(sd: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+    out = dict(sd)
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        q, k, v = (out.pop(f"{p}self_attn.{n}_proj.weight") for n in "qkv")
+        out[f"{p}self_attn.qkv_proj.weight"] = torch.cat([q, k, v])
+        g, u = out.pop(f"{p}mlp.gate_proj.weight"), out.pop(f"{p}mlp.up_proj.weight")
+        out[f"{p}mlp.gate_up_proj.weight"] = torch.cat([g, u])
+    return out
 
 
 def _gguf_name(name: str) -> str:
@@ -66,6 +79,8 @@ def write_gguf(path: Path, model: LlamaForCausalLM, qtype: str = "F32", arch: st
     w.add_eos_token_id(256)
     w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     sd = model.state_dict()
+    if arch == "phi3":
+        sd = _fuse_phi3(sd, cfg.num_hidden_layers)
     if cfg.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     qt = gguf.GGMLQuantizationType[qtype]

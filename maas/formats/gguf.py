@@ -15,6 +15,7 @@ import torch
 
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats.base import ModelFiles, TokenizerSource
+from maas.formats.fused import unfuse
 from maas.formats.gguf_reader import GGUFFile, type_name
 from maas.models.families import Family, by_gguf_arch, supported
 
@@ -169,7 +170,7 @@ def open_gguf(path: str | Path) -> ModelFiles:
         format="gguf",
         architecture=row.name,
         config=config,
-        iter_tensors=iter_tensors,
+        iter_tensors=(lambda: unfuse(row, config, iter_tensors())) if row.fused else iter_tensors,
         tokenizer=tok,
         num_bytes=path.stat().st_size,
     )

@@ -11,6 +11,7 @@ import torch
 
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats.base import ModelFiles, TokenizerSource
+from maas.formats.fused import unfuse
 from maas.models.families import by_model_type, supported
 
 
@@ -97,7 +98,7 @@ def open_hf_dir(path: str | Path) -> ModelFiles:
         format="hf",
         architecture=family,
         config=config,
-        iter_tensors=iter_tensors,
+        iter_tensors=(lambda: unfuse(row, config, iter_tensors())) if row.fused else iter_tensors,
         tokenizer=_tokenizer_source(d, config),
         num_bytes=sum(f.stat().st_size for f in files),
     )

@@ -31,6 +31,8 @@ class Family:
     gguf_top_names: dict[str, str] = field(default_factory=dict)
     gguf_qk_permuted: bool = False
     hf_config: dict[str, Any] = field(default_factory=dict)
+    # projections some checkpoints store fused: module name in a layer -> the modules it splits into
+    fused: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # `maas train` architectures: "package.module:function" building a fresh module from YAML
     # parameters and the training data's shape (the zoo's hook; the arch is the name without "maas-").
     builder: str = ""
@@ -111,6 +113,23 @@ FAMILIES: tuple[Family, ...] = (
             "attn_k_norm": "self_attn.k_norm",
         },
         gguf_top_names=_LLAMA_GGUF_TOP,
+    ),
+    Family(
+        "phi3",
+        "llm",
+        ("phi3",),
+        ("phi3",),
+        *_LLAMA,  # the Llama block; checkpoints fuse q/k/v and gate/up, split when read
+        gguf_block_names={
+            **_LLAMA_GGUF_BLOCKS,
+            "attn_qkv": "self_attn.qkv_proj",
+            "ffn_up": "mlp.gate_up_proj",
+        },
+        gguf_top_names=_LLAMA_GGUF_TOP,
+        fused={
+            "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+            "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+        },
     ),
     Family("bert", "embedding", ("bert",), (), "maas.models.bert:BertModel", "maas.models.bert:BertConfig"),
     _zoo("mlp", "maas.models.mlp:MLP"),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maas.errors import UnsupportedModelError
 from maas.models.decoder import DecoderLM
 from maas.models.fuse import cat_linears
 
@@ -47,9 +48,16 @@ class LlamaConfig:
         n_heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
         scaling = cfg.get("rope_scaling")
+        kind = (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else None
+        if kind not in (None, "default", "linear", "llama3"):
+            raise UnsupportedModelError(f"RoPE scaling {kind!r} is not supported (linear, llama3)")
+        if float(cfg.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise UnsupportedModelError(
+                "partial rotary embeddings (partial_rotary_factor < 1) are not supported"
+            )
         context = int(cfg.get("max_position_embeddings", 2048))
         window = cfg.get("sliding_window")
-        if window and cfg.get("use_sliding_window", cfg.get("model_type") == "mistral"):
+        if window and cfg.get("use_sliding_window", cfg.get("model_type") in ("mistral", "phi3")):
             context = min(context, int(window))  # attention here is full: stay inside the window
         return cls(
             vocab_size=int(cfg["vocab_size"]),

@@ -19,6 +19,7 @@ FAMILIES = {
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"sliding_window": None, "pad_token_id": 0}),
 }
 TOL = 2e-4
 
@@ -60,7 +61,9 @@ def test_hf_directory_logits_match_transformers(family, tmp_path):
     assert diff < TOL
 
 
-@pytest.mark.parametrize(("family", "arch"), [("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3")])
+@pytest.mark.parametrize(
+    ("family", "arch"), [("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("phi3", "phi3")]
+)
 def test_gguf_logits_match_transformers(family, arch, tmp_path):
     model = hf_model(family)
     model.save_pretrained(tmp_path / "hf")
@@ -82,3 +85,14 @@ def test_a_sliding_window_caps_the_context_instead_of_attending_past_it():
     )
     qwen2 = {**base, "model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}
     assert LlamaConfig.from_hf(qwen2).max_position_embeddings == 32768
+
+
+@pytest.mark.parametrize(
+    "extra", [{"rope_scaling": {"rope_type": "longrope", "factor": 32.0}}, {"partial_rotary_factor": 0.75}]
+)
+def test_position_encodings_maas_does_not_compute_are_refused(extra):
+    from maas.errors import UnsupportedModelError
+    from maas.models.llama import LlamaConfig
+
+    with pytest.raises(UnsupportedModelError):
+        LlamaConfig.from_hf({**SHAPE, "model_type": "phi3", **extra})
