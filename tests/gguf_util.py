@@ -56,8 +56,15 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path: Path, model: LlamaForCausalLM, qtype: str = "F32", arch: str = "llama") -> Path:
-    """Save `model` as a GGUF file; 2-D weights in `qtype` (F32, F16, Q8_0, Q4_0, Q4_1)."""
+def write_gguf(
+    path: Path,
+    model: LlamaForCausalLM,
+    qtype: str = "F32",
+    arch: str = "llama",
+    sentencepiece: tuple[list[str], list[float], list[int]] | None = None,
+) -> Path:
+    """Save `model` as a GGUF file; 2-D weights in `qtype` (F32, F16, Q8_0, Q4_0, Q4_1). The vocabulary is a
+    byte-level BPE one, or `sentencepiece` (tokens, scores, token types) as llama.cpp writes Llama 2's."""
     cfg = model.config
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(cfg.num_hidden_layers)
@@ -68,15 +75,25 @@ def write_gguf(path: Path, model: LlamaForCausalLM, qtype: str = "F32", arch: st
     w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_freq_base(cfg.rope_theta)
-    chars = _bytes_to_unicode()
-    tokens = [chars[b] for b in range(256)] + ["<eos>", "ab"]
-    tokens += [f"<pad{i}>" for i in range(cfg.vocab_size - len(tokens))]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types([1] * 256 + [3] + [1] + [3] * (len(tokens) - 258))
-    w.add_token_merges(["a b"])
-    w.add_eos_token_id(256)
+    if sentencepiece is not None:
+        tokens, scores, types = sentencepiece
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_add_bos_token(True)
+    else:
+        chars = _bytes_to_unicode()
+        tokens = [chars[b] for b in range(256)] + ["<eos>", "ab"]
+        tokens += [f"<pad{i}>" for i in range(cfg.vocab_size - len(tokens))]
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_types([1] * 256 + [3] + [1] + [3] * (len(tokens) - 258))
+        w.add_token_merges(["a b"])
+        w.add_eos_token_id(256)
     w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     sd = model.state_dict()
     if arch == "phi3":

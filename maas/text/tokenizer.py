@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from maas.errors import ModelFormatError, UnsupportedModelError
@@ -61,13 +61,65 @@ def _gguf_pre_tokenizer(pre: str | None) -> Any:
     return byte_level
 
 
+_SPACE = "\u2581"  # SentencePiece's visible space
+
+
+def _sentencepiece_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
+    """A SentencePiece BPE vocabulary (`tokenizer.ggml.model = llama`: Llama 2, Mistral) as HF tokenizers
+    builds it from the SentencePiece model: merges from every split of a piece into two pieces, ranked by
+    the merged piece's score; byte fallback; a space prepended and spaces shown as U+2581."""
+    tokens: list[str] = list(fields["tokens"])
+    scores = list(fields.get("scores") or [0.0] * len(tokens))
+    types = list(fields.get("token_type") or [1] * len(tokens))
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges: list[tuple[str, str, float]] = []
+    for piece, i in vocab.items():
+        local = [
+            (piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab
+        ]
+        local.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
+        merges += [(a, b, float(scores[i])) for a, b in local]
+    merges.sort(key=lambda m: m[2], reverse=True)  # stable: ties keep the vocabulary's order
+    unk = next((t for t, ty in zip(tokens, types, strict=False) if ty == 2), None)
+    try:
+        tk = HFTokenizer(
+            models.BPE(vocab=vocab, merges=[(a, b) for a, b, _ in merges], unk_token=unk, fuse_unk=True,
+                       byte_fallback=True)
+        )  # fmt: skip
+    except Exception as e:  # tokenizers raises a bare Exception on inconsistent vocab/merges
+        raise ModelFormatError(f"the GGUF vocabulary is inconsistent: {e}") from None
+    steps: list[Any] = [normalizers.Replace(" ", _SPACE)]
+    if fields.get("add_space_prefix", True):
+        steps.insert(0, normalizers.Prepend(_SPACE))
+    tk.normalizer = normalizers.Sequence(steps)
+    tk.decoder = decoders.Sequence(
+        [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    control = [
+        AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types, strict=False) if ty == 3
+    ]
+    user = [
+        AddedToken(t, special=False, normalized=False)
+        for t, ty in zip(tokens, types, strict=False)
+        if ty == 4
+    ]
+    if control:
+        tk.add_special_tokens(control)
+    if user:
+        tk.add_tokens(user)
+    return tk
+
+
 def tokenizer_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
-    """Build a byte-level BPE tokenizer from GGUF `tokenizer.ggml.*` fields."""
+    """Build the tokenizer from GGUF `tokenizer.ggml.*` fields: byte-level BPE (`gpt2`) or SentencePiece
+    BPE (`llama`)."""
     kind = fields.get("model")
+    if kind == "llama":
+        return _sentencepiece_from_gguf(fields)
     if kind != "gpt2":
         raise UnsupportedModelError(
-            f"GGUF tokenizer model {kind!r} is not supported yet (supported: 'gpt2' byte-level BPE); "
-            "serve the HF directory with tokenizer.json instead"
+            f"GGUF tokenizer model {kind!r} is not supported (supported: 'gpt2' byte-level BPE, 'llama' "
+            "SentencePiece BPE); serve the HF directory with tokenizer.json instead"
         )
     alphabet = _bytes_to_unicode()
     letters = set(alphabet.values())
