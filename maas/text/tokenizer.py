@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -64,6 +65,23 @@ def _gguf_pre_tokenizer(pre: str | None) -> Any:
 _SPACE = "\u2581"  # SentencePiece's visible space
 
 
+def _add_token_types(
+    tk: HFTokenizer, tokens: list[str], types: list[int], usable: Callable[[str], bool] = lambda t: True
+) -> None:
+    """GGUF token types: control tokens (3) become special tokens, user-defined ones (4) added tokens."""
+    control = [AddedToken(t, special=True, normalized=False)
+               for t, ty in zip(tokens, types, strict=False) if ty == 3 and usable(t)]  # fmt: skip
+    user = [
+        AddedToken(t, special=False, normalized=False)
+        for t, ty in zip(tokens, types, strict=False)
+        if ty == 4
+    ]
+    if control:
+        tk.add_special_tokens(control)
+    if user:
+        tk.add_tokens(user)
+
+
 def _sentencepiece_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
     """A SentencePiece BPE vocabulary (`tokenizer.ggml.model = llama`: Llama 2, Mistral) as HF tokenizers
     builds it from the SentencePiece model: merges from every split of a piece into two pieces, ranked by
@@ -95,18 +113,7 @@ def _sentencepiece_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
     tk.decoder = decoders.Sequence(
         [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
-    control = [
-        AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types, strict=False) if ty == 3
-    ]
-    user = [
-        AddedToken(t, special=False, normalized=False)
-        for t, ty in zip(tokens, types, strict=False)
-        if ty == 4
-    ]
-    if control:
-        tk.add_special_tokens(control)
-    if user:
-        tk.add_tokens(user)
+    _add_token_types(tk, tokens, types)
     return tk
 
 
@@ -135,21 +142,7 @@ def tokenizer_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
         raise ModelFormatError(f"the GGUF vocabulary is inconsistent: {e}") from None
     tk.pre_tokenizer = _gguf_pre_tokenizer(fields.get("pre"))
     tk.decoder = decoders.ByteLevel()
-    types = list(fields.get("token_type") or [])
-    control = [
-        AddedToken(t, special=True, normalized=False)
-        for t, ty in zip(tokens, types, strict=False)
-        if ty == 3 and set(t) <= letters
-    ]
-    user = [
-        AddedToken(t, special=False, normalized=False)
-        for t, ty in zip(tokens, types, strict=False)
-        if ty == 4
-    ]
-    if control:
-        tk.add_special_tokens(control)
-    if user:
-        tk.add_tokens(user)
+    _add_token_types(tk, tokens, list(fields.get("token_type") or []), lambda t: set(t) <= letters)
     return tk
 
 
