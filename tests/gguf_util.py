@@ -62,6 +62,7 @@ def write_gguf(
     qtype: str = "F32",
     arch: str = "llama",
     sentencepiece: tuple[list[str], list[float], list[int]] | None = None,
+    sliding_window: int | None = None,
 ) -> Path:
     """Save `model` as a GGUF file; 2-D weights in `qtype` (F32, F16, Q8_0, Q4_0, Q4_1). The vocabulary is a
     byte-level BPE one, or `sentencepiece` (tokens, scores, token types) as llama.cpp writes Llama 2's."""
@@ -75,6 +76,8 @@ def write_gguf(
     w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_freq_base(cfg.rope_theta)
+    if sliding_window is not None:
+        w.add_sliding_window(sliding_window)
     if sentencepiece is not None:
         tokens, scores, types = sentencepiece
         w.add_tokenizer_model("llama")

@@ -79,6 +79,9 @@ def _config(reader: GGUFFile, arch: str, row: Family, n_tokens: int) -> dict[str
         "vocab_size": int(k("vocab_size", n_tokens) or n_tokens),
         **row.hf_config,
     }
+    window = k("attention.sliding_window")
+    if window:  # Phi-3, Mistral: the model caps its context to it
+        cfg["sliding_window"] = int(window)
     scaling = k("rope.scaling.type")
     if scaling and scaling != "none":
         cfg["rope_scaling"] = {

@@ -96,3 +96,17 @@ def test_position_encodings_maas_does_not_compute_are_refused(extra):
 
     with pytest.raises(UnsupportedModelError):
         LlamaConfig.from_hf({**SHAPE, "model_type": "phi3", **extra})
+
+
+def test_a_gguf_sliding_window_caps_the_context(tmp_path):
+    from maas.formats.gguf import open_gguf
+    from maas.models.llama import LlamaConfig
+
+    model = hf_model("phi3")
+    model.save_pretrained(tmp_path / "hf")
+    byte_tokenizer().hf.save(str(tmp_path / "hf" / "tokenizer.json"))
+    ours = load_lm(tmp_path / "hf", device="cpu", dtype="float32").model
+    plain = write_gguf(tmp_path / "m.gguf", ours, "F32", arch="phi3")
+    assert LlamaConfig.from_hf(open_gguf(plain).config).max_position_embeddings == 256
+    windowed = write_gguf(tmp_path / "w.gguf", ours, "F32", arch="phi3", sliding_window=64)
+    assert LlamaConfig.from_hf(open_gguf(windowed).config).max_position_embeddings == 64
