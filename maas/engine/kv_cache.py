@@ -145,7 +145,11 @@ class KVCacheManager:
 
     # -- slots --------------------------------------------------------------------------------------
 
-    def _hits(self, seq: HasBlocks) -> list[tuple[int, _Cached]]:
+    def match(self, seq: HasBlocks) -> list[tuple[int, _Cached]]:
+        """The cached blocks a waiting sequence's tokens start with (always short of its last token), to
+        hand to `admit`."""
+        if not self.prefix_caching:
+            return []
         usable = (seq.num_tokens - 1) // self.block_size  # the last token is always computed (its logits)
         found = []
         for h, blk in _chain(seq.token_ids(0, usable * self.block_size), self.block_size, usable):
@@ -158,18 +162,18 @@ class KVCacheManager:
     def lookup(self, seq: HasBlocks) -> int:
         """How many of a waiting sequence's first tokens are in the prefix cache (a multiple of the block
         size, always short of its last token)."""
-        return len(self._hits(seq)) * self.block_size if self.prefix_caching else 0
+        return len(self.match(seq)) * self.block_size
 
-    def admit(self, seq: HasBlocks, use_cache: bool = True) -> None:
-        """A sequence starts running: the lowest free slot, and the cached blocks its tokens start with
-        (copied into the slot before the next forward pass; num_computed_tokens moves past them)."""
+    def admit(self, seq: HasBlocks, found: list[tuple[int, _Cached]] | None = None) -> None:
+        """A sequence starts running: the lowest free slot, and the cached blocks `match` found for it
+        (None: look them up now; []: recompute) copied into the slot before the next forward pass;
+        num_computed_tokens moves past them."""
         seq.slot = heapq.heappop(self._free_slots)
         if not self.prefix_caching:
             return
         self.stats.queries += seq.num_tokens
-        if not use_cache:
-            return
-        found = self._hits(seq)
+        if found is None:
+            found = self.match(seq)
         for i, (h, c) in enumerate(found):
             self._cache.move_to_end(h)
             if not c.pins:

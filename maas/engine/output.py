@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from maas.engine.request import RequestOutput, Sequence, TokenLogprob
-from maas.text.detokenizer import IncrementalDetokenizer
+from maas.text.detokenizer import IncrementalDetokenizer, held_back
 from maas.text.tokenizer import Tokenizer
 
 
@@ -24,17 +24,6 @@ class _TextState:
     emitted: int = 0
     pending_ids: list[int] = field(default_factory=list)
     pending_lps: list[TokenLogprob] = field(default_factory=list)
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
 
 
 class OutputProcessor:
@@ -88,7 +77,7 @@ class OutputProcessor:
                 if not seq.finished:
                     self.finish(seq, "stop")
             elif not seq.finished:
-                limit = len(st.text) - _held_back(st.text, p.stop)
+                limit = len(st.text) - held_back(st.text, p.stop)
         delta = st.text[st.emitted : limit]
         if not delta and not seq.finished and not st.pending_lps:
             return None

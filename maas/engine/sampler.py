@@ -64,9 +64,8 @@ def _draw(logits: torch.Tensor, rows: list[SampleRow]) -> list[int]:
     nucleus = [r.params.top_p < 1.0 for r in rows]
     filtered = [i for i, r in enumerate(rows) if keep[i] < V or nucleus[i]]
     tokens = [0] * len(rows)
-    for i, r in enumerate(rows):  # no filter at all: the whole distribution
-        if i not in filtered:
-            tokens[i] = int(torch.multinomial(probs[i], 1, generator=r.generator))
+    for i in set(range(len(rows))) - set(filtered):  # no filter at all: the whole distribution
+        tokens[i] = int(torch.multinomial(probs[i], 1, generator=rows[i].generator))
     if not filtered:
         return tokens
     sub = probs[filtered]

@@ -120,11 +120,12 @@ class Scheduler:
             i += 1
         while self.waiting and not batch.preempted and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            cached = self.kv.lookup(seq)
+            found = self.kv.match(seq)
+            cached = len(found) * self.kv.block_size
             n = min(seq.num_tokens - cached, budget)
             target = cached + n
-            if cached and not self.kv.can_grow(seq, target, reserve=cached // self.kv.block_size):
-                cached = 0  # no room for the cached copy next to its own blocks: recompute instead
+            if found and not self.kv.can_grow(seq, target, reserve=len(found)):
+                found = []  # no room for the cached copy next to its own blocks: recompute instead
                 n = min(seq.num_tokens, budget)
                 target = n
             if not self.kv.can_grow(seq, target):
@@ -134,8 +135,7 @@ class Scheduler:
                     continue
                 break
             self.waiting.popleft()
-            # a slot, and the cached prefix (num_computed_tokens becomes `cached`)
-            self.kv.admit(seq, use_cache=cached > 0)
+            self.kv.admit(seq, found)  # a slot, and the cached prefix (num_computed_tokens moves past it)
             self.kv.grow(seq, target)
             seq.status = Status.RUNNING
             if seq.first_scheduled is None:

@@ -155,6 +155,8 @@ async def _stream(job: Job) -> AsyncIterator[str]:
                         text, lp = "", None
                     for chunk in _tool_call_chunks(f, idx, calls):
                         yield chunk
+                if not text and lp is None and not out.finished:
+                    continue  # content held back: a call may be starting
                 delta = {"content": text} if text else {}
                 choice = {"index": idx, "delta": delta, "logprobs": lp, "finish_reason": reason}
             elif job.kind == "chat":
@@ -164,8 +166,7 @@ async def _stream(job: Job) -> AsyncIterator[str]:
                 choice = {"index": idx, "text": out.text, "logprobs": lp, "finish_reason": reason}
             if out.finished:
                 reasons[idx] = reason
-            if choice["delta" if job.kind == "chat" else "text"] or lp or out.finished:
-                yield _sse(f.chunk([choice]))
+            yield _sse(f.chunk([choice]))
         if job.include_usage:
             body = f.chunk([], f.usage(n_prompt * job.params.n, sum(completion)))
             yield _sse(body)

@@ -43,3 +43,15 @@ class IncrementalDetokenizer:
         full = self.tok.decode(self.ids[self.prefix_offset :], self.skip)
         self.prefix_offset = self.read_offset = len(self.ids)
         return full[len(prefix) :] if len(full) > len(prefix) else ""
+
+
+def held_back(text: str, markers: tuple[str, ...]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some marker (text a stream must
+    hold back until it knows whether a stop string or a tool call starts there)."""
+    best = 0
+    for s in markers:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best

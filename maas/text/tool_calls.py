@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maas.errors import InvalidRequestError
+from maas.text.detokenizer import held_back
 
 
 @dataclass(frozen=True)
@@ -165,11 +166,7 @@ class ToolStream:
         if i >= 0:
             self.holding = True
             return self._send(len(self.text[:i].rstrip()))
-        keep = len(self.text)
-        for k in range(min(len(p.marker) - 1, len(self.text)), 0, -1):
-            if self.text.endswith(p.marker[:k]):
-                keep -= k
-                break
+        keep = len(self.text) - held_back(self.text, (p.marker,))
         return self._send(len(self.text[:keep].rstrip()))
 
     def _send(self, upto: int) -> str:
