@@ -18,8 +18,8 @@ $(VENV)/.maas-stamp: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q --no-deps $(MODELS)
 	$(BIN)/pip install -q -e . $(TORCH)
-	@echo "compiling the native q8 kernel (once)..."
-	$(BIN)/python -c "from maas.kernels.q8_linear import native; native()"
+	@echo "compiling the native kernels (once)..."
+	$(BIN)/python -c "from maas.kernels import blocks, q8_linear; blocks.native(); q8_linear.native()"
 	@echo "importing the default models into the registry (MAAS_HOME, once)..."
 	$(BIN)/maas models import-builtins
 	touch $@

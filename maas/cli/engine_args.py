@@ -44,10 +44,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weights",
         default="auto",
-        choices=["auto", "float32", "float16", "q8", "int8"],
-        help="CPU linear-layer weights: q8 (default: 8-bit blocks of 32, native AVX2 kernel), "
-        "float16 (fbgemm-packed; the default where the kernel cannot be compiled), float32 (exact), "
-        "int8 (fbgemm dynamic, lossy, experimental)",
+        choices=["auto", "file", "float32", "float16", "q8", "int8"],
+        help="CPU linear-layer weights. auto (default): a GGUF's block formats as stored (file), a float "
+        "model's as q8; file: GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K blocks computed as stored (exact "
+        "values, native AVX2 kernel); q8: 8-bit blocks of 32 (native AVX2 kernel); float16 (fbgemm-packed; "
+        "the default where the kernels cannot be compiled); float32 (exact); int8 (fbgemm dynamic, lossy, "
+        "experimental)",
     )
     g.add_argument("--threads", type=int, default=s.threads, help="CPU threads for torch; 0 = all cores")
     g.add_argument(

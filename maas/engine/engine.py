@@ -24,6 +24,7 @@ from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.scheduler import Scheduler
 from maas.errors import InvalidRequestError
+from maas.kernels import blocks
 from maas.kernels.linear import pack_linears
 
 log = logging.getLogger("maas.engine")
@@ -40,7 +41,9 @@ class EngineConfig:
     block_size: int = 16
     device: str = "auto"
     dtype: str = "auto"
-    weights: str = "auto"  # CPU only: float32 | float16 | q8 | int8; auto = q8 (float16 without a compiler)
+    weights: str = (
+        "auto"  # CPU: file | float32 | float16 | q8 | int8; auto = file for GGUF, else q8 (see cli)
+    )
     threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
     prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
     prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
@@ -87,11 +90,16 @@ class Engine:
         config = config or EngineConfig()
         if config.threads:
             torch.set_num_threads(config.threads)
-        lm = load_lm(path, config.device, config.dtype)
+        # GGUF block formats run as stored (exact values) where the native kernel builds
+        keep = config.weights == "file" or (config.weights == "auto" and blocks.native() is not None)
+        lm = load_lm(path, config.device, config.dtype, blocks=keep)
         lm.model.fuse_projections()
-        if lm.device.type == "cpu" and lm.dtype == torch.float32:
+        stored = blocks.block_bytes(lm.model)
+        if stored:
+            log.info("%.0f MiB of weights kept in the file's block formats", stored / 2**20)
+        elif lm.device.type == "cpu" and lm.dtype == torch.float32:
             mode = config.weights
-            if mode == "auto":  # the native 8-bit kernel where it builds, else fbgemm's fp16
+            if mode in ("auto", "file"):  # the native 8-bit kernel where it builds, else fbgemm's fp16
                 from maas.kernels.q8_linear import native
 
                 mode = "q8" if native() is not None else "float16"

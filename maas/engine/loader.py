@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from maas.errors import MaasError, ModelFormatError
 from maas.formats import ModelFiles, open_model_files
+from maas.formats.base import StoredBlocks
+from maas.kernels.blocks import BlockEmbedding, BlockLinear
 from maas.kernels.quantized import convert, parameter_count, prepare, quantization_spec
 from maas.models.architectures import build_decoder
 from maas.models.decoder import DecoderLM
@@ -60,11 +63,17 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ModelFormatError(f"unknown dtype {dtype!r} (float32, bfloat16, float16, auto)") from None
 
 
-def load_weights(model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device: torch.device) -> None:
-    """Assign tensors from `files` to a meta-device model; fail clearly on missing or odd tensors."""
+def load_weights(
+    model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device: torch.device, blocks: bool = False
+) -> None:
+    """Assign tensors from `files` to a meta-device model; fail clearly on missing or odd tensors. With
+    `blocks`, weights a GGUF file stores in a block format stay in it (BlockLinear / BlockEmbedding)."""
+    stored = blocks and files.iter_stored is not None and device.type == "cpu" and dtype == torch.float32
+    tensors = files.iter_stored() if stored and files.iter_stored is not None else files.iter_tensors()
     wanted = dict(model.state_dict())
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     state: dict[str, torch.Tensor] = {}
+    kept: dict[str, StoredBlocks] = {}
     bar = tqdm(
         total=len(wanted),
         desc=f"loading {files.path.name}",
@@ -72,7 +81,7 @@ def load_weights(model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device
         leave=False,
         disable=not sys.stderr.isatty(),
     )
-    for name, tensor in files.iter_tensors():
+    for name, tensor in tensors:
         bar.update(1)
         if name not in wanted:
             continue
@@ -80,14 +89,23 @@ def load_weights(model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device
             raise ModelFormatError(
                 f"tensor {name!r} has shape {tuple(tensor.shape)}, the config implies {tuple(wanted[name].shape)}"
             )
+        if isinstance(tensor, StoredBlocks):
+            kept[name.removesuffix(".weight")] = tensor
+            continue
         cast = (
             dtype if tensor.is_floating_point() and wanted[name].is_floating_point() else wanted[name].dtype
         )
         state[name] = tensor.to(device=device, dtype=cast).contiguous()
     bar.close()
-    if "lm_head.weight" in wanted and "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-        tied = True
+    if "lm_head.weight" in wanted and "lm_head.weight" not in state and "lm_head" not in kept:
+        if "model.embed_tokens" in kept:
+            kept["lm_head"] = kept["model.embed_tokens"]
+            tied = True
+        elif "model.embed_tokens.weight" in state:
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+            tied = True
+    state.update(_swap_in_blocks(model, kept, dtype, tied))
+    wanted = dict(model.state_dict())
     missing = sorted(set(wanted) - set(state))
     if missing:
         raise ModelFormatError(
@@ -100,8 +118,41 @@ def load_weights(model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device
     prepare(model)
 
 
-def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedLM:
-    """Open files, build the model on meta, load weights, build tokenizer and chat template."""
+def _swap_in_blocks(
+    model: DecoderLM, kept: dict[str, StoredBlocks], dtype: torch.dtype, tied: bool
+) -> dict[str, torch.Tensor]:
+    """Replace the modules whose weights stay in block formats; return their state entries. A tied
+    embedding reads the output projection's rows."""
+    state: dict[str, torch.Tensor] = {}
+    for name, blk in kept.items():
+        old = model.get_submodule(name)
+        parent, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        new: nn.Module
+        if isinstance(old, nn.Linear):
+            bias = None if old.bias is None else torch.empty(old.out_features, device="meta")
+            new = BlockLinear(blk.raw, blk.fmt, blk.shape[1], bias)
+            state[f"{name}.blocks"] = blk.raw
+        elif isinstance(old, nn.Embedding):
+            if tied and "lm_head" in kept and kept["lm_head"] is blk:
+                continue  # set up with the head below
+            new = BlockEmbedding(BlockLinear(blk.raw, blk.fmt, blk.shape[1]), dtype)
+            state[f"{name}.table.blocks"] = blk.raw
+        else:
+            raise ModelFormatError(
+                f"{name!r} is a {type(old).__name__}; block formats hold linear layers only"
+            )
+        setattr(owner, leaf, new)
+    if tied and "lm_head" in kept:
+        head = model.get_submodule("lm_head")
+        assert isinstance(head, BlockLinear)
+        model.model.embed_tokens = BlockEmbedding(head, dtype, tied=True)  # type: ignore[union-attr]
+    return state
+
+
+def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto", blocks: bool = False) -> LoadedLM:
+    """Open files, build the model on meta, load weights, build tokenizer and chat template. `blocks`: a
+    GGUF file's block-format weights stay as stored and run on the block kernels (CPU, float32)."""
     t0 = time.perf_counter()
     files = open_model_files(path)
     dev = pick_device(device)
@@ -110,7 +161,7 @@ def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto") -> Load
     spec = quantization_spec(files.config)
     if spec is not None:
         convert(model, spec, dt)
-    load_weights(model, files, dt, dev)
+    load_weights(model, files, dt, dev, blocks)
     model.eval().requires_grad_(False)
     tok = Tokenizer.from_source(files.tokenizer)
     template = ChatTemplate(files.tokenizer.chat_template, tok.bos_token, tok.eos_token)

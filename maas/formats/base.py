@@ -23,6 +23,23 @@ class TokenizerSource:
     chat_template: str | None = None
 
 
+@dataclass(frozen=True)
+class StoredBlocks:
+    """A weight matrix as a GGUF file stores it: `raw` is (N, row bytes) uint8 rows of `fmt` blocks (a view
+    of the file where possible) standing for a (N, K) float weight."""
+
+    fmt: str
+    raw: torch.Tensor
+    shape: tuple[int, int]
+
+    def split(self, sizes: list[int], dim: int = 0) -> list[StoredBlocks]:
+        """Row ranges (a fused projection's parts), like torch.Tensor.split along rows."""
+        assert dim == 0, "blocks split along rows only"
+        return [
+            StoredBlocks(self.fmt, raw, (raw.shape[0], self.shape[1])) for raw in self.raw.split(sizes, dim=0)
+        ]
+
+
 @dataclass
 class ModelFiles:
     """A model on disk, opened: an HF-style config dict, lazy tensors with HF names, a tokenizer."""
@@ -34,3 +51,5 @@ class ModelFiles:
     iter_tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]]
     tokenizer: TokenizerSource
     num_bytes: int = 0
+    # GGUF: the same tensors, block-format weights as stored (StoredBlocks) instead of dequantized
+    iter_stored: Callable[[], Iterator[tuple[str, torch.Tensor | StoredBlocks]]] | None = None

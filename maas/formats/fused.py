@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import torch
-
 from maas.errors import ModelFormatError
 from maas.models.families import Family
 
@@ -22,9 +20,10 @@ def _sizes(parts: tuple[str, ...], rows: int, config: dict[str, Any]) -> list[in
 
 
 def unfuse(
-    row: Family, config: dict[str, Any], tensors: Iterator[tuple[str, torch.Tensor]]
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """`tensors` with every fused projection (the family's `fused` table) split into its parts."""
+    row: Family, config: dict[str, Any], tensors: Iterator[tuple[str, Any]]
+) -> Iterator[tuple[str, Any]]:
+    """`tensors` (torch tensors, or StoredBlocks: anything with .shape and .split) with every fused projection
+    (the family's `fused` table) split into its parts."""
     for name, t in tensors:
         prefix, _, kind = name.rpartition(".")  # model.layers.N.self_attn.qkv_proj, weight
         module = prefix.split(".", 3)[-1] if prefix.startswith("model.layers.") else ""

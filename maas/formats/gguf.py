@@ -6,6 +6,7 @@ python -c "from maas.formats.gguf import open_gguf; print(open_gguf('model.gguf'
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import numpy as np
 import torch
 
 from maas.errors import ModelFormatError, UnsupportedModelError
-from maas.formats.base import ModelFiles, TokenizerSource
+from maas.formats.base import ModelFiles, StoredBlocks, TokenizerSource
 from maas.formats.fused import unfuse
 from maas.formats.gguf_reader import GGUFFile, type_name
+from maas.kernels.blocks import FORMATS
 from maas.models.families import Family, by_gguf_arch, supported
 
 # Tensor types we turn into float32. Tested: F32, F16, BF16, Q8_0, Q4_0, Q4_1; the others go through
@@ -143,7 +145,7 @@ def open_gguf(path: str | Path) -> ModelFiles:
     if not any(t.name == "token_embd.weight" for t in reader.tensors):
         raise ModelFormatError(f"GGUF file {str(path)!r} has no token_embd.weight tensor")
 
-    def iter_tensors() -> Iterator[tuple[str, torch.Tensor]]:
+    def iter_tensors(keep_blocks: bool = False) -> Iterator[tuple[str, Any]]:
         import gguf
 
         for t in reader.tensors:
@@ -152,6 +154,9 @@ def open_gguf(path: str | Path) -> ModelFiles:
                 continue
             data = reader.data(t)
             kind = type_name(t.type_id)
+            if keep_blocks and kind in FORMATS and len(t.shape) == 2:
+                yield name, _stored_blocks(row, config, name, kind, data, t.shape)
+                continue
             if kind == "BF16":
                 data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
             elif kind not in ("F32", "F16"):
@@ -173,10 +178,27 @@ def open_gguf(path: str | Path) -> ModelFiles:
         format="gguf",
         architecture=row.name,
         config=config,
-        iter_tensors=(lambda: unfuse(row, config, iter_tensors())) if row.fused else iter_tensors,
+        iter_tensors=lambda: unfuse(row, config, iter_tensors()) if row.fused else iter_tensors(),
         tokenizer=tok,
         num_bytes=path.stat().st_size,
+        iter_stored=lambda: unfuse(row, config, iter_tensors(True)) if row.fused else iter_tensors(True),
     )
+
+
+def _stored_blocks(
+    row: Family, config: dict[str, Any], name: str, kind: str, data: np.ndarray, shape: tuple[int, ...]
+) -> StoredBlocks:
+    """A block-format tensor as stored: a view of the file's bytes (a copy where rows are re-ordered)."""
+    n, k = shape
+    raw = data.reshape(n, FORMATS[kind].row_bytes(k))
+    if row.gguf_qk_permuted and name.startswith("model.layers."):
+        if ".self_attn.q_proj." in name:
+            raw = _unpermute_np(raw, config["num_attention_heads"])
+        elif ".self_attn.k_proj." in name:
+            raw = _unpermute_np(raw, config["num_key_value_heads"])
+    with warnings.catch_warnings():  # a read-only view of the mapped file; nothing writes to it
+        warnings.simplefilter("ignore", UserWarning)
+        return StoredBlocks(kind, torch.from_numpy(raw), (n, k))
 
 
 # Block formats whose codes carry over without loss: bytes per block of 32, bits.

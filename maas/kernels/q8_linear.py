@@ -10,40 +10,22 @@ compiler the layer falls back to a torch reference (dequantize, then F.linear).
 
 from __future__ import annotations
 
-import logging
-import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger("maas.kernels")
+from maas.kernels.native import build
+
 BLOCK = 32
 
 
 @lru_cache(maxsize=1)
 def native() -> Any | None:
     """The compiled extension, or None where it cannot be built (then the reference runs)."""
-    if os.environ.get("MAAS_NO_NATIVE") == "1":
-        return None
-    try:
-        from torch.utils.cpp_extension import load
-
-        src = Path(__file__).parent / "csrc" / "q8_linear.cpp"
-        log.debug("loading the native q8 kernel (compiled on first use, about a minute, then cached)")
-        return load(
-            name="maas_q8_linear",
-            sources=[str(src)],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c", "-funroll-loops", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception as e:  # no compiler, no ninja, not x86: slower but correct
-        log.warning("native q8 kernel unavailable (%s); using the torch reference", str(e).splitlines()[0])
-        return None
+    return build("maas_q8_linear", "q8_linear.cpp")
 
 
 def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -190,7 +190,10 @@ class SelfAttention(nn.Module):
 
     def fuse(self) -> None:
         """Replace q/k/v projections by one matmul (same math, fewer and larger GEMMs)."""
-        fused = cat_linears([self.q_proj, self.k_proj, self.v_proj])
+        try:
+            fused = cat_linears([self.q_proj, self.k_proj, self.v_proj])
+        except (TypeError, ValueError):  # stored differently (a GGUF mixing block formats): stay apart
+            return
         self.qkv_proj = fused
         del self.q_proj, self.k_proj, self.v_proj
 
@@ -223,7 +226,10 @@ class MLP(nn.Module):
 
     def fuse(self) -> None:
         """Replace gate and up projections by one matmul."""
-        fused = cat_linears([self.gate_proj, self.up_proj])
+        try:
+            fused = cat_linears([self.gate_proj, self.up_proj])
+        except (TypeError, ValueError):
+            return
         self.gate_up_proj = fused
         del self.gate_proj, self.up_proj
 

@@ -74,18 +74,50 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(ours):
         assert ours.tokenizer.encode(text) == hf_tok(text)["input_ids"], text
 
 
-@pytest.mark.parametrize("weights", ["q8", "float16", "float32"])
+# 20 varied prompts, none of them used to build anything: chat and raw text, several languages, code
+GREEDY_PROMPTS: list[list[dict[str, str]] | str] = [
+    *PROMPTS,
+    [{"role": "user", "content": "Translate to French: The weather is nice today."}],
+    [{"role": "user", "content": "Write a Python function that checks whether a number is prime."}],
+    [{"role": "user", "content": "¿Cuál es la montaña más alta del mundo?"}],
+    [{"role": "user", "content": "Was ist der Unterschied zwischen einem Hund und einer Katze?"}],
+    [{"role": "user", "content": "What is 17 times 23? Think step by step."}],
+    [
+        {"role": "system", "content": "You answer in JSON."},
+        {"role": "user", "content": "Give me a user object."},
+    ],
+    [{"role": "user", "content": "Summarize the plot of Romeo and Juliet in two sentences."}],
+    [{"role": "user", "content": "日本の首都はどこですか？"}],
+    "The history of the city of Paris begins",
+    "def fibonacci(n):\n    ",
+    "Once upon a time, in a small village by the sea,",
+    "SELECT name, COUNT(*) FROM orders",
+    "Les fleurs du jardin sont",
+    "1, 1, 2, 3, 5, 8,",
+    "The three laws of thermodynamics state that",
+    "#include <stdio.h>\n\nint main(void) {",
+]
+
+
+def greedy_prompt_ids(lm, prompt):
+    return lm.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt_ids(lm, prompt)
+
+
+@pytest.mark.parametrize("weights", ["auto", "float32"])
 def test_greedy_32_tokens_identical_to_transformers(hf_model, weights):
+    """The default (the file's own Q4_1 / Q8_0 blocks) and float32 continue 20 prompts exactly like
+    transformers on the dequantized file."""
     engine = Engine.from_path(
         builtin_path("smollm2-135m-instruct"), EngineConfig(max_model_len=512, weights=weights)
     )
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
-    for messages in PROMPTS:
-        ids = prompt_ids(engine.lm, messages)
+    assert len(GREEDY_PROMPTS) == 20
+    for i, prompt in enumerate(GREEDY_PROMPTS):
+        ids = greedy_prompt_ids(engine.lm, prompt)
         ref = hf_greedy(hf_model, ids, 32)
-        engine.add_request("r", ids, params)
+        engine.add_request(f"r{i}", ids, params)
         got: list[int] = []
         while engine.has_unfinished():
             for o in engine.step():
                 got += o.token_ids
-        assert got == ref, (messages, engine.tokenizer.decode(got), engine.tokenizer.decode(ref))
+        assert got == ref, (prompt, engine.tokenizer.decode(got), engine.tokenizer.decode(ref))

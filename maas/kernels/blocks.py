@@ -1,0 +1,215 @@
+"""Linear layers that compute straight from GGUF block formats (the file's own weights, no re-quantizing).
+
+    layer = BlockLinear(raw, "Q4_K", in_features=2048)   # raw: (N, row bytes) uint8, as the file stores it
+    y = layer(x)                                         # native AVX2 kernel (csrc/block_linear.cpp)
+    w = dequantize(raw, "Q6_K", K)                       # the torch reference: (N, K) float32
+
+Formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (blocks of 32) and Q4_K, Q5_K, Q6_K (blocks of 256). The weights the
+kernel computes with are bit for bit the ones gguf-py's dequantizer gives; activations stay float32. Each
+output is accumulated in the same order at any batch size (a request's answer does not depend on what else
+is in the batch). Without the native kernel, the layer dequantizes and calls F.linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maas.kernels.native import build
+
+
+@dataclass(frozen=True)
+class BlockFormat:
+    """One GGUF block format: its ggml type id, weights per block and bytes per block."""
+
+    name: str
+    type_id: int
+    qk: int
+    nbytes: int
+
+    def row_bytes(self, k: int) -> int:
+        """Bytes of a row of `k` weights."""
+        return k // self.qk * self.nbytes
+
+
+FORMATS = {
+    f.name: f
+    for f in (
+        BlockFormat("Q4_0", 2, 32, 18),
+        BlockFormat("Q4_1", 3, 32, 20),
+        BlockFormat("Q5_0", 6, 32, 22),
+        BlockFormat("Q5_1", 7, 32, 24),
+        BlockFormat("Q8_0", 8, 32, 34),
+        BlockFormat("Q4_K", 12, 256, 144),
+        BlockFormat("Q5_K", 13, 256, 176),
+        BlockFormat("Q6_K", 14, 256, 210),
+    )
+}
+
+
+@lru_cache(maxsize=1)
+def native() -> Any | None:
+    """The compiled extension, or None where it cannot be built (then the reference runs)."""
+    return build("maas_block_linear", "block_linear.cpp")
+
+
+# -- the torch reference ------------------------------------------------------------------------
+
+
+def _f16(b: torch.Tensor) -> torch.Tensor:
+    """(..., 2) bytes -> (...) float32."""
+    return b.contiguous().view(torch.float16).squeeze(-1).float()
+
+
+def _nibbles(qs: torch.Tensor) -> torch.Tensor:
+    """(..., n) bytes -> (..., 2n) codes: low nibbles first, then high nibbles."""
+    return torch.cat([qs & 0xF, qs >> 4], dim=-1)
+
+
+def _bits(qh: torch.Tensor) -> torch.Tensor:
+    """(..., 4) bytes of a little-endian uint32 -> (..., 32) bits, bit e at position e."""
+    shifts = torch.arange(8, dtype=torch.uint8)
+    return ((qh.unsqueeze(-1) >> shifts) & 1).reshape(*qh.shape[:-1], 32)
+
+
+def _scale_min_k4(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 12) packed bytes -> 6-bit scales and mins, (B, 8) each."""
+    d, m, md = s[:, 0:4], s[:, 4:8], s[:, 8:12]
+    sc = torch.cat([d & 63, (md & 0xF) | ((d >> 6) << 4)], dim=1)
+    mn = torch.cat([m & 63, (md >> 4) | ((m >> 6) << 4)], dim=1)
+    return sc.float(), mn.float()
+
+
+def _blocks(b: torch.Tensor, fmt: str) -> torch.Tensor:
+    """(B, nbytes) blocks of `fmt` -> (B, qk) float32."""
+    if fmt == "Q8_0":
+        return b[:, 2:].contiguous().view(torch.int8).float() * _f16(b[:, 0:2]).unsqueeze(1)
+    if fmt in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
+        d = _f16(b[:, 0:2]).unsqueeze(1)
+        lo = 4 if fmt in ("Q4_1", "Q5_1") else 2
+        q = b[:, lo:] if fmt.startswith("Q4") else b[:, lo + 4 :]
+        codes = _nibbles(q).float()
+        if fmt.startswith("Q5"):
+            codes = codes + 16 * _bits(b[:, lo : lo + 4]).float()
+        if fmt in ("Q4_0", "Q5_0"):
+            return (codes - (8 if fmt == "Q4_0" else 16)) * d
+        return codes * d + _f16(b[:, 2:4]).unsqueeze(1)
+    if fmt in ("Q4_K", "Q5_K"):
+        d, dmin = _f16(b[:, 0:2]).unsqueeze(1), _f16(b[:, 2:4]).unsqueeze(1)
+        sc, mn = _scale_min_k4(b[:, 4:16])
+        qs = b[:, 16:] if fmt == "Q4_K" else b[:, 48:]
+        codes = _nibbles(qs.reshape(-1, 4, 32)).reshape(-1, 8, 32).float()  # sub-block j: 32 codes
+        if fmt == "Q5_K":
+            qh = b[:, 16:48]  # bit j of qh[l] is the fifth bit of sub-block j's element l
+            codes = (
+                codes
+                + 16 * ((qh.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8).view(1, 8, 1)) & 1).float()
+            )
+        w = (d * sc).unsqueeze(-1) * codes - (dmin * mn).unsqueeze(-1)
+        return w.reshape(-1, 256)
+    if fmt == "Q6_K":
+        ql, qh, sc = b[:, 0:128], b[:, 128:192], b[:, 192:208].contiguous().view(torch.int8).float()
+        d = _f16(b[:, 208:210]).unsqueeze(1)
+        low = _nibbles(ql.reshape(-1, 2, 64))  # (B, 2, 128): element h * 128 + r
+        high = (
+            qh.reshape(-1, 2, 1, 32) >> torch.tensor([0, 2, 4, 6], dtype=torch.uint8).view(1, 1, 4, 1)
+        ) & 3
+        codes = (low | (high.reshape(-1, 2, 128) << 4)).reshape(-1, 16, 16).float() - 32
+        return ((d * sc).unsqueeze(-1) * codes).reshape(-1, 256)
+    raise ValueError(f"unknown block format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def dequantize(raw: torch.Tensor, fmt: str, k: int) -> torch.Tensor:
+    """(N, row bytes) uint8 rows of `fmt` -> the (N, k) float32 weight they stand for."""
+    f = FORMATS[fmt]
+    n = raw.shape[0]
+    return _blocks(raw.reshape(n * (k // f.qk), f.nbytes), fmt).reshape(n, k)
+
+
+# -- the layers ---------------------------------------------------------------------------------
+
+
+class BlockLinear(nn.Module):
+    """A linear layer whose (N, K) weight is kept in a GGUF block format and computed from it."""
+
+    def __init__(self, raw: torch.Tensor, fmt: str, in_features: int, bias: torch.Tensor | None = None):
+        super().__init__()
+        f = FORMATS[fmt]
+        if in_features % f.qk or raw.dim() != 2 or raw.shape[1] != f.row_bytes(in_features):
+            raise ValueError(
+                f"{fmt} rows of {in_features} weights need {f.row_bytes(in_features)} bytes each"
+            )
+        self.fmt, self.in_features, self.out_features = fmt, in_features, raw.shape[0]
+        self.blocks: torch.Tensor
+        self.register_buffer("blocks", raw)
+        self.bias = None if bias is None else nn.Parameter(bias.float(), requires_grad=False)
+
+    def weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dequantized (N, K) weight."""
+        return dequantize(self.blocks, self.fmt, self.in_features).to(dtype)
+
+    def rows(self, ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Dequantized rows `ids` (*lead,) -> (*lead, K): the lookup of an embedding stored this way."""
+        flat = ids.reshape(-1)
+        ext = native() if self.blocks.device.type == "cpu" else None
+        if ext is not None:
+            w = ext.block_rows(
+                self.blocks, flat.long().contiguous(), FORMATS[self.fmt].type_id, self.in_features
+            )
+        else:
+            w = dequantize(self.blocks[flat], self.fmt, self.in_features)
+        return w.to(dtype).reshape(*ids.shape, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        ext = native() if self.blocks.device.type == "cpu" else None
+        if ext is not None:
+            bias = None if self.bias is None else self.bias.float()
+            y = ext.block_linear(x2.float().contiguous(), self.blocks, FORMATS[self.fmt].type_id, bias).to(
+                x.dtype
+            )
+        else:
+            y = F.linear(x2, self.weight(x.dtype), self.bias)
+        return y.view(*lead, self.out_features)
+
+    @classmethod
+    def concat(cls, parts: list[BlockLinear]) -> BlockLinear:
+        """One layer computing `parts` side by side (outputs concatenated); they must share a format."""
+        first = parts[0]
+        if any(p.fmt != first.fmt or p.in_features != first.in_features for p in parts):
+            raise ValueError("only layers in the same block format can be fused")
+        bias = None
+        if any(p.bias is not None for p in parts):
+            bias = torch.cat([p.bias if p.bias is not None else torch.zeros(p.out_features) for p in parts])
+        return cls(torch.cat([p.blocks for p in parts]), first.fmt, first.in_features, bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self.fmt}"
+
+
+class BlockEmbedding(nn.Module):
+    """An embedding table kept in a GGUF block format (one row per token), or the rows of the output
+    projection it is tied to."""
+
+    def __init__(self, table: BlockLinear, dtype: torch.dtype = torch.float32, tied: bool = False):
+        super().__init__()
+        # tied: a list, so the head's blocks are stored once (under the head), not as a second submodule
+        self._table: list[BlockLinear] = [table]
+        if not tied:
+            self.table = table
+        self.dtype = dtype
+        self.num_embeddings, self.embedding_dim = table.out_features, table.in_features
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._table[0].rows(ids, self.dtype)
+
+
+def block_bytes(model: nn.Module) -> int:
+    """Bytes of the block-format layers as they sit in memory."""
+    return sum(m.blocks.numel() for m in model.modules() if isinstance(m, BlockLinear))
