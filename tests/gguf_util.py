@@ -8,29 +8,9 @@ import gguf
 import numpy as np
 import torch
 
+from maas.models.families import by_gguf_arch
 from maas.models.llama import LlamaForCausalLM
 from maas.text.tokenizer import _bytes_to_unicode
-
-_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-_LAYER = {
-    "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "ffn_norm",
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-    "self_attn.q_norm": "attn_q_norm",
-    "self_attn.k_norm": "attn_k_norm",
-    "self_attn.qkv_proj": "attn_qkv",  # Phi-3 stores these two fused
-    "mlp.gate_up_proj": "ffn_up",
-}
 
 
 def _fuse_phi3(sd: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
@@ -44,12 +24,17 @@ def _fuse_phi3(sd: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Te
     return out
 
 
-def _gguf_name(name: str) -> str:
-    if name in _NAMES:
-        return _NAMES[name]
+def _gguf_name(name: str, arch: str) -> str:
+    """The llama.cpp name of an HF tensor name: the family table's mapping, inverted (Llama's for an
+    architecture maas does not know)."""
+    row = by_gguf_arch(arch) or by_gguf_arch("llama")
+    assert row is not None
+    top = {hf: g for g, hf in row.gguf_top_names.items()}
+    if name in top:
+        return top[name]
     parts = name.split(".")
     layer, mod, kind = parts[2], ".".join(parts[3:-1]), parts[-1]
-    return f"blk.{layer}.{_LAYER[mod]}.{kind}"
+    return f"blk.{layer}.{ {hf: g for g, hf in row.gguf_block_names.items()}[mod] }.{kind}"
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -112,14 +97,14 @@ def write_gguf(
             a = _permute(a, cfg.num_key_value_heads)
         if a.ndim == 2 and qtype != "F32":
             if qtype == "F16":
-                w.add_tensor(_gguf_name(name), a.astype(np.float16))
+                w.add_tensor(_gguf_name(name, arch), a.astype(np.float16))
             elif qtype == "BF16":
                 bits = (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-                w.add_tensor(_gguf_name(name), bits, raw_shape=a.shape, raw_dtype=qt)
+                w.add_tensor(_gguf_name(name, arch), bits, raw_shape=a.shape, raw_dtype=qt)
             else:
-                w.add_tensor(_gguf_name(name), gguf.quants.quantize(a, qt), raw_dtype=qt)
+                w.add_tensor(_gguf_name(name, arch), gguf.quants.quantize(a, qt), raw_dtype=qt)
         else:
-            w.add_tensor(_gguf_name(name), a)
+            w.add_tensor(_gguf_name(name, arch), a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -42,6 +42,7 @@ class AttentionMetadata:
     decode_rows: int  # S: decodes attend over cache slots [0, S)
     decode_len: int  # L: longest decode context
     decode_mask: torch.Tensor | None  # (S, 1, 1, L) True where visible; None when all see L
+    decode_lens: torch.Tensor | None  # (S,) positions each decode row sees (sliding-window layers)
     decode_in_order: bool  # decode i sits in slot i
     prefills: list[PrefillChunk]
 
@@ -117,9 +118,23 @@ class PagedAttention:
     def __init__(self, cache: KVCache, meta: AttentionMetadata):
         self.cache = cache
         self.meta = meta
+        self._window_masks: dict[int, torch.Tensor | None] = {}
 
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # q: (T, H, hd); k, v: (T, KV, hd)
+    def _decode_mask(self, window: int | None) -> torch.Tensor | None:
+        """The decode rows' mask; with a sliding window, only the last `window` positions are visible."""
+        m = self.meta
+        if window is None or m.decode_len <= window or m.decode_lens is None:
+            return m.decode_mask
+        if window not in self._window_masks:  # shared by every layer with this window
+            ar = torch.arange(m.decode_len, device=m.decode_lens.device).unsqueeze(0)
+            lens = m.decode_lens.unsqueeze(1)
+            self._window_masks[window] = ((ar < lens) & (ar >= lens - window)).view(-1, 1, 1, m.decode_len)
+        return self._window_masks[window]
+
+    def __call__(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
+    ) -> torch.Tensor:
+        # q: (T, H, hd); k, v: (T, KV, hd); window: attend to the last `window` positions only
         m = self.meta
         kc, vc = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, max_len, hd)
         kc[m.slots, :, m.positions] = k
@@ -136,20 +151,29 @@ class PagedAttention:
                 qq = q.new_zeros(S, H, 1, D)
                 qq[m.decode_slots, :, 0] = q[:nd]
             o = F.scaled_dot_product_attention(
-                qq, kc[:S, :, :L], vc[:S, :, :L], attn_mask=m.decode_mask, enable_gqa=True
+                qq, kc[:S, :, :L], vc[:S, :, :L], attn_mask=self._decode_mask(window), enable_gqa=True
             )  # (S, H, 1, hd)
             out[:nd] = o[:, :, 0] if m.decode_in_order else o[m.decode_slots, :, 0]
         for c in m.prefills:
             qq = q[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, H, n, hd)
-            if c.start == 0:
+            L = c.start + c.n
+            if c.start == 0 and (window is None or window >= L):
                 kk = k[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, KV, n, hd)
                 vv = v[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)
                 o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
             else:
-                L = c.start + c.n
                 kk, vv = kc[c.slot : c.slot + 1, :, :L], vc[c.slot : c.slot + 1, :, :L]  # (1, KV, L, hd)
-                qpos = torch.arange(c.start, L, device=q.device).unsqueeze(1)
-                mask = torch.arange(L, device=q.device).unsqueeze(0) <= qpos  # (n, L)
-                o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, enable_gqa=True)
+                o = F.scaled_dot_product_attention(
+                    qq, kk, vv, attn_mask=causal_mask(c.start, L, window, q.device), enable_gqa=True
+                )
             out[c.offset : c.offset + c.n] = o[0].transpose(0, 1)
         return out.view(T, H * D)
+
+
+def causal_mask(start: int, end: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """(end - start, end): query positions start..end-1 see keys at or before them (and, with a window,
+    fewer than `window` positions back)."""
+    qpos = torch.arange(start, end, device=device).unsqueeze(1)
+    kpos = torch.arange(end, device=device).unsqueeze(0)
+    mask = kpos <= qpos
+    return mask & (kpos > qpos - window) if window is not None else mask

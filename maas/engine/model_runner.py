@@ -59,7 +59,7 @@ class ModelRunner:
             pos += range(it.start, end)
             slots += [it.seq.slot] * it.num_tokens
         dev = self.device
-        dslots = mask = None
+        dslots = mask = lens_t = None
         S = L = 0
         in_order = False
         if decodes:
@@ -68,8 +68,8 @@ class ModelRunner:
             lens = [1] * S  # rows that do not decode see one position (their output is ignored)
             for s, it in zip(ds, decodes, strict=True):
                 lens[s] = it.start + 1
+            lens_t = torch.tensor(lens, device=dev)
             if min(lens) < L:
-                lens_t = torch.tensor(lens, device=dev)
                 mask = (torch.arange(L, device=dev).unsqueeze(0) < lens_t.unsqueeze(1)).view(S, 1, 1, L)
             dslots = torch.tensor(ds, dtype=torch.long, device=dev)
             in_order = ds == list(range(S))
@@ -86,6 +86,7 @@ class ModelRunner:
             decode_rows=S,
             decode_len=L,
             decode_mask=mask,
+            decode_lens=lens_t,
             decode_in_order=in_order,
             prefills=chunks,
         )

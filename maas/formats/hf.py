@@ -79,7 +79,10 @@ def open_hf_dir(path: str | Path) -> ModelFiles:
             try:
                 with safe_open(str(f), framework="pt") as st:
                     for name in st.keys():  # noqa: SIM118 - safe_open is not a dict
-                        yield name, st.get_tensor(name)
+                        t = st.get_tensor(name)
+                        if row.norm_plus_one and name.endswith("norm.weight"):
+                            t = t.float() + 1.0  # the factor the norm multiplies by
+                        yield name, t
             except SafetensorError as e:
                 raise ModelFormatError(f"cannot read {str(f)!r}: {e} (corrupt or truncated?)") from None
 

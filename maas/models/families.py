@@ -33,6 +33,8 @@ class Family:
     hf_config: dict[str, Any] = field(default_factory=dict)
     # projections some checkpoints store fused: module name in a layer -> the modules it splits into
     fused: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # HF checkpoints store norm weights as `w` in `x * (1 + w)` (Gemma); 1 is added when read
+    norm_plus_one: bool = False
     # `maas train` architectures: "package.module:function" building a fresh module from YAML
     # parameters and the training data's shape (the zoo's hook; the arch is the name without "maas-").
     builder: str = ""
@@ -130,6 +132,24 @@ FAMILIES: tuple[Family, ...] = (
             "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
             "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
         },
+    ),
+    Family(
+        "gemma3",
+        "llm",
+        ("gemma3_text",),
+        ("gemma3",),
+        "maas.models.gemma3:Gemma3ForCausalLM",
+        "maas.models.gemma3:Gemma3Config",
+        gguf_block_names={
+            **_LLAMA_GGUF_BLOCKS,
+            "attn_q_norm": "self_attn.q_norm",
+            "attn_k_norm": "self_attn.k_norm",
+            "post_attention_norm": "post_attention_layernorm",
+            "ffn_norm": "pre_feedforward_layernorm",
+            "post_ffw_norm": "post_feedforward_layernorm",
+        },
+        gguf_top_names=_LLAMA_GGUF_TOP,
+        norm_plus_one=True,  # GGUF files store 1 + w already
     ),
     Family("bert", "embedding", ("bert",), (), "maas.models.bert:BertModel", "maas.models.bert:BertConfig"),
     _zoo("mlp", "maas.models.mlp:MLP"),

