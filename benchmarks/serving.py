@@ -6,7 +6,7 @@
 Measures, for each concurrency C: aggregate decode tokens/s (the sum over streams of each
 stream's tokens after the first divided by its time after the first token, like llama.cpp's
 S_TG), and end-to-end output tokens/s; then time to first token for one 512-token prompt and
-the server's peak resident memory.
+resident memory: the engine process's after loading (idle) and at its peak, and the whole server's peak.
 
 llama.cpp comes from `../shared/tools/llamacpp-anchor` (llama.cpp's own batched bench, built
 once from the llama-cpp-python sources) or, failing that, from the `llama_cpp` Python package
@@ -43,21 +43,29 @@ class Row:
 
 
 class PeakRSS:
-    """Samples a process tree's resident memory in a thread; `peak` in MiB."""
+    """Samples a process tree's resident memory in a thread, in MiB: `peak` of the whole tree,
+    `peak_children` of its child processes (maas's engine), `idle_children` when sampling began."""
 
     def __init__(self, pid: int):
         self.proc = psutil.Process(pid)
-        self.peak = 0.0
+        self.peak = self.peak_children = 0.0
+        self.idle_children = self._children()
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
+    def _children(self) -> float:
+        try:
+            return sum(p.memory_info().rss for p in self.proc.children(recursive=True)) / 2**20
+        except psutil.Error:
+            return 0.0
+
     def _run(self) -> None:
         while not self._stop:
             try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in procs) / 2**20
-                self.peak = max(self.peak, rss)
+                children = self._children()
+                self.peak_children = max(self.peak_children, children)
+                self.peak = max(self.peak, children + self.proc.memory_info().rss / 2**20)
             except psutil.Error:
                 pass
             time.sleep(0.05)
@@ -159,7 +167,9 @@ def bench_maas(args: argparse.Namespace, levels: list[int]) -> dict:
             rows.append(asyncio.run(run_level(url, model, c, args.prompt_len, args.gen)))
             print(f"  maas C={c}: decode {rows[-1].decode_tps:.1f} tok/s", file=sys.stderr)
         t = asyncio.run(ttft(url, model, args.ttft_len))
-        return {"rows": rows, "ttft": t, "peak_mib": mem.stop()}
+        peak = mem.stop()
+        return {"rows": rows, "ttft": t, "peak_mib": peak, "engine_idle_mib": mem.idle_children,
+                "engine_peak_mib": mem.peak_children}  # fmt: skip
     finally:
         proc.terminate()
         proc.wait(30)
@@ -308,8 +318,10 @@ def main() -> None:
           + (f", llama.cpp {ot * 1000:.0f} ms ({ratio(ours['ttft'], ot)} of its time)" if ot else ""))  # fmt: skip
     op = other.get("peak_mib") if other else None
     print(
-        f"peak resident memory: maas server {ours['peak_mib']:.0f} MiB"
-        + (f", llama.cpp {op:.0f} MiB" if op else "")
+        f"resident memory: maas engine process idle {ours['engine_idle_mib']:.0f} MiB, peak "
+        f"{ours['engine_peak_mib']:.0f} MiB ({ratio(ours['engine_peak_mib'], op)} of llama.cpp's peak); "
+        f"maas server with its engine, peak {ours['peak_mib']:.0f} MiB"
+        + (f"; llama.cpp peak {op:.0f} MiB" if op else "")
     )
 
 

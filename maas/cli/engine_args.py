@@ -53,6 +53,13 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--threads", type=int, default=s.threads, help="CPU threads for torch; 0 = all cores")
     g.add_argument(
+        "--no-fused-decode",
+        dest="fused_decode",
+        action="store_false",
+        help="run decode steps through the PyTorch modules instead of the native decoder (one call for all "
+        "layers; used for GGUF-block and float32 models on the CPU)",
+    )
+    g.add_argument(
         "--no-prefix-caching",
         dest="prefix_caching",
         action="store_false",
@@ -81,5 +88,6 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         weights=args.weights,
         threads=args.threads,
         prefix_caching=args.prefix_caching,
+        fused_decode=args.fused_decode,
         prefix_cache_tokens=args.prefix_cache_tokens,
     )

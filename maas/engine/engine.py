@@ -46,6 +46,7 @@ class EngineConfig:
     )
     threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
     prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
+    fused_decode: bool = True  # decode rows through the native decoder where the model allows it
     prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
 
 
@@ -67,8 +68,9 @@ class Engine:
         self.kv = KVCacheManager(config.max_num_seqs, num_blocks, config.block_size, caching, pool)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens, max_len)
         self.runner = ModelRunner(
-            lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype, pool, config.block_size
-        )
+            lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype, pool, config.block_size,
+            config.fused_decode,
+        )  # fmt: skip
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
         self.grammars = GrammarCompiler(self.tokenizer, lm.config.vocab_size)
         self._seqs: dict[str, Sequence] = {}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from maas.engine.attention import AttentionMetadata, KVCache, PagedAttention, PrefillChunk
+from maas.engine.fused_decode import FusedDecoder
 from maas.engine.request import TokenLogprob
 from maas.engine.sampler import SampleRow, sample
 from maas.engine.scheduler import Batch, ScheduledSeq
@@ -34,6 +35,7 @@ class ModelRunner:
         dtype: torch.dtype,
         pool_blocks: int = 0,
         block_size: int = 16,
+        fused_decode: bool = True,
     ):
         cfg: Any = model.config
         self.model = model
@@ -43,6 +45,7 @@ class ModelRunner:
             pool_blocks, block_size,
         )  # fmt: skip
         self._generators: dict[str, torch.Generator] = {}
+        self.fused = FusedDecoder.build(model, device, dtype) if fused_decode else None
 
     def _prepare(
         self, batch: Batch
@@ -106,13 +109,31 @@ class ModelRunner:
         """Forget a finished sequence's seeded generator."""
         self._generators.pop(seq_id, None)
 
+    def _hidden_states(self, ids: torch.Tensor, pos: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Decode rows (first in the flat order) through the fused decoder when there is one, the rest (or
+        everything) through the model."""
+        nd = meta.num_decodes
+        if self.fused is None or not nd:
+            return self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))
+        out = self.fused.hidden_states(ids[:nd], pos[:nd], meta.slots[:nd], self.cache)
+        if nd == len(ids):
+            return out
+        rest = replace(
+            meta, slots=meta.slots[nd:], positions=pos[nd:], num_decodes=0, decode_slots=None, decode_rows=0,
+            decode_len=0, decode_mask=None, decode_lens=None, decode_in_order=False,
+            prefills=[replace(c, offset=c.offset - nd) for c in meta.prefills],
+        )  # fmt: skip
+        return torch.cat(
+            [out, self.model.hidden_states(ids[nd:], pos[nd:], PagedAttention(self.cache, rest))]
+        )
+
     @torch.inference_mode()
     def run(self, batch: Batch) -> RunnerOutput:
         """Forward the batch, sample for items that reached their last token."""
         if batch.copies:
             self.cache.copy_blocks(batch.copies)
         order, ids, pos, meta = self._prepare(batch)
-        hidden = self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))  # (T, d)
+        hidden = self._hidden_states(ids, pos, meta)  # (T, d)
         where = {id(it): i for i, it in enumerate(batch.items)}  # flat order -> the batch's order
         ends: list[int] = []
         rows: list[SampleRow] = []

@@ -55,7 +55,7 @@ FORMATS = {
 @lru_cache(maxsize=1)
 def native() -> Any | None:
     """The compiled extension, or None where it cannot be built (then the reference runs)."""
-    return build("maas_block_linear", "block_linear.cpp")
+    return build("maas_block_linear", "block_linear.cpp", "decode.cpp")
 
 
 # -- the torch reference ------------------------------------------------------------------------

@@ -14,8 +14,8 @@ log = logging.getLogger("maas.kernels")
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-funroll-loops", "-fopenmp"]
 
 
-def build(name: str, source: str) -> Any | None:
-    """The compiled extension `name` from csrc/`source`, or None where it cannot be built."""
+def build(name: str, *sources: str) -> Any | None:
+    """The compiled extension `name` from csrc/`sources`, or None where it cannot be built."""
     if os.environ.get("MAAS_NO_NATIVE") == "1":
         return None
     try:
@@ -24,7 +24,7 @@ def build(name: str, source: str) -> Any | None:
         log.debug("loading the native kernel %s (compiled on first use, about a minute, then cached)", name)
         return load(
             name=name,
-            sources=[str(Path(__file__).parent / "csrc" / source)],
+            sources=[str(Path(__file__).parent / "csrc" / s) for s in sources],
             extra_cflags=CFLAGS,
             extra_ldflags=["-fopenmp"],
             verbose=False,

@@ -138,6 +138,12 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
             else self.inv_freq_local.to(device)
         )
 
+    def local_rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (*lead, head_dim) of the local layers' RoPE."""
+        freqs = positions.float().unsqueeze(-1) * self.inv_freq_local
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
     def hidden_states(
         self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, attn: Attention | None = None
     ) -> torch.Tensor:
@@ -147,10 +153,7 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
         attn = attn or CausalAttention()
         x = self.model.embed_tokens(input_ids)
         x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
-        rope_global = self.rope(positions, x.dtype)
-        freqs = positions.float().unsqueeze(-1) * self.inv_freq_local
-        emb = torch.cat((freqs, freqs), dim=-1)
-        rope_local = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        rope_global, rope_local = self.rope(positions, x.dtype), self.local_rope(positions, x.dtype)
         for layer in self.model.layers:
             cos, sin = rope_local if layer.sliding else rope_global  # type: ignore[union-attr]
             x = layer(x, cos, sin, attn)

@@ -1,11 +1,13 @@
 // Linear layers straight from GGUF block formats on AVX2 CPUs: y = x @ W^T (+ b), fp32 activations.
 //
 // W is (N, K) stored as llama.cpp stores it: each row is K / QK blocks of one format (Q4_0, Q4_1,
-// Q5_0, Q5_1, Q8_0: 32 weights; Q4_K, Q5_K, Q6_K: 256). A task decodes a strip of rows to fp32 (the
-// values are exactly the file's: every product in a block's formula is exact in fp32 and the
-// one subtraction rounds once, as gguf-py's dequantizer does), then sweeps the rows of x against it.
-// Every output accumulates x[k] * w[k] in the same order (two 8-lane accumulators, k ascending, one
-// fixed horizontal sum) whatever M is, so a row's result does not depend on what else is in the batch.
+// Q5_0, Q5_1, Q8_0: 32 weights; Q4_K, Q5_K, Q6_K: 256). Blocks decode to fp32 with exactly the file's
+// values (every product in a block's formula is exact in fp32 and the one subtraction rounds once, as
+// gguf-py's dequantizer does). One row of x multiplies each block as it is decoded, in registers;
+// several rows share a strip of rows decoded once. Every output accumulates x[k] * w[k] in the same
+// order (two 8-lane accumulators, k ascending, one fixed horizontal sum) whatever M is, so a row's result
+// does not depend on what else is in the batch. Float32 weights (fmt 0) take the same tiles, for the fused
+// decode (decode.cpp).
 #include <torch/extension.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -292,19 +294,24 @@ Kernels check_blocks(const torch::Tensor& w, int64_t fmt, int64_t K) {
 
 }  // namespace
 
-torch::Tensor block_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::optional<torch::Tensor> bias) {
-  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(), "x: contiguous 2-D float32");
-  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  const Kernels kern = check_blocks(w, fmt, K);
-  TORCH_CHECK(K % 16 == 0, "K must be a multiple of 16");
-  auto y = torch::empty({M, N}, x.options());
-  const float* xp = x.data_ptr<float>();
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  const int64_t row_bytes = w.size(1);
-  const float* bp = bias.has_value() ? bias->data_ptr<float>() : nullptr;
-  float* yp = y.data_ptr<float>();
+// y (M, N; rows ldy apart) = x (M, K) @ W^T (+ b): W is N rows of `fmt` blocks, or float32 rows when fmt is 0 (the same
+// tiles and order, without decoding). Used by block_linear and by the fused decode (decode.cpp).
+void matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
+            float* yp, int64_t ldy) {
   const int64_t R = M >= 8 ? 16 : 4;  // rows per strip: more when many x rows share each decode
   const int64_t tasks = (N + R - 1) / R;
+  if (fmt == 0) {
+    const float* wf = static_cast<const float*>(w);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t n0 = t * R;
+      sweep(xp, M, K, wf + n0 * K, std::min<int64_t>(R, N - n0), yp, ldy, n0, bp);
+    }
+    return;
+  }
+  const Kernels kern = kernels(static_cast<int>(fmt));
+  const uint8_t* wp = static_cast<const uint8_t*>(w);
+  const int64_t row_bytes = K / kern.qk * kern.bytes;
   if (M == 1) {  // decode in registers, no strip
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -317,7 +324,7 @@ torch::Tensor block_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::o
           kern.direct1(xp, wp + (n0 + c) * row_bytes, row_bytes, K, yp + n0 + c, bb ? bb + c : nullptr);
       }
     }
-    return y;
+    return;
   }
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tasks; ++t) {
@@ -325,8 +332,18 @@ torch::Tensor block_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::o
     const int64_t n0 = t * R, rows = std::min<int64_t>(R, N - n0);
     strip.resize(static_cast<size_t>(R * K));
     for (int64_t c = 0; c < rows; ++c) kern.row(wp + (n0 + c) * row_bytes, K, strip.data() + c * K);
-    sweep(xp, M, K, strip.data(), rows, yp, N, n0, bp);
+    sweep(xp, M, K, strip.data(), rows, yp, ldy, n0, bp);
   }
+}
+
+torch::Tensor block_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::optional<torch::Tensor> bias) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(), "x: contiguous 2-D float32");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  check_blocks(w, fmt, K);
+  TORCH_CHECK(K % 16 == 0, "K must be a multiple of 16");
+  auto y = torch::empty({M, N}, x.options());
+  matmul(x.data_ptr<float>(), M, K, w.data_ptr<uint8_t>(), fmt, N,
+         bias.has_value() ? bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), N);
   return y;
 }
 
@@ -344,7 +361,10 @@ torch::Tensor block_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_
   return out;
 }
 
+void register_decode(pybind11::module& m);  // decode.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  register_decode(m);
   m.def("block_linear", &block_linear, "x @ W^T for W in a GGUF block format (AVX2, fp32 activations)");
   m.def("block_rows", &block_rows, "rows of a GGUF block-format matrix, decoded to float32");
 }

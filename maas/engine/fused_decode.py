@@ -1,0 +1,100 @@
+"""Rows that decode one token go through the native decoder (kernels/csrc/decode.cpp): every layer in one
+call instead of some twenty PyTorch ops a layer. Built once from a loaded Llama-family or Gemma 3 model whose
+projections are GGUF blocks or float32 on the CPU; other models (q8 / int8 / fp16 packed layers, CUDA)
+keep the PyTorch path. Decode rows always take this path, whether or not a prefill shares the step, so a
+row's answer does not depend on its neighbours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from maas.engine.attention import KVCache
+from maas.kernels import blocks
+from maas.kernels.blocks import FORMATS, BlockLinear
+from maas.models.gemma3 import Gemma3ForCausalLM
+from maas.models.llama import LlamaForCausalLM
+
+Lin = tuple[torch.Tensor, int, int, int, torch.Tensor | None]
+
+
+def _linear(m: nn.Module | None) -> Lin | None:
+    """A projection as the native decoder takes it, or None when it is held some other way."""
+    bias = getattr(m, "bias", None)
+    bias = None if bias is None else bias.detach().float().contiguous()
+    if isinstance(m, BlockLinear) and m.in_features % 16 == 0:
+        return (m.blocks.contiguous(), FORMATS[m.fmt].type_id, m.out_features, m.in_features, bias)
+    if type(m) is nn.Linear and m.weight.dtype == torch.float32 and m.in_features % 16 == 0:
+        return (m.weight.detach().contiguous(), 0, m.out_features, m.in_features, bias)
+    return None
+
+
+def _norm(m: Any) -> torch.Tensor | None:
+    return None if m is None else m.weight.detach().float().contiguous()
+
+
+class FusedDecoder:
+    """`hidden_states(ids, positions, slots, cache)` for decode rows, equal in math to the model's own."""
+
+    def __init__(self, model: LlamaForCausalLM, native: Any):
+        self.model = model
+        self.native = native
+
+    @classmethod
+    def build(cls, model: nn.Module, device: torch.device, dtype: torch.dtype) -> FusedDecoder | None:
+        """The fused decoder for `model`, or None where it does not apply."""
+        ext = blocks.native()
+        if (
+            ext is None
+            or device.type != "cpu"
+            or dtype != torch.float32
+            or not isinstance(model, LlamaForCausalLM)
+        ):
+            return None
+        cfg = model.config
+        if cfg.head_dim % 16 or cfg.hidden_size % 16 or cfg.intermediate_size % 16:
+            return None
+        layers: list[Any] = list(model.model.layers)
+        first = layers[0].self_attn
+        gemma = isinstance(model, Gemma3ForCausalLM)
+        dec = ext.Decoder(
+            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size,
+            cfg.intermediate_size, cfg.rms_norm_eps, 1 if gemma else 0, float(first.q_scale),
+        )  # fmt: skip
+        for layer in layers:
+            att, mlp = layer.self_attn, layer.mlp
+            parts = [att.qkv_proj] if att.qkv_proj is not None else [att.q_proj, att.k_proj, att.v_proj]
+            ups = [mlp.gate_up_proj] if mlp.gate_up_proj is not None else [mlp.gate_proj, mlp.up_proj]
+            qkv, gate_up = [_linear(p) for p in parts], [_linear(p) for p in ups]
+            o, down = _linear(att.o_proj), _linear(mlp.down_proj)
+            if o is None or down is None or None in qkv or None in gate_up:
+                return None
+            norms = (
+                [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
+                 layer.post_feedforward_layernorm]
+                if gemma
+                else [layer.input_layernorm, None, layer.post_attention_layernorm, None]
+            )  # fmt: skip
+            q_norm, k_norm = (att.q_norm, att.k_norm) if att.qk_norm else (None, None)
+            dec.add_layer(
+                *[_norm(n) for n in norms], _norm(q_norm), _norm(k_norm), qkv, o, gate_up, down,
+                att.window or 0, bool(getattr(layer, "sliding", False)),
+            )  # fmt: skip
+        return cls(model, dec)
+
+    def hidden_states(
+        self, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """ids, positions, slots (S,) -> final-normed hidden states (S, hidden); writes the rows' keys and
+        values into `cache`."""
+        m = self.model
+        x = m.model.embed_tokens(ids).float().contiguous()
+        cos, sin = m.rope(positions, x.dtype)
+        cos_l, sin_l = cos, sin
+        if isinstance(m, Gemma3ForCausalLM):
+            x = x * torch.tensor(m.embed_scale, dtype=x.dtype)
+            cos_l, sin_l = m.local_rope(positions, x.dtype)
+        self.native.forward(x, cache.k, cache.v, slots, positions, cos, sin, cos_l, sin_l)
+        return m.model.norm(x)

@@ -1,0 +1,87 @@
+"""The native decoder against the PyTorch modules it replaces for decode rows: the same greedy tokens and
+log-probabilities on tiny random models of each family (GGUF blocks and float32 projections, a sliding
+window shorter than the text, q/k norms, biases), alone and next to a prefill in the same step."""
+
+from __future__ import annotations
+
+import pytest
+
+from maas.engine.engine import Engine, EngineConfig
+from maas.engine.sampling_params import SamplingParams
+from maas.kernels import blocks
+from tests.conftest import byte_tokenizer
+from tests.gguf_util import write_gguf
+from tests.unit.models.test_family_parity import hf_model
+
+pytestmark = pytest.mark.skipif(blocks.native() is None, reason="no native kernels (compiler)")
+
+CASES = {  # family, GGUF block type or None for the HF directory (float32)
+    "llama-q8_0": ("llama", "Q8_0"),
+    "llama-q4_1": ("llama", "Q4_1"),
+    "qwen2-f32": ("qwen2", None),
+    "qwen3-q4_0": ("qwen3", "Q4_0"),
+    "gemma3-f32": ("gemma3", None),
+    "gemma3-q8_0": ("gemma3", "Q8_0"),
+}
+
+
+def model_path(family: str, qtype: str | None, tmp_path):
+    from maas.engine.loader import load_lm
+
+    six = dict(num_hidden_layers=6, layer_types=["sliding_attention"] * 5 + ["full_attention"],
+               query_pre_attn_scalar=16)  # fmt: skip
+    model = hf_model(family, **(six if family == "gemma3" else {}))
+    model.save_pretrained(tmp_path / "hf")
+    byte_tokenizer().hf.save(str(tmp_path / "hf" / "tokenizer.json"))
+    if qtype is None:
+        return tmp_path / "hf"
+    ours = load_lm(tmp_path / "hf", device="cpu", dtype="float32").model
+    extra = {"sliding_window": 8} if family == "gemma3" else {}
+    return write_gguf(tmp_path / "m.gguf", ours, qtype, arch=family, **extra)
+
+
+def run(path, fused: bool, together: bool) -> list[tuple[list[int], list[float]]]:
+    weights = "float32" if path.is_dir() else "auto"  # float models are q8-packed by default
+    engine = Engine.from_path(path, EngineConfig(max_model_len=128, fused_decode=fused, weights=weights))
+    assert (engine.runner.fused is not None) == fused
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=0)
+    prompts = [list(range(3, 23)), [5, 9, 200, 7, 7, 1, 30, 31, 32, 33, 34, 2]]
+    if not together:  # one at a time: every decode step holds decode rows only
+        results = []
+        for i, ids in enumerate(prompts):
+            engine.add_request(f"r{i}", ids, params)
+            results.append(drain(engine)[f"r{i}"])
+        return results
+    engine.add_request("r0", prompts[0], params)  # r0 prefills, then decodes ...
+    first = drain(engine, steps=2)
+    engine.add_request("r1", prompts[1], params)  # ... while r1's prefill shares its step
+    out = drain(engine)
+    return [(first["r0"][0] + out["r0"][0], first["r0"][1] + out["r0"][1]), out["r1"]]
+
+
+def drain(engine: Engine, steps: int = 10**6) -> dict[str, tuple[list[int], list[float]]]:
+    got: dict[str, tuple[list[int], list[float]]] = {}
+    while engine.has_unfinished() and steps:
+        steps -= 1
+        for o in engine.step():
+            toks, lps = got.setdefault(o.request_id, ([], []))
+            toks += o.token_ids
+            lps += [lp.logprob for lp in o.logprobs]
+    return got
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_decode_matches_the_modules(case, tmp_path):
+    path = model_path(*CASES[case], tmp_path)
+    want = run(path, fused=False, together=False)
+    for together in (False, True):
+        got = run(path, fused=True, together=together)
+        for (wt, wl), (gt, gl) in zip(want, got, strict=True):
+            assert gt == wt
+            assert max(abs(a - b) for a, b in zip(wl, gl, strict=True)) < 1e-4
+
+
+def test_a_row_decodes_the_same_alone_or_next_to_a_prefill(tmp_path):
+    path = model_path("llama", "Q4_1", tmp_path)
+    alone, together = run(path, True, False), run(path, True, True)
+    assert alone == together  # bit for bit: tokens and log-probabilities
