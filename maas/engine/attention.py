@@ -12,9 +12,11 @@ chunks of sequences still prefilling.
 
 from __future__ import annotations
 
+import math
+import mmap
+import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,6 +66,7 @@ class KVCache:
         block_size: int = 16,
     ):
         shape = (num_slots, n_kv, max_len, head_dim)
+        self._maps: list[mmap.mmap] = []
         self.k = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
         self.v = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
         pool = (pool_blocks, n_kv, block_size, head_dim)
@@ -71,13 +74,16 @@ class KVCache:
         self.pool_v = [self._zeros(pool, dtype, device) for _ in range(num_layers)] if pool_blocks else []
         self.block_size = block_size
 
-    def copy_blocks(self, ops: list[CopyOp]) -> None:
-        """Saves (slot rows -> pool blocks) then loads (pool blocks -> slot rows), every layer; blocks at
-        consecutive positions of one slot move in one indexed copy."""
+    def copy_blocks(self, ops: list[CopyOp], released: list[int] | None = None) -> None:
+        """Saves (slot rows -> pool blocks), then the `released` slots' memory back to the system, then
+        loads (pool blocks -> slot rows), every layer; blocks at consecutive positions of one slot move in
+        one indexed copy."""
         saves = list({o.block: o for o in ops if o.save}.values())  # a block saved twice: the last wins
         loads = [o for o in ops if not o.save]
         bs = self.block_size
         for save, group in ((True, _runs(saves, bs)), (False, _runs(loads, bs))):
+            if not save:
+                self.release(released or [])
             for slot, start, blocks in group:
                 m = len(blocks)
                 idx = torch.tensor(blocks, device=self.k[0].device)
@@ -89,11 +95,31 @@ class KVCache:
                         else:
                             c[slot, :, rows] = p.index_select(0, idx).transpose(0, 1).flatten(1, 2)
 
-    @staticmethod
-    def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        if device.type == "cpu" and dtype == torch.float32:
-            return torch.from_numpy(np.zeros(shape, dtype=np.float32))  # calloc: pages committed on write
-        return torch.zeros(shape, dtype=dtype, device=device)
+    def release(self, slots: list[int]) -> None:
+        """Give the pages of `slots` back to the system (they read as zeros until written again)."""
+        if not slots or not self._maps:
+            return
+        page = mmap.PAGESIZE
+        slot_maps = self._maps[: len(self.k) + len(self.v)]  # the block pool's maps come after
+        for buf, t in zip(slot_maps, self.k + self.v, strict=True):
+            per_slot = t[0].numel() * t.element_size()
+            for slot in slots:
+                start = -(-slot * per_slot // page) * page  # whole pages inside the slot's range
+                end = (slot + 1) * per_slot // page * page
+                if end > start:
+                    buf.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def _zeros(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        if device.type != "cpu":
+            return torch.zeros(shape, dtype=dtype, device=device)
+        # An anonymous mapping: zero pages, committed 4 KiB at a time as positions are written. (numpy's
+        # and torch's large zeroed buffers are either written at once or advised into 2 MiB huge pages,
+        # which commit a slot's whole range when one position is written.)
+        buf = mmap.mmap(-1, max(1, math.prod(shape) * dtype.itemsize), flags=mmap.MAP_PRIVATE)
+        self._maps.append(buf)
+        with warnings.catch_warnings():  # torch warns that frombuffer shares the writable buffer: it should
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(buf, dtype=dtype).view(shape)
 
     @property
     def num_bytes(self) -> int:

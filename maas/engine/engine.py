@@ -136,6 +136,7 @@ class Engine:
         if seq is not None:
             self.scheduler.finish(seq, "abort")
             self.runner.release(request_id)
+            self._settle()
 
     def request_ids(self) -> list[str]:
         """The requests waiting or running."""
@@ -202,7 +203,13 @@ class Engine:
             if seq.finished:
                 self._seqs.pop(seq.seq_id, None)
                 self.runner.release(seq.seq_id)
+        self._settle()
         return results
+
+    def _settle(self) -> None:
+        """Sequences that ended: their blocks into the prefix cache and their slots' memory back now, not
+        at the next step (there may be none for a while)."""
+        self.runner.settle(self.kv.take_ops(), self.kv.take_released())
 
     def generate(self, prompts: list[str | list[int]], params: SamplingParams) -> list[str]:
         """Run prompts to completion (text or token ids); return the texts in order."""

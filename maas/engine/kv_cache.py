@@ -92,6 +92,7 @@ class KVCacheManager:
         self._free_pool: list[int] = list(range(self.pool_blocks - 1, -1, -1))
         self._cache: OrderedDict[int, _Cached] = OrderedDict()  # chain hash -> block, least recent first
         self._ops: list[CopyOp] = []
+        self._released: list[int] = []  # slots given up since the last take_released()
         self._pinned: list[_Cached] = []  # one entry per pin taken this step
         self._n_pinned = 0  # cached blocks with a pin
 
@@ -219,7 +220,14 @@ class KVCacheManager:
         seq.block_table = []
         if seq.slot >= 0:
             heapq.heappush(self._free_slots, seq.slot)
+            self._released.append(seq.slot)
             seq.slot = -1
+
+    def take_released(self) -> list[int]:
+        """Slots given up since the last call, whose memory may go back to the system once the saves
+        `take_ops` returned with them are done (a slot reused meanwhile is written from scratch)."""
+        out, self._released = self._released, []
+        return out
 
     def take_ops(self) -> list[CopyOp]:
         """The copies to do before the next forward pass (saves first: a slot given up may be reused by a

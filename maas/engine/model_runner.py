@@ -9,6 +9,7 @@ import torch
 
 from maas.engine.attention import AttentionMetadata, KVCache, PagedAttention, PrefillChunk
 from maas.engine.fused_decode import FusedDecoder
+from maas.engine.kv_cache import CopyOp
 from maas.engine.request import TokenLogprob
 from maas.engine.sampler import SampleRow, sample
 from maas.engine.scheduler import Batch, ScheduledSeq
@@ -105,6 +106,13 @@ class ModelRunner:
             self._generators[seq_id] = g
         return g
 
+    def settle(self, ops: list[CopyOp], released: list[int]) -> None:
+        """Copies and slot releases due outside a forward pass (sequences that ended with nothing after
+        them): leaving sequences' blocks go into the prefix cache, their slots' memory back."""
+        if ops or released:
+            with torch.inference_mode():
+                self.cache.copy_blocks(ops, released)
+
     def release(self, seq_id: str) -> None:
         """Forget a finished sequence's seeded generator."""
         self._generators.pop(seq_id, None)
@@ -130,8 +138,8 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, batch: Batch) -> RunnerOutput:
         """Forward the batch, sample for items that reached their last token."""
-        if batch.copies:
-            self.cache.copy_blocks(batch.copies)
+        if batch.copies or batch.released:
+            self.cache.copy_blocks(batch.copies, batch.released)
         order, ids, pos, meta = self._prepare(batch)
         hidden = self._hidden_states(ids, pos, meta)  # (T, d)
         where = {id(it): i for i, it in enumerate(batch.items)}  # flat order -> the batch's order

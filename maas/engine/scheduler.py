@@ -33,6 +33,7 @@ class Batch:
 
     items: list[ScheduledSeq] = field(default_factory=list)
     copies: list[CopyOp] = field(default_factory=list)  # prefix-cache copies to do before the forward pass
+    released: list[int] = field(default_factory=list)  # slots whose memory goes back after the saves
     preempted: list[Sequence] = field(default_factory=list)
     finished: list[Sequence] = field(default_factory=list)  # stopped while scheduling (cannot fit)
 
@@ -144,7 +145,7 @@ class Scheduler:
             batch.items.append(ScheduledSeq(seq, seq.num_computed_tokens, n, target == seq.num_tokens))
             budget -= n
         if batch.items:
-            batch.copies = self.kv.take_ops()
+            batch.copies, batch.released = self.kv.take_ops(), self.kv.take_released()
         return batch
 
     def update(
