@@ -28,6 +28,21 @@ os.environ.setdefault("MAAS_HOME", tempfile.mkdtemp(prefix="maas-test-home-"))
 os.environ.setdefault("MAAS_AUTO_IMPORT_BUILTINS", "0")  # tests that want the import turn it on
 
 
+def hf_greedy(model, ids: list[int], n: int) -> list[int]:
+    """Greedy decoding with a transformers model and its own KV cache, not stopping at EOS."""
+    out: list[int] = []
+    past = None
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            r = model(x, past_key_values=past, use_cache=True)
+            past = r.past_key_values
+            t = int(r.logits[0, -1].argmax())
+            out.append(t)
+            x = torch.tensor([[t]])
+    return out
+
+
 def byte_tokenizer() -> Tokenizer:
     """One token per byte (ids 0..255) plus <eos> = 256: emoji split over several tokens."""
     chars = _bytes_to_unicode()

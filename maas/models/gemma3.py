@@ -104,25 +104,15 @@ class Gemma3Layer(nn.Module):
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 
-class Gemma3Model(nn.Module):
-    """Embeddings, layers, final norm (HF names)."""
-
-    def __init__(self, cfg: Gemma3Config):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(Gemma3Layer(cfg, i) for i in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-
-
 class Gemma3ForCausalLM(LlamaForCausalLM):
     """The full Gemma 3 text LM; global layers use `inv_freq`, local ones `inv_freq_local`."""
 
     config: Gemma3Config
     inv_freq_local: torch.Tensor
+    layer_class = Gemma3Layer
 
     def __init__(self, cfg: Gemma3Config):
         super().__init__(cfg)
-        self.model = Gemma3Model(cfg)  # type: ignore[assignment]
         self.register_buffer("inv_freq_local", self._local_inv_freq(), persistent=False)
         self.embed_scale = math.sqrt(cfg.hidden_size)
 

@@ -269,12 +269,13 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    """Embeddings, decoder layers and the final norm (HF names, so HF state dicts load as-is)."""
+    """Embeddings, decoder layers (`layer(cfg, index)` each) and the final norm (HF names, so HF state
+    dicts load as-is)."""
 
-    def __init__(self, cfg: LlamaConfig):
+    def __init__(self, cfg: LlamaConfig, layer: Any = DecoderLayer):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(layer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
@@ -282,11 +283,12 @@ class LlamaForCausalLM(DecoderLM):
     """The full LM. `forward` returns hidden states or logits; `logits` projects hidden states."""
 
     inv_freq: torch.Tensor
+    layer_class: Any = DecoderLayer  # what each decoder layer is (a family with another block sets its own)
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.config = cfg
-        self.model = LlamaModel(cfg)
+        self.model = LlamaModel(cfg, self.layer_class)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 

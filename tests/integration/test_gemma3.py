@@ -9,6 +9,7 @@ from maas.engine.engine import Engine, EngineConfig
 from maas.engine.sampling_params import SamplingParams
 from maas.errors import ModelNotFoundError
 from maas.store.builtin import builtin_path
+from tests.conftest import hf_greedy
 
 transformers = pytest.importorskip("transformers")
 
@@ -47,20 +48,6 @@ def hf_model():
     return transformers.AutoModelForCausalLM.from_pretrained(
         str(GEMMA.parent), gguf_file=GEMMA.name, dtype=torch.float32
     ).eval()
-
-
-def hf_greedy(model, ids, n):
-    out: list[int] = []
-    past = None
-    x = torch.tensor([ids])
-    with torch.no_grad():
-        for _ in range(n):
-            r = model(x, past_key_values=past, use_cache=True)
-            past = r.past_key_values
-            t = int(r.logits[0, -1].argmax())
-            out.append(t)
-            x = torch.tensor([[t]])
-    return out
 
 
 def test_tokenizer_matches_transformers():

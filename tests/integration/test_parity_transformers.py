@@ -7,6 +7,7 @@ from maas.engine.engine import Engine, EngineConfig
 from maas.engine.loader import load_lm
 from maas.engine.sampling_params import SamplingParams
 from maas.store.builtin import builtin_path
+from tests.conftest import hf_greedy
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,21 +31,6 @@ def hf_model():
 @pytest.fixture(scope="module")
 def ours():
     return load_lm(builtin_path("smollm2-135m-instruct"), device="cpu", dtype="float32")
-
-
-def hf_greedy(model, ids, n):
-    """Greedy decoding with transformers' own KV cache, not stopping at EOS."""
-    out: list[int] = []
-    past = None
-    x = torch.tensor([ids])
-    with torch.no_grad():
-        for _ in range(n):
-            r = model(x, past_key_values=past, use_cache=True)
-            past = r.past_key_values
-            t = int(r.logits[0, -1].argmax())
-            out.append(t)
-            x = torch.tensor([[t]])
-    return out
 
 
 def prompt_ids(lm, messages):
