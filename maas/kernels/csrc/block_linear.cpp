@@ -20,10 +20,29 @@ namespace {
 
 enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
 
+// fp16 -> fp32 through a table: a scalar load, and a broadcast straight from the table is a plain load,
+// where converting in registers and broadcasting takes three shuffle-port operations per scale.
+const float* f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (int i = 0; i < 65536; ++i) t[i] = _cvtsh_ss(static_cast<uint16_t>(i));
+    return t;
+  }();
+  return table.data();
+}
+
+const float* const F16 = f16_table();
+
 inline float f16(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
+  return F16[h];
+}
+
+inline __m256 bcast_f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _mm256_broadcast_ss(F16 + h);
 }
 
 inline uint32_t u32(const uint8_t* p) {
@@ -32,48 +51,19 @@ inline uint32_t u32(const uint8_t* p) {
   return v;
 }
 
-// 32 codes (bytes) -> 4 vectors of 8 floats, code * s + b (the first 16 with (s0, b0), the rest with
-// (s1, b1)), handed to sink(j, vector) for vectors j0 .. j0 + 3 of the block.
+// 8 codes (bytes in the low half of c8) -> sink(j, code * s + b). Codes are widened 8 at a time from
+// 8-byte pieces (a load, or a shift and mask of one), so each vector costs one shuffle-port widening.
 template <bool SIGNED, class Sink>
-inline void emit32(__m256i codes, float s0, float b0, float s1, float b1, int j0, Sink& sink) {
-  const __m128i lo = _mm256_castsi256_si128(codes), hi = _mm256_extracti128_si256(codes, 1);
-  auto cvt = [](__m128i v) {
-    return _mm256_cvtepi32_ps(SIGNED ? _mm256_cvtepi8_epi32(v) : _mm256_cvtepu8_epi32(v));
-  };
-  const __m256 S0 = _mm256_set1_ps(s0), B0 = _mm256_set1_ps(b0);
-  const __m256 S1 = _mm256_set1_ps(s1), B1 = _mm256_set1_ps(b1);
-  sink(j0, _mm256_fmadd_ps(cvt(lo), S0, B0));
-  sink(j0 + 1, _mm256_fmadd_ps(cvt(_mm_srli_si128(lo, 8)), S0, B0));
-  sink(j0 + 2, _mm256_fmadd_ps(cvt(hi), S1, B1));
-  sink(j0 + 3, _mm256_fmadd_ps(cvt(_mm_srli_si128(hi, 8)), S1, B1));
+inline void emit8(__m128i c8, __m256 s, __m256 b, int j, Sink& sink) {
+  const __m256i v = SIGNED ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
+  sink(j, _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), s, b));
 }
 
-template <class Sink>
-inline void emit32u(__m256i codes, float s, float b, int j0, Sink& sink) {
-  emit32<false>(codes, s, b, s, b, j0, sink);
-}
+inline __m128i load8(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
 
-// 16 bytes -> 32 codes: element j is byte j's low nibble, element j + 16 its high nibble.
-inline __m256i nibbles16(const uint8_t* qs) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i m4 = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
-}
-
-// 32 bytes shifted right by `shift` bits, masked with `mask` (a per-byte shift).
-inline __m256i bits_of(const uint8_t* p, int shift, int mask) {
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm256_and_si256(_mm256_srli_epi16(raw, shift), _mm256_set1_epi8(static_cast<char>(mask)));
-}
-
-// Bit e of `qh` -> 0x10 in byte e (the fifth bit of Q5_0 / Q5_1 codes).
-inline __m256i high_bits32(uint32_t qh) {
-  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
-                                        3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
-  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)), shuf);
-  v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-  return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+// the bits of each of 8 bytes at `shift`, masked (a per-byte shift)
+inline __m128i bits8(const uint8_t* p, int shift, int mask) {
+  return _mm_and_si128(_mm_srli_epi16(load8(p), shift), _mm_set1_epi8(static_cast<char>(mask)));
 }
 
 // Q4_K / Q5_K: 6-bit scale and min of sub-block j (of 8) from the 12 packed bytes.
@@ -100,41 +90,75 @@ template <> struct Spec<Q6_K> { static constexpr int QK = 256, BYTES = 210; };
 // Block<F>::decode(block, sink): sink(j, w) receives the block's weights 8j .. 8j + 7 as floats.
 template <int F> struct Block;
 
+// Q4_0 / Q4_1: element j is byte j's low nibble, element j + 16 its high nibble (16 bytes at qs).
+template <class Sink>
+inline void nibble_block(const uint8_t* qs, __m256 s, __m256 b, Sink& sink) {
+  emit8<false>(bits8(qs, 0, 0x0F), s, b, 0, sink);
+  emit8<false>(bits8(qs + 8, 0, 0x0F), s, b, 1, sink);
+  emit8<false>(bits8(qs, 4, 0x0F), s, b, 2, sink);
+  emit8<false>(bits8(qs + 8, 4, 0x0F), s, b, 3, sink);
+}
+
 template <> struct Block<Q4_0> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const float d = f16(b);
-    emit32u(nibbles16(b + 2), d, -8.0f * d, 0, sink);  // (q - 8) * d
+    const __m256 d = bcast_f16(b);
+    nibble_block(b + 2, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)), sink);  // (q - 8) * d
   }
 };
 
 template <> struct Block<Q4_1> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    emit32u(nibbles16(b + 4), f16(b), f16(b + 2), 0, sink);  // q * d + m
+    nibble_block(b + 4, bcast_f16(b), bcast_f16(b + 2), sink);  // q * d + m
   }
 };
+
+// 8 bits -> 8 bytes of 0 or 16, by table (a load straight into a vector register)
+const uint64_t* spread_table() {
+  static const std::vector<uint64_t> table = [] {
+    std::vector<uint64_t> t(256);
+    for (int v = 0; v < 256; ++v)
+      for (int i = 0; i < 8; ++i) t[v] |= static_cast<uint64_t>((v >> i) & 1) << (8 * i + 4);
+    return t;
+  }();
+  return table.data();
+}
+
+const uint64_t* const SPREAD = spread_table();
+
+// bits 8r .. 8r + 7 of qh as 0 or 16 in 8 bytes (the fifth bit of Q5_0 / Q5_1 codes 8r .. 8r + 7)
+inline __m128i high_bits8(uint32_t qh, int r) {
+  return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(SPREAD + ((qh >> (8 * r)) & 0xFF)));
+}
+
+// Q5_0 / Q5_1: the Q4 nibble layout plus a fifth bit per element from qh
+template <class Sink>
+inline void five_bit_block(const uint8_t* qs, uint32_t qh, __m256 s, __m256 b, Sink& sink) {
+  for (int r = 0; r < 4; ++r)
+    emit8<false>(_mm_or_si128(bits8(qs + 8 * (r % 2), 4 * (r / 2), 0x0F), high_bits8(qh, r)), s, b, r, sink);
+}
 
 template <> struct Block<Q5_0> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const float d = f16(b);
-    emit32u(_mm256_or_si256(nibbles16(b + 6), high_bits32(u32(b + 2))), d, -16.0f * d, 0, sink);
+    const __m256 d = bcast_f16(b);
+    five_bit_block(b + 6, u32(b + 2), d, _mm256_mul_ps(d, _mm256_set1_ps(-16.0f)), sink);  // (q - 16) * d
   }
 };
 
 template <> struct Block<Q5_1> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    emit32u(_mm256_or_si256(nibbles16(b + 8), high_bits32(u32(b + 4))), f16(b), f16(b + 2), 0, sink);
+    five_bit_block(b + 8, u32(b + 4), bcast_f16(b), bcast_f16(b + 2), sink);  // q * d + m
   }
 };
 
 template <> struct Block<Q8_0> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const float d = f16(b);
-    emit32<true>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)), d, 0.0f, d, 0.0f, 0, sink);
+    const __m256 d = bcast_f16(b), zero = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) emit8<true>(load8(b + 2 + 8 * j), d, zero, j, sink);
   }
 };
 
@@ -147,7 +171,9 @@ template <> struct Block<Q4_K> {
     for (int j = 0; j < 8; ++j) {  // sub-block j: low (even j) or high (odd j) nibbles of 32 bytes
       int sc, m;
       scale_min_k4(scales, j, sc, m);
-      emit32u(bits_of(qs + 32 * (j / 2), 4 * (j % 2), 0x0F), d * sc, -(dmin * m), 4 * j, sink);
+      const __m256 S = _mm256_set1_ps(d * sc), B = _mm256_set1_ps(-(dmin * m));
+      const uint8_t* q = qs + 32 * (j / 2);
+      for (int r = 0; r < 4; ++r) emit8<false>(bits8(q + 8 * r, 4 * (j % 2), 0x0F), S, B, 4 * j + r, sink);
     }
   }
 };
@@ -162,8 +188,12 @@ template <> struct Block<Q5_K> {
     for (int j = 0; j < 8; ++j) {  // the fifth bit of sub-block j's element l is bit j of qh[l]
       int sc, m;
       scale_min_k4(scales, j, sc, m);
-      const __m256i hi = _mm256_slli_epi16(bits_of(qh, j, 0x01), 4);
-      emit32u(_mm256_or_si256(bits_of(qs + 32 * (j / 2), 4 * (j % 2), 0x0F), hi), d * sc, -(dmin * m), 4 * j, sink);
+      const __m256 S = _mm256_set1_ps(d * sc), B = _mm256_set1_ps(-(dmin * m));
+      const uint8_t* q = qs + 32 * (j / 2);
+      for (int r = 0; r < 4; ++r) {
+        const __m128i hi = _mm_slli_epi16(bits8(qh + 8 * r, j, 0x01), 4);
+        emit8<false>(_mm_or_si128(bits8(q + 8 * r, 4 * (j % 2), 0x0F), hi), S, B, 4 * j + r, sink);
+      }
     }
   }
 };
@@ -177,11 +207,15 @@ template <> struct Block<Q6_K> {
     const float d = f16(b + 208);
     for (int h = 0; h < 2; ++h) {
       for (int g = 0; g < 4; ++g) {  // elements h * 128 + g * 32 + l, l < 32
-        const __m256i lo = bits_of(ql + h * 64 + (g % 2) * 32, 4 * (g / 2), 0x0F);
-        const __m256i hi = _mm256_slli_epi16(bits_of(qh + h * 32, 2 * g, 0x03), 4);
         const int e = h * 128 + g * 32;
-        const float s0 = d * sc[e / 16], s1 = d * sc[e / 16 + 1];
-        emit32<false>(_mm256_or_si256(lo, hi), s0, -32.0f * s0, s1, -32.0f * s1, e / 8, sink);  // (q - 32) * d * sc
+        const uint8_t* lo = ql + h * 64 + (g % 2) * 32;
+        const uint8_t* hb = qh + h * 32;
+        for (int r = 0; r < 4; ++r) {  // elements e + 8r ..: the first two vectors have scale e / 16
+          const float s = d * sc[e / 16 + r / 2];
+          const __m128i hi = _mm_slli_epi16(bits8(hb + 8 * r, 2 * g, 0x03), 4);
+          emit8<false>(_mm_or_si128(bits8(lo + 8 * r, 4 * (g / 2), 0x0F), hi), _mm256_set1_ps(s),
+                       _mm256_set1_ps(-32.0f * s), e / 8 + r, sink);  // (q - 32) * d * sc
+        }
       }
     }
   }
@@ -208,17 +242,27 @@ inline float hsum(__m256 a0, __m256 a1) {
 // order as decode_row_t followed by tile<1, NR>, without the round trip through memory.
 template <int F, int NR>
 void direct(const float* x, const uint8_t* w, int64_t row_bytes, int64_t K, float* y, const float* bias) {
-  __m256 acc[NR][2];
-  for (int c = 0; c < NR; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+  constexpr int V = Spec<F>::QK / 8;  // vectors per block
+  __m256 a0[NR], a1[NR];
+  for (int c = 0; c < NR; ++c) a0[c] = a1[c] = _mm256_setzero_ps();
   for (int64_t i = 0; i < K / Spec<F>::QK; ++i) {
     const float* xb = x + i * Spec<F>::QK;
     for (int c = 0; c < NR; ++c) {
-      __m256* a = acc[c];
-      auto fma = [xb, a](int j, __m256 v) { a[j & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * j), v, a[j & 1]); };
-      Block<F>::decode(w + c * row_bytes + i * Spec<F>::BYTES, fma);
+      __m256 wv[V];  // decoded into locals (registers for 32-weight blocks), then multiplied
+      auto put = [&wv](int j, __m256 v) { wv[j] = v; };
+      const uint8_t* blk = w + c * row_bytes + i * Spec<F>::BYTES;
+      _mm_prefetch(reinterpret_cast<const char*>(blk + 1024), _MM_HINT_T0);  // streams: ask ahead
+      Block<F>::decode(blk, put);
+      __m256 s0 = a0[c], s1 = a1[c];
+      for (int j = 0; j < V; j += 2) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * j), wv[j], s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * j + 8), wv[j + 1], s1);
+      }
+      a0[c] = s0;
+      a1[c] = s1;
     }
   }
-  for (int c = 0; c < NR; ++c) y[c] = hsum(acc[c][0], acc[c][1]) + (bias ? bias[c] : 0.0f);
+  for (int c = 0; c < NR; ++c) y[c] = hsum(a0[c], a1[c]) + (bias ? bias[c] : 0.0f);
 }
 
 using RowDecoder = void (*)(const uint8_t*, int64_t, float*);
