@@ -162,18 +162,28 @@ template <> struct Block<Q8_0> {
   }
 };
 
+// Q4_K / Q5_K: the 8 sub-blocks' scales d * sc and negated mins -dmin * m, into memory (broadcast from there
+// by loads)
+inline void k4_scales(const uint8_t* b, float* S, float* B) {
+  const float d = f16(b), dmin = f16(b + 2);
+  for (int j = 0; j < 8; ++j) {  // scalar stores, read back by same-size broadcasts (forwarded)
+    int sc, m;
+    scale_min_k4(b + 4, j, sc, m);
+    S[j] = d * static_cast<float>(sc);
+    B[j] = -(dmin * static_cast<float>(m));
+  }
+}
+
 template <> struct Block<Q4_K> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const float d = f16(b), dmin = f16(b + 2);
-    const uint8_t* scales = b + 4;
+    alignas(32) float S[8], B[8];
+    k4_scales(b, S, B);
     const uint8_t* qs = b + 16;
     for (int j = 0; j < 8; ++j) {  // sub-block j: low (even j) or high (odd j) nibbles of 32 bytes
-      int sc, m;
-      scale_min_k4(scales, j, sc, m);
-      const __m256 S = _mm256_set1_ps(d * sc), B = _mm256_set1_ps(-(dmin * m));
+      const __m256 s = _mm256_broadcast_ss(S + j), m = _mm256_broadcast_ss(B + j);
       const uint8_t* q = qs + 32 * (j / 2);
-      for (int r = 0; r < 4; ++r) emit8<false>(bits8(q + 8 * r, 4 * (j % 2), 0x0F), S, B, 4 * j + r, sink);
+      for (int r = 0; r < 4; ++r) emit8<false>(bits8(q + 8 * r, 4 * (j % 2), 0x0F), s, m, 4 * j + r, sink);
     }
   }
 };
@@ -181,18 +191,16 @@ template <> struct Block<Q4_K> {
 template <> struct Block<Q5_K> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const float d = f16(b), dmin = f16(b + 2);
-    const uint8_t* scales = b + 4;
+    alignas(32) float S[8], B[8];
+    k4_scales(b, S, B);
     const uint8_t* qh = b + 16;
     const uint8_t* qs = b + 48;
     for (int j = 0; j < 8; ++j) {  // the fifth bit of sub-block j's element l is bit j of qh[l]
-      int sc, m;
-      scale_min_k4(scales, j, sc, m);
-      const __m256 S = _mm256_set1_ps(d * sc), B = _mm256_set1_ps(-(dmin * m));
+      const __m256 s = _mm256_broadcast_ss(S + j), m = _mm256_broadcast_ss(B + j);
       const uint8_t* q = qs + 32 * (j / 2);
       for (int r = 0; r < 4; ++r) {
         const __m128i hi = _mm_slli_epi16(bits8(qh + 8 * r, j, 0x01), 4);
-        emit8<false>(_mm_or_si128(bits8(q + 8 * r, 4 * (j % 2), 0x0F), hi), S, B, 4 * j + r, sink);
+        emit8<false>(_mm_or_si128(bits8(q + 8 * r, 4 * (j % 2), 0x0F), hi), s, m, 4 * j + r, sink);
       }
     }
   }
@@ -203,18 +211,23 @@ template <> struct Block<Q6_K> {
   static inline void decode(const uint8_t* b, Sink& sink) {
     const uint8_t* ql = b;
     const uint8_t* qh = b + 128;
+    alignas(32) float S[16], B[16];  // d * sc and -32 * d * sc for the 16 groups of 16
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
     const float d = f16(b + 208);
+    for (int k = 0; k < 16; ++k) {
+      S[k] = d * static_cast<float>(sc[k]);
+      B[k] = -32.0f * S[k];
+    }
     for (int h = 0; h < 2; ++h) {
       for (int g = 0; g < 4; ++g) {  // elements h * 128 + g * 32 + l, l < 32
         const int e = h * 128 + g * 32;
         const uint8_t* lo = ql + h * 64 + (g % 2) * 32;
         const uint8_t* hb = qh + h * 32;
         for (int r = 0; r < 4; ++r) {  // elements e + 8r ..: the first two vectors have scale e / 16
-          const float s = d * sc[e / 16 + r / 2];
+          const int k = e / 16 + r / 2;
           const __m128i hi = _mm_slli_epi16(bits8(hb + 8 * r, 2 * g, 0x03), 4);
-          emit8<false>(_mm_or_si128(bits8(lo + 8 * r, 4 * (g / 2), 0x0F), hi), _mm256_set1_ps(s),
-                       _mm256_set1_ps(-32.0f * s), e / 8 + r, sink);  // (q - 32) * d * sc
+          emit8<false>(_mm_or_si128(bits8(lo + 8 * r, 4 * (g / 2), 0x0F), hi), _mm256_broadcast_ss(S + k),
+                       _mm256_broadcast_ss(B + k), e / 8 + r, sink);  // (q - 32) * d * sc
         }
       }
     }
