@@ -5,7 +5,7 @@
 // values (every product in a block's formula is exact in fp32 and the one subtraction rounds once, as
 // gguf-py's dequantizer does). One row of x multiplies each block as it is decoded, in registers;
 // several rows share a strip of rows decoded once. Every output accumulates x[k] * w[k] in the same
-// order (two 8-lane accumulators, k ascending, one fixed horizontal sum) whatever M is, so a row's result
+// order (one 8-lane accumulator, k ascending, one fixed horizontal sum) whatever M is, so a row's result
 // does not depend on what else is in the batch. Float32 weights (fmt 0) take the same tiles, for the fused
 // decode (decode.cpp).
 #include <torch/extension.h>
@@ -243,8 +243,7 @@ void decode_row_t(const uint8_t* row, int64_t K, float* out) {
   }
 }
 
-inline float hsum(__m256 a0, __m256 a1) {
-  const __m256 s = _mm256_add_ps(a0, a1);
+inline float hsum(__m256 s) {
   __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
   t = _mm_add_ps(t, _mm_movehl_ps(t, t));
   t = _mm_add_ss(t, _mm_movehdup_ps(t));
@@ -256,8 +255,8 @@ inline float hsum(__m256 a0, __m256 a1) {
 template <int F, int NR>
 void direct(const float* x, const uint8_t* w, int64_t row_bytes, int64_t K, float* y, const float* bias) {
   constexpr int V = Spec<F>::QK / 8;  // vectors per block
-  __m256 a0[NR], a1[NR];
-  for (int c = 0; c < NR; ++c) a0[c] = a1[c] = _mm256_setzero_ps();
+  __m256 acc[NR];
+  for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t i = 0; i < K / Spec<F>::QK; ++i) {
     const float* xb = x + i * Spec<F>::QK;
     for (int c = 0; c < NR; ++c) {
@@ -266,16 +265,12 @@ void direct(const float* x, const uint8_t* w, int64_t row_bytes, int64_t K, floa
       const uint8_t* blk = w + c * row_bytes + i * Spec<F>::BYTES;
       _mm_prefetch(reinterpret_cast<const char*>(blk + 1024), _MM_HINT_T0);  // streams: ask ahead
       Block<F>::decode(blk, put);
-      __m256 s0 = a0[c], s1 = a1[c];
-      for (int j = 0; j < V; j += 2) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * j), wv[j], s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * j + 8), wv[j + 1], s1);
-      }
-      a0[c] = s0;
-      a1[c] = s1;
+      __m256 a = acc[c];
+      for (int j = 0; j < V; ++j) a = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * j), wv[j], a);
+      acc[c] = a;
     }
   }
-  for (int c = 0; c < NR; ++c) y[c] = hsum(a0[c], a1[c]) + (bias ? bias[c] : 0.0f);
+  for (int c = 0; c < NR; ++c) y[c] = hsum(acc[c]) + (bias ? bias[c] : 0.0f);
 }
 
 using RowDecoder = void (*)(const uint8_t*, int64_t, float*);
@@ -302,21 +297,19 @@ Kernels kernels(int fmt) {
 // MR rows of x against NR decoded weight rows: y[r][c] = sum_k x[r][k] * w[c][k] (+ bias[c]).
 template <int MR, int NR>
 inline void tile(const float* x, int64_t ldx, const float* w, int64_t K, float* y, int64_t ldy, const float* bias) {
-  __m256 acc[MR][NR][2];
+  __m256 acc[MR][NR];
   for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NR; ++c) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16) {
-    for (int h = 0; h < 2; ++h) {
-      __m256 wv[NR];
-      for (int c = 0; c < NR; ++c) wv[c] = _mm256_loadu_ps(w + c * K + k + 8 * h);
-      for (int r = 0; r < MR; ++r) {
-        const __m256 xv = _mm256_loadu_ps(x + r * ldx + k + 8 * h);
-        for (int c = 0; c < NR; ++c) acc[r][c][h] = _mm256_fmadd_ps(xv, wv[c], acc[r][c][h]);
-      }
+    for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; k += 8) {
+    __m256 wv[NR];
+    for (int c = 0; c < NR; ++c) wv[c] = _mm256_loadu_ps(w + c * K + k);
+    for (int r = 0; r < MR; ++r) {
+      const __m256 xv = _mm256_loadu_ps(x + r * ldx + k);
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c][0], acc[r][c][1]) + (bias ? bias[c] : 0.0f);
+    for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]) + (bias ? bias[c] : 0.0f);
 }
 
 // Rows m of x against a decoded strip of `rows` weight rows (outputs n0 .. n0 + rows).
@@ -330,10 +323,10 @@ void sweep(const float* x, int64_t M, int64_t K, const float* strip, int64_t row
     for (; c < rows; ++c) tile<1, 1>(x, K, strip + c * K, K, y + n0 + c, N, bb ? bb + c : nullptr);
     return;
   }
-  for (; m + 3 <= M; m += 3) {
+  for (; m + 4 <= M; m += 4) {
     int64_t c = 0;
-    for (; c + 2 <= rows; c += 2) tile<3, 2>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
-    for (; c < rows; ++c) tile<3, 1>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
+    for (; c + 3 <= rows; c += 3) tile<4, 3>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
+    for (; c < rows; ++c) tile<4, 1>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
   }
   for (; m < M; ++m) {
     int64_t c = 0;
