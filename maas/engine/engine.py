@@ -41,9 +41,7 @@ class EngineConfig:
     block_size: int = 16
     device: str = "auto"
     dtype: str = "auto"
-    weights: str = (
-        "auto"  # CPU: file | float32 | float16 | q8 | int8; auto = file for GGUF, else q8 (see cli)
-    )
+    weights: str = "auto"  # CPU: file | float32 | float16 | q8 | int8; auto: file (GGUF) or q8
     threads: int = 0  # CPU threads for torch in the engine's process; 0 = torch's default
     prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
     fused_decode: bool = True  # decode rows through the native decoder where the model allows it

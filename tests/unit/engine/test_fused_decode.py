@@ -19,6 +19,7 @@ CASES = {  # family, GGUF block type or None for the HF directory (float32)
     "llama-q8_0": ("llama", "Q8_0"),
     "llama-q4_1": ("llama", "Q4_1"),
     "qwen2-f32": ("qwen2", None),
+    "qwen2-q8_0": ("qwen2", "Q8_0"),  # biases next to block weights
     "qwen3-q4_0": ("qwen3", "Q4_0"),
     "gemma3-f32": ("gemma3", None),
     "gemma3-q8_0": ("gemma3", "Q8_0"),
