@@ -16,6 +16,7 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from maas.engine.engine import Engine, EngineConfig
 from maas.engine.loader import LoadedLM
+from maas.engine.sampling_params import SamplingParams
 from maas.formats.base import ModelFiles, TokenizerSource
 from maas.models.llama import LlamaConfig, LlamaForCausalLM
 from maas.text.chat_template import ChatTemplate
@@ -41,6 +42,18 @@ def hf_greedy(model, ids: list[int], n: int) -> list[int]:
             out.append(t)
             x = torch.tensor([[t]])
     return out
+
+
+def engine_greedy(engine: Engine, ids: list[int], n: int) -> list[int]:
+    """n greedy tokens from `engine` for one prompt run alone (not stopping at EOS)."""
+    engine.add_request(
+        f"greedy-{uuid.uuid4().hex}", ids, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+    )
+    got: list[int] = []
+    while engine.has_unfinished():
+        for o in engine.step():
+            got += o.token_ids
+    return got
 
 
 def byte_tokenizer() -> Tokenizer:

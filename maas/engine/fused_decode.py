@@ -80,7 +80,7 @@ class FusedDecoder:
             q_norm, k_norm = (att.q_norm, att.k_norm) if att.qk_norm else (None, None)
             dec.add_layer(
                 *[_norm(n) for n in norms], _norm(q_norm), _norm(k_norm), qkv, o, gate_up, down,
-                att.window or 0, bool(getattr(layer, "sliding", False)),
+                att.window or 0, bool(layer.sliding),
             )  # fmt: skip
         return cls(model, dec)
 
@@ -90,11 +90,7 @@ class FusedDecoder:
         """ids, positions, slots (S,) -> final-normed hidden states (S, hidden); writes the rows' keys and
         values into `cache`."""
         m = self.model
-        x = m.model.embed_tokens(ids).float().contiguous()
-        cos, sin = m.rope(positions, x.dtype)
-        cos_l, sin_l = cos, sin
-        if isinstance(m, Gemma3ForCausalLM):
-            x = x * torch.tensor(m.embed_scale, dtype=x.dtype)
-            cos_l, sin_l = m.local_rope(positions, x.dtype)
+        x = m.embed(ids).float().contiguous()
+        (cos, sin), (cos_l, sin_l) = m.rope_pair(positions, x.dtype)
         self.native.forward(x, cache.k, cache.v, slots, positions, cos, sin, cos_l, sin_l)
         return m.model.norm(x)

@@ -68,8 +68,8 @@ def load_weights(
 ) -> None:
     """Assign tensors from `files` to a meta-device model; fail clearly on missing or odd tensors. With
     `blocks`, weights a GGUF file stores in a block format stay in it (BlockLinear / BlockEmbedding)."""
-    stored = blocks and files.iter_stored is not None and device.type == "cpu" and dtype == torch.float32
-    tensors = files.iter_stored() if stored and files.iter_stored is not None else files.iter_tensors()
+    keep = blocks and device.type == "cpu" and dtype == torch.float32
+    tensors = (files.iter_stored if keep and files.iter_stored else files.iter_tensors)()
     wanted = dict(model.state_dict())
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     state: dict[str, torch.Tensor] = {}

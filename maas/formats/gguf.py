@@ -202,7 +202,7 @@ def _stored_blocks(
 
 
 # Block formats whose codes carry over without loss: bytes per block of 32, bits.
-_LOSSLESS = {"Q8_0": (34, 8), "Q4_0": (18, 4), "Q4_1": (20, 4)}
+_LOSSLESS = {"Q8_0": 8, "Q4_0": 4, "Q4_1": 4}  # bits
 
 
 def quantized_blocks(
@@ -221,7 +221,7 @@ def quantized_blocks(
         name, kind = hf_name(row, t.name), type_name(t.type_id)
         if name is None or kind not in _LOSSLESS:
             continue
-        size, bits = _LOSSLESS[kind]
+        size, bits = FORMATS[kind].nbytes, _LOSSLESS[kind]
         blocks = reader.data(t).reshape(-1, size)  # (N * K/32, bytes)
         N, K = t.shape
         d = blocks[:, :2].copy().view(np.float16).reshape(N, K // 32)

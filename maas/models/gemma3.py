@@ -22,12 +22,13 @@ from maas.errors import UnsupportedModelError
 from maas.models.llama import (
     MLP,
     Attention,
-    CausalAttention,
     LlamaConfig,
     LlamaForCausalLM,
     RMSNorm,
+    Rope,
     SelfAttention,
     rope_inv_freq,
+    rope_tables,
 )
 
 
@@ -128,23 +129,11 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
             else self.inv_freq_local.to(device)
         )
 
-    def local_rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (*lead, head_dim) of the local layers' RoPE."""
-        freqs = positions.float().unsqueeze(-1) * self.inv_freq_local
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+    def rope_pair(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[Rope, Rope]:
+        """(cos, sin) of the global layers' RoPE and of the local layers'."""
+        return self.rope(positions, dtype), rope_tables(positions, self.inv_freq_local, dtype)
 
-    def hidden_states(
-        self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, attn: Attention | None = None
-    ) -> torch.Tensor:
-        """input_ids (*lead,) -> final-normed hidden states (*lead, hidden)."""
-        if positions is None:
-            positions = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
-        attn = attn or CausalAttention()
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings times sqrt(hidden), in their dtype."""
         x = self.model.embed_tokens(input_ids)
-        x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
-        rope_global, rope_local = self.rope(positions, x.dtype), self.local_rope(positions, x.dtype)
-        for layer in self.model.layers:
-            cos, sin = rope_local if layer.sliding else rope_global  # type: ignore[union-attr]
-            x = layer(x, cos, sin, attn)
-        return self.model.norm(x)
+        return x * torch.tensor(self.embed_scale, dtype=x.dtype)

@@ -161,6 +161,16 @@ def rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
     return inv.float()
 
 
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype) -> Rope:
+    """positions (*lead,) -> cos, sin (*lead, head_dim) for rotate-half RoPE."""
+    freqs = positions.float().unsqueeze(-1) * inv_freq  # (*lead, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """(..., d) -> (..., d) with halves swapped and the first negated."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -256,6 +266,8 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-norm attention + pre-norm MLP, each with a residual."""
 
+    sliding = False  # attends over a sliding window with the local RoPE table (Gemma 3's local layers)
+
     def __init__(self, cfg: LlamaConfig, layer: int):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -315,9 +327,16 @@ class LlamaForCausalLM(DecoderLM):
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (*lead,) -> cos, sin (*lead, head_dim)."""
-        freqs = positions.float().unsqueeze(-1) * self.inv_freq  # (*lead, hd/2)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        return rope_tables(positions, self.inv_freq, dtype)
+
+    def rope_pair(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[Rope, Rope]:
+        """(cos, sin) for global layers and for sliding-window ones (the same here; Gemma 3 differs)."""
+        rope = self.rope(positions, dtype)
+        return rope, rope
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids (*lead,) -> the first layer's input (*lead, hidden)."""
+        return self.model.embed_tokens(input_ids)  # type: ignore[no-any-return]
 
     def hidden_states(
         self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, attn: Attention | None = None
@@ -326,9 +345,10 @@ class LlamaForCausalLM(DecoderLM):
         if positions is None:
             positions = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
         attn = attn or CausalAttention()
-        x = self.model.embed_tokens(input_ids)
-        cos, sin = self.rope(positions, x.dtype)
+        x = self.embed(input_ids)
+        rope_global, rope_local = self.rope_pair(positions, x.dtype)
         for layer in self.model.layers:
+            cos, sin = rope_local if layer.sliding else rope_global  # type: ignore[union-attr]
             x = layer(x, cos, sin, attn)
         return self.model.norm(x)
 

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from maas.engine.engine import Engine, EngineConfig
-from maas.engine.sampling_params import SamplingParams
 from maas.errors import ModelNotFoundError
 from maas.store.builtin import builtin_path
-from tests.conftest import hf_greedy
+from tests.conftest import engine_greedy, hf_greedy
 
 transformers = pytest.importorskip("transformers")
 
@@ -69,14 +68,8 @@ def test_greedy_32_tokens_identical_to_transformers(hf_model):
     engine = Engine.from_path(GEMMA, EngineConfig(max_model_len=256))
     kinds = {type(m).__name__ for m in engine.lm.model.modules()}
     assert "BlockLinear" in kinds and "Linear" not in kinds  # every projection runs from the file's blocks
-    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
     assert len(PROMPTS) == 20
-    for i, prompt in enumerate(PROMPTS):
+    for prompt in PROMPTS:
         ids = engine.tokenizer.encode(prompt)
-        ref = hf_greedy(hf_model, ids, 32)
-        engine.add_request(f"r{i}", ids, params)
-        got: list[int] = []
-        while engine.has_unfinished():
-            for o in engine.step():
-                got += o.token_ids
+        ref, got = hf_greedy(hf_model, ids, 32), engine_greedy(engine, ids, 32)
         assert got == ref, (prompt, engine.tokenizer.decode(got), engine.tokenizer.decode(ref))

@@ -5,9 +5,8 @@ import torch
 
 from maas.engine.engine import Engine, EngineConfig
 from maas.engine.loader import load_lm
-from maas.engine.sampling_params import SamplingParams
 from maas.store.builtin import builtin_path
-from tests.conftest import hf_greedy
+from tests.conftest import engine_greedy, hf_greedy
 
 transformers = pytest.importorskip("transformers")
 
@@ -96,14 +95,8 @@ def test_greedy_32_tokens_identical_to_transformers(hf_model, weights):
     engine = Engine.from_path(
         builtin_path("smollm2-135m-instruct"), EngineConfig(max_model_len=512, weights=weights)
     )
-    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
     assert len(GREEDY_PROMPTS) == 20
-    for i, prompt in enumerate(GREEDY_PROMPTS):
+    for prompt in GREEDY_PROMPTS:
         ids = greedy_prompt_ids(engine.lm, prompt)
-        ref = hf_greedy(hf_model, ids, 32)
-        engine.add_request(f"r{i}", ids, params)
-        got: list[int] = []
-        while engine.has_unfinished():
-            for o in engine.step():
-                got += o.token_ids
+        ref, got = hf_greedy(hf_model, ids, 32), engine_greedy(engine, ids, 32)
         assert got == ref, (prompt, engine.tokenizer.decode(got), engine.tokenizer.decode(ref))
