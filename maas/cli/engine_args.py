@@ -60,6 +60,13 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         "layers; used for GGUF-block and float32 models on the CPU)",
     )
     g.add_argument(
+        "--kv-cache-dtype",
+        default="auto",
+        choices=["auto", "float16", "bfloat16", "float32"],
+        help="what the KV cache stores keys and values as. auto (default): float16 for float32 models (half "
+        "the memory of float32), the model's dtype otherwise",
+    )
+    g.add_argument(
         "--no-prefix-caching",
         dest="prefix_caching",
         action="store_false",
@@ -90,4 +97,5 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         prefix_caching=args.prefix_caching,
         fused_decode=args.fused_decode,
         prefix_cache_tokens=args.prefix_cache_tokens,
+        kv_cache_dtype=args.kv_cache_dtype,
     )

@@ -163,8 +163,12 @@ class PagedAttention:
         # q: (T, H, hd); k, v: (T, KV, hd); window: attend to the last `window` positions only
         m = self.meta
         kc, vc = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, max_len, hd)
-        kc[m.slots, :, m.positions] = k
-        vc[m.slots, :, m.positions] = v
+        if kc.dtype != q.dtype:  # a float16 cache: every row sees keys and values as the cache holds them
+            k16, v16 = k.to(kc.dtype), v.to(kc.dtype)
+            kc[m.slots, :, m.positions], vc[m.slots, :, m.positions] = k16, v16
+            k, v = k16.to(q.dtype), v16.to(q.dtype)
+        else:
+            kc[m.slots, :, m.positions], vc[m.slots, :, m.positions] = k, v
         T, H, D = q.shape
         out = q.new_empty(T, H, D)
         nd = m.num_decodes
@@ -177,7 +181,11 @@ class PagedAttention:
                 qq = q.new_zeros(S, H, 1, D)
                 qq[m.decode_slots, :, 0] = q[:nd]
             o = F.scaled_dot_product_attention(
-                qq, kc[:S, :, :L], vc[:S, :, :L], attn_mask=self._decode_mask(window), enable_gqa=True
+                qq,
+                kc[:S, :, :L].to(q.dtype),
+                vc[:S, :, :L].to(q.dtype),
+                attn_mask=self._decode_mask(window),
+                enable_gqa=True,
             )  # (S, H, 1, hd)
             out[:nd] = o[:, :, 0] if m.decode_in_order else o[m.decode_slots, :, 0]
         for c in m.prefills:
@@ -188,7 +196,8 @@ class PagedAttention:
                 vv = v[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)
                 o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
             else:
-                kk, vv = kc[c.slot : c.slot + 1, :, :L], vc[c.slot : c.slot + 1, :, :L]  # (1, KV, L, hd)
+                kk = kc[c.slot : c.slot + 1, :, :L].to(q.dtype)  # (1, KV, L, hd)
+                vv = vc[c.slot : c.slot + 1, :, :L].to(q.dtype)
                 o = F.scaled_dot_product_attention(
                     qq, kk, vv, attn_mask=causal_mask(c.start, L, window, q.device), enable_gqa=True
                 )

@@ -17,7 +17,7 @@ import torch
 from maas.engine.guided import GrammarCompiler, consume
 from maas.engine.kv_cache import KVCacheManager
 from maas.engine.limits import check_prompt, check_token_ids
-from maas.engine.loader import LoadedLM, load_lm
+from maas.engine.loader import LoadedLM, load_lm, pick_kv_dtype
 from maas.engine.model_runner import ModelRunner
 from maas.engine.output import OutputProcessor
 from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
@@ -46,6 +46,7 @@ class EngineConfig:
     prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
     fused_decode: bool = True  # decode rows through the native decoder where the model allows it
     prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
+    kv_cache_dtype: str = "auto"  # auto: float16 for float32 models, else the model's dtype
 
 
 class Engine:
@@ -67,18 +68,19 @@ class Engine:
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens, max_len)
         self.runner = ModelRunner(
             lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype, pool, config.block_size,
-            config.fused_decode,
+            config.fused_decode, pick_kv_dtype(config.kv_cache_dtype, lm.dtype),
         )  # fmt: skip
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
         self.grammars = GrammarCompiler(self.tokenizer, lm.config.vocab_size)
         self._seqs: dict[str, Sequence] = {}
         self.output = OutputProcessor(self.tokenizer, self.eos_ids, self.scheduler.finish)
         log.info(
-            "engine: max_num_seqs=%d max_model_len=%d kv budget=%d tokens, cache %.0f MiB reserved "
+            "engine: max_num_seqs=%d max_model_len=%d kv budget=%d tokens, %s cache %.0f MiB reserved "
             "(committed as used) chunk=%d prefix cache %s",
             config.max_num_seqs,
             max_len,
             num_blocks * config.block_size,
+            str(self.runner.cache.k[0].dtype).removeprefix("torch."),
             self.runner.cache.num_bytes / 2**20,
             config.max_num_batched_tokens,
             f"{pool * config.block_size} tokens" if caching else "off",

@@ -43,13 +43,16 @@ class FusedDecoder:
         self.native = native
 
     @classmethod
-    def build(cls, model: nn.Module, device: torch.device, dtype: torch.dtype) -> FusedDecoder | None:
-        """The fused decoder for `model`, or None where it does not apply."""
+    def build(
+        cls, model: nn.Module, device: torch.device, dtype: torch.dtype, kv_dtype: torch.dtype
+    ) -> FusedDecoder | None:
+        """The fused decoder for `model` with a KV cache of `kv_dtype`, or None where it does not apply."""
         ext = blocks.native()
         if (
             ext is None
             or device.type != "cpu"
             or dtype != torch.float32
+            or kv_dtype not in (torch.float32, torch.float16)
             or not isinstance(model, LlamaForCausalLM)
         ):
             return None

@@ -63,6 +63,17 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ModelFormatError(f"unknown dtype {dtype!r} (float32, bfloat16, float16, auto)") from None
 
 
+def pick_kv_dtype(kv_dtype: str, dtype: torch.dtype) -> torch.dtype:
+    """The KV cache's dtype: `auto` -> float16 for a float32 model (half the memory; greedy answers kept
+    identical on the parity prompts), else the model's dtype."""
+    if kv_dtype == "auto":
+        return torch.float16 if dtype == torch.float32 else dtype
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[kv_dtype]
+    except KeyError:
+        raise MaasError(f"unknown KV-cache dtype {kv_dtype!r} (auto, float32, float16, bfloat16)") from None
+
+
 def load_weights(
     model: DecoderLM, files: ModelFiles, dtype: torch.dtype, device: torch.device, blocks: bool = False
 ) -> None:

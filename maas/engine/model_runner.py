@@ -37,16 +37,18 @@ class ModelRunner:
         pool_blocks: int = 0,
         block_size: int = 16,
         fused_decode: bool = True,
+        kv_dtype: torch.dtype | None = None,
     ):
         cfg: Any = model.config
         self.model = model
         self.device = device
+        kv_dtype = kv_dtype or dtype
         self.cache = KVCache(
-            cfg.num_hidden_layers, num_slots, max_len, cfg.num_key_value_heads, cfg.head_dim, dtype, device,
+            cfg.num_hidden_layers, num_slots, max_len, cfg.num_key_value_heads, cfg.head_dim, kv_dtype, device,
             pool_blocks, block_size,
         )  # fmt: skip
         self._generators: dict[str, torch.Generator] = {}
-        self.fused = FusedDecoder.build(model, device, dtype) if fused_decode else None
+        self.fused = FusedDecoder.build(model, device, dtype, kv_dtype) if fused_decode else None
 
     def _prepare(
         self, batch: Batch

@@ -1,7 +1,7 @@
 // The decoder layers for rows that decode one token each, in one native call per step: RMSNorm, the
 // projections (block_linear.cpp's matmul: GGUF blocks or float32 rows), query/key norms, RoPE, the KV
 // write into the slot cache, attention over each row's cached positions (a sliding window where the layer
-// has one), the gated MLP (SiLU or GELU-tanh) and the residuals; Gemma 3's extra norms where given. Every
+// has one; the cache holds float32 or float16), the gated MLP (SiLU or GELU-tanh) and the residuals; Gemma 3's extra norms where given. Every
 // step works row by row in a fixed order, so a row's result does not depend on the other rows.
 #include <torch/extension.h>
 #include <immintrin.h>
@@ -34,9 +34,24 @@ inline float sum8(__m256 v) {
   return _mm_cvtss_f32(t);
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {  // n a multiple of 8
+// 8 cache values as float32: the cache holds float32 or float16 (uint16_t bits)
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// n (a multiple of 8) float32 values into the cache, rounded to nearest-even as torch's .half() does
+inline void store(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
+inline void store(uint16_t* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+template <typename T>
+inline float dot(const float* a, const T* b, int64_t n) {  // n a multiple of 8
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
   return sum8(acc);
 }
 
@@ -87,6 +102,10 @@ class Decoder {
                         torch::Tensor cos_l, torch::Tensor sin_l) {
     TORCH_CHECK(x.dtype() == torch::kFloat32 && x.is_contiguous() && x.size(1) == D, "x: (S, hidden) float32");
     TORCH_CHECK(kc.size() == layers.size() && vc.size() == layers.size(), "one k and v cache per layer");
+    for (size_t li = 0; li < layers.size(); ++li)
+      TORCH_CHECK((kc[li].scalar_type() == torch::kFloat || kc[li].scalar_type() == torch::kHalf) &&
+                      vc[li].scalar_type() == kc[li].scalar_type() && kc[li].is_contiguous() && vc[li].is_contiguous(),
+                  "the KV cache: contiguous float32 or float16");
     const int64_t S = x.size(0), NQ = H * hd, NKV = KV * hd, NQKV = NQ + 2 * NKV;
     const int64_t* sp = slots.data_ptr<int64_t>();
     const int64_t* pp = pos.data_ptr<int64_t>();
@@ -104,9 +123,6 @@ class Decoder {
         apply(L.qkv[1], h.data(), S, qkv.data() + NQ, NQKV);
         apply(L.qkv[2], h.data(), S, qkv.data() + NQ + NKV, NQKV);
       }
-      float* kcp = kc[li].data_ptr<float>();
-      float* vcp = vc[li].data_ptr<float>();
-      const int64_t T = kc[li].size(2);  // max_len
       for (int64_t s = 0; s < S; ++s) {
         float* row = qkv.data() + s * NQKV;
         for (int64_t j = 0; j < H + KV; ++j) {  // query heads, then key heads
@@ -117,13 +133,14 @@ class Decoder {
           if (j < H && q_scale != 1.0f)
             for (int64_t i = 0; i < hd; ++i) v[i] *= q_scale;
         }
-        for (int64_t g = 0; g < KV; ++g) {
-          const int64_t off = ((sp[s] * KV + g) * T + pp[s]) * hd;
-          std::copy(row + NQ + g * hd, row + NQ + (g + 1) * hd, kcp + off);
-          std::copy(row + NQ + NKV + g * hd, row + NQ + NKV + (g + 1) * hd, vcp + off);
-        }
       }
-      attend(qkv.data(), NQKV, kcp, vcp, T, sp, pp, S, L.window, att.data());
+      if (kc[li].scalar_type() == torch::kHalf)
+        cache_and_attend(reinterpret_cast<uint16_t*>(kc[li].data_ptr<at::Half>()),
+                         reinterpret_cast<uint16_t*>(vc[li].data_ptr<at::Half>()), kc[li].size(2), qkv.data(), sp, pp,
+                         S, L.window, att.data());
+      else
+        cache_and_attend(kc[li].data_ptr<float>(), vc[li].data_ptr<float>(), kc[li].size(2), qkv.data(), sp, pp, S,
+                         L.window, att.data());
       apply(L.o, att.data(), S, a.data(), D);
       for (int64_t s = 0; s < S; ++s) {
         float* xr = xp + s * D;
@@ -163,8 +180,23 @@ class Decoder {
   }
 
  private:
+  // the rows' keys and values (in qkv, S rows of NQ + 2 NKV) into the cache (slots, KV, T, hd), then attention
+  template <typename C>
+  void cache_and_attend(C* kc, C* vc, int64_t T, const float* qkv, const int64_t* sp, const int64_t* pp, int64_t S,
+                        int64_t window, float* out) const {
+    const int64_t NQ = H * hd, NKV = KV * hd, ld = NQ + 2 * NKV;
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t g = 0; g < KV; ++g) {
+        const int64_t off = ((sp[s] * KV + g) * T + pp[s]) * hd;
+        store(kc + off, qkv + s * ld + NQ + g * hd, hd);
+        store(vc + off, qkv + s * ld + NQ + NKV + g * hd, hd);
+      }
+    attend(qkv, ld, kc, vc, T, sp, pp, S, window, out);
+  }
+
   // softmax(q k^T / sqrt(hd)) v for each row and query head over the row's positions (the last `window`)
-  void attend(const float* qkv, int64_t ld, const float* kc, const float* vc, int64_t T, const int64_t* sp,
+  template <typename C>
+  void attend(const float* qkv, int64_t ld, const C* kc, const C* vc, int64_t T, const int64_t* sp,
               const int64_t* pp, int64_t S, int64_t window, float* out) const {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t group = H / KV;
@@ -173,8 +205,8 @@ class Decoder {
       const int64_t s = t / H, head = t % H, g = head / group;
       const int64_t n = pp[s] + 1, start = window > 0 && n > window ? n - window : 0;
       const float* q = qkv + s * ld + head * hd;
-      const float* kb = kc + (sp[s] * KV + g) * T * hd;
-      const float* vb = vc + (sp[s] * KV + g) * T * hd;
+      const C* kb = kc + (sp[s] * KV + g) * T * hd;
+      const C* vb = vc + (sp[s] * KV + g) * T * hd;
       thread_local std::vector<float> p;
       p.resize(static_cast<size_t>(n - start));
       float mx = -INFINITY;
@@ -191,9 +223,9 @@ class Decoder {
       std::fill(o, o + hd, 0.0f);
       for (int64_t j = start; j < n; ++j) {
         const __m256 w = _mm256_set1_ps(p[j - start] / sum);
-        const float* v = vb + j * hd;
+        const C* v = vb + j * hd;
         for (int64_t i = 0; i < hd; i += 8)
-          _mm256_storeu_ps(o + i, _mm256_fmadd_ps(w, _mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
+          _mm256_storeu_ps(o + i, _mm256_fmadd_ps(w, load8(v + i), _mm256_loadu_ps(o + i)));
       }
     }
   }
