@@ -96,8 +96,10 @@ class Engine:
         keep = config.weights == "file" or (config.weights == "auto" and blocks.native() is not None)
         lm = load_lm(path, config.device, config.dtype, blocks=keep)
         lm.model.fuse_projections()
-        stored = blocks.block_bytes(lm.model)
+        stored = blocks.pack(lm.model)
         if stored:
+            if lm.files.release is not None:
+                lm.files.release()  # the weights were copied out of the file's pages
             log.info("%.0f MiB of weights kept in the file's block formats", stored / 2**20)
         elif lm.device.type == "cpu" and lm.dtype == torch.float32:
             mode = config.weights

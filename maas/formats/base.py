@@ -53,3 +53,6 @@ class ModelFiles:
     num_bytes: int = 0
     # GGUF: the same tensors, block-format weights as stored (StoredBlocks) instead of dequantized
     iter_stored: Callable[[], Iterator[tuple[str, torch.Tensor | StoredBlocks]]] | None = None
+    # drop this process's mapped pages of the file once the weights it needs were copied out (they are read
+    # from the page cache again if touched)
+    release: Callable[[], None] | None = None

@@ -182,6 +182,7 @@ def open_gguf(path: str | Path) -> ModelFiles:
         tokenizer=tok,
         num_bytes=path.stat().st_size,
         iter_stored=lambda: unfuse(row, config, iter_tensors(True)) if row.fused else iter_tensors(True),
+        release=reader.release,
     )
 
 

@@ -70,6 +70,11 @@ class GGUFFile:
                 "The file is corrupt or truncated."
             ) from None
 
+    def release(self) -> None:
+        """Unmap this process's pages of the file (RSS); a later read maps them again from the page cache."""
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._mm.madvise(mmap.MADV_DONTNEED)
+
     def _parse(self) -> None:
         mm = self._mm
         if mm[:4] != b"GGUF":

@@ -1,7 +1,7 @@
 """Linear layers that compute straight from GGUF block formats (the file's own weights, no re-quantizing).
 
     layer = BlockLinear(raw, "Q4_K", in_features=2048)   # raw: (N, row bytes) uint8, as the file stores it
-    y = layer(x)                                         # native AVX2 kernel (csrc/block_linear.cpp)
+    y = layer(x)                                         # native kernel (csrc/block_linear.cpp)
     w = dequantize(raw, "Q6_K", K)                       # the torch reference: (N, K) float32
 
 Formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (blocks of 32) and Q4_K, Q5_K, Q6_K (blocks of 256). The weights the
@@ -12,6 +12,8 @@ is in the batch). Without the native kernel, the layer dequantizes and calls F.l
 
 from __future__ import annotations
 
+import mmap
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maas.kernels.native import build
+from maas.kernels.native import build, wide
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,14 @@ FORMATS = {
 
 @lru_cache(maxsize=1)
 def native() -> Any | None:
-    """The compiled extension, or None where it cannot be built (then the reference runs)."""
-    return build("maas_block_linear", "block_linear.cpp", "decode.cpp")
+    """The compiled extension (the AVX-512 build where the CPU has it, else AVX2), or None where it cannot be
+    built (then the reference runs)."""
+    sources = ("block_linear.cpp", "decode.cpp")
+    if wide():
+        ext = build("maas_block_linear", *sources, avx512=True)
+        if ext is not None:
+            return ext
+    return build("maas_block_linear", *sources)
 
 
 # -- the torch reference ------------------------------------------------------------------------
@@ -210,6 +218,25 @@ class BlockEmbedding(nn.Module):
         return self._table[0].rows(ids, self.dtype)
 
 
-def block_bytes(model: nn.Module) -> int:
-    """Bytes of the block-format layers as they sit in memory."""
-    return sum(m.blocks.numel() for m in model.modules() if isinstance(m, BlockLinear))
+def pack(model: nn.Module) -> int:
+    """Copy every block-format layer's bytes into one anonymous mapping advised into 2 MiB huge pages and
+    compute from there; returns the bytes moved. The kernel reads weights about twice as fast from it as from
+    the memory-mapped file's 4 KiB pages (fewer TLB misses on a stream that touches every byte once)."""
+    layers = [m for m in model.modules() if isinstance(m, BlockLinear) and m.blocks.device.type == "cpu"]
+    sizes = [-(-m.blocks.numel() // 64) * 64 for m in layers]  # each layer 64-byte aligned
+    if not layers:
+        return 0
+    arena = mmap.mmap(-1, sum(sizes), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        arena.madvise(mmap.MADV_HUGEPAGE)
+    with warnings.catch_warnings():  # frombuffer warns that the tensor shares the writable buffer: it should
+        warnings.simplefilter("ignore", UserWarning)
+        flat = torch.frombuffer(arena, dtype=torch.uint8)
+    offset = 0
+    for m, size in zip(layers, sizes, strict=True):
+        view = flat[offset : offset + m.blocks.numel()].view(m.blocks.shape)
+        view.copy_(m.blocks)
+        m.blocks = view
+        offset += size
+    model.block_arena = arena  # type: ignore[assignment]  # (the views keep it alive too; this names it)
+    return offset

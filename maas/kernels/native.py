@@ -1,6 +1,7 @@
 """Building the C++ kernels in csrc/ with torch's cpp_extension (ninja, g++), once, cached under
 ~/.cache/torch_extensions. `MAAS_NO_NATIVE=1`, no compiler or not x86: None, and callers run their torch
-reference."""
+reference. A kernel written for both widths builds for AVX-512 where the CPU has it (`MAAS_NATIVE_ISA=avx2`
+keeps the AVX2 build)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,33 @@ from typing import Any
 log = logging.getLogger("maas.kernels")
 
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-funroll-loops", "-fopenmp"]
+AVX512 = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl"]
 
 
-def build(name: str, *sources: str) -> Any | None:
-    """The compiled extension `name` from csrc/`sources`, or None where it cannot be built."""
+def cpu_has_avx512() -> bool:
+    """Whether this CPU runs the AVX-512 instructions the wide builds use (Linux: /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= set(flags)
+
+
+def wide() -> bool:
+    """Whether kernels with an AVX-512 build take it here."""
+    return os.environ.get("MAAS_NATIVE_ISA", "auto") != "avx2" and cpu_has_avx512()
+
+
+def build(name: str, *sources: str, avx512: bool = False) -> Any | None:
+    """The compiled extension `name` from csrc/`sources` (with `avx512`, the AVX-512 build, named
+    `name`_avx512), or None where it cannot be built."""
     if os.environ.get("MAAS_NO_NATIVE") == "1":
         return None
+    if avx512:
+        name += "_avx512"
     try:
         from torch.utils.cpp_extension import load
 
@@ -25,7 +47,7 @@ def build(name: str, *sources: str) -> Any | None:
         return load(
             name=name,
             sources=[str(Path(__file__).parent / "csrc" / s) for s in sources],
-            extra_cflags=CFLAGS,
+            extra_cflags=CFLAGS + (AVX512 if avx512 else []),
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )

@@ -1,13 +1,17 @@
-// Linear layers straight from GGUF block formats on AVX2 CPUs: y = x @ W^T (+ b), fp32 activations.
+// Linear layers straight from GGUF block formats on AVX2 or AVX-512 CPUs: y = x @ W^T (+ b), fp32 activations.
 //
 // W is (N, K) stored as llama.cpp stores it: each row is K / QK blocks of one format (Q4_0, Q4_1,
 // Q5_0, Q5_1, Q8_0: 32 weights; Q4_K, Q5_K, Q6_K: 256). Blocks decode to fp32 with exactly the file's
 // values (every product in a block's formula is exact in fp32 and the one subtraction rounds once, as
 // gguf-py's dequantizer does). One row of x multiplies each block as it is decoded, in registers;
 // several rows share a strip of rows decoded once. Every output accumulates x[k] * w[k] in the same
-// order (one 8-lane accumulator, k ascending, one fixed horizontal sum) whatever M is, so a row's result
+// order (one W-lane accumulator, k ascending, one fixed horizontal sum) whatever M is, so a row's result
 // does not depend on what else is in the batch. Float32 weights (fmt 0) take the same tiles, for the fused
 // decode (decode.cpp).
+//
+// The same source builds twice (kernels/native.py): with AVX2 (8 lanes) and, for CPUs that have it, with
+// AVX-512 (16 lanes, __AVX512F__ defined); Vec below is the one difference. The two builds sum in different
+// orders, so their results differ in the last bits; within one build every path agrees.
 #include <torch/extension.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -19,6 +23,52 @@
 namespace {
 
 enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
+
+// W float lanes: a register of floats, and W codes (bytes) in the low bytes of an __m128i
+#ifdef __AVX512F__
+struct Vec {
+  static constexpr int W = 16;
+  using F = __m512;
+  static F zero() { return _mm512_setzero_ps(); }
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+  static F bcast(const float* p) { return _mm512_set1_ps(*p); }  // vbroadcastss from memory: a load
+  static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F from_u8(__m128i c) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(c)); }
+  static F from_s8(__m128i c) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)); }
+  static __m128i codes(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+  static float hsum(F v) {  // a fixed tree: 16 -> 8 -> 4 -> 2 -> 1
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    return _mm_cvtss_f32(t);
+  }
+};
+#else
+struct Vec {
+  static constexpr int W = 8;
+  using F = __m256;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static F bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F from_u8(__m128i c) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)); }
+  static F from_s8(__m128i c) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c)); }
+  static __m128i codes(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
+  static float hsum(F s) {
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    return _mm_cvtss_f32(t);
+  }
+};
+#endif
+constexpr int W = Vec::W;
+using VF = Vec::F;
 
 // fp16 -> fp32 through a table: a scalar load, and a broadcast straight from the table is a plain load,
 // where converting in registers and broadcasting takes three shuffle-port operations per scale.
@@ -33,17 +83,15 @@ const float* f16_table() {
 
 const float* const F16 = f16_table();
 
-inline float f16(const uint8_t* p) {
+inline const float* f16p(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return F16[h];
+  return F16 + h;
 }
 
-inline __m256 bcast_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _mm256_broadcast_ss(F16 + h);
-}
+inline float f16(const uint8_t* p) { return *f16p(p); }
+
+inline VF bcast_f16(const uint8_t* p) { return Vec::bcast(f16p(p)); }
 
 inline uint32_t u32(const uint8_t* p) {
   uint32_t v;
@@ -51,19 +99,16 @@ inline uint32_t u32(const uint8_t* p) {
   return v;
 }
 
-// 8 codes (bytes in the low half of c8) -> sink(j, code * s + b). Codes are widened 8 at a time from
-// 8-byte pieces (a load, or a shift and mask of one), so each vector costs one shuffle-port widening.
+// W codes (bytes in the low bytes of c) -> sink(j, code * s + b). Codes are widened W at a time from
+// W-byte pieces (a load, or a shift and mask of one), so each vector costs one shuffle-port widening.
 template <bool SIGNED, class Sink>
-inline void emit8(__m128i c8, __m256 s, __m256 b, int j, Sink& sink) {
-  const __m256i v = SIGNED ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
-  sink(j, _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), s, b));
+inline void emit(__m128i c, VF s, VF b, int j, Sink& sink) {
+  sink(j, Vec::fmadd(SIGNED ? Vec::from_s8(c) : Vec::from_u8(c), s, b));
 }
 
-inline __m128i load8(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
-
-// the bits of each of 8 bytes at `shift`, masked (a per-byte shift)
-inline __m128i bits8(const uint8_t* p, int shift, int mask) {
-  return _mm_and_si128(_mm_srli_epi16(load8(p), shift), _mm_set1_epi8(static_cast<char>(mask)));
+// the bits of each of W bytes at `shift`, masked (a per-byte shift)
+inline __m128i bits(const uint8_t* p, int shift, int mask) {
+  return _mm_and_si128(_mm_srli_epi16(Vec::codes(p), shift), _mm_set1_epi8(static_cast<char>(mask)));
 }
 
 // Q4_K / Q5_K: 6-bit scale and min of sub-block j (of 8) from the 12 packed bytes.
@@ -87,24 +132,39 @@ template <> struct Spec<Q4_K> { static constexpr int QK = 256, BYTES = 144; };
 template <> struct Spec<Q5_K> { static constexpr int QK = 256, BYTES = 176; };
 template <> struct Spec<Q6_K> { static constexpr int QK = 256, BYTES = 210; };
 
-// Block<F>::decode(block, sink): sink(j, w) receives the block's weights 8j .. 8j + 7 as floats.
+// Block<F>::decode(block, sink): sink(j, w) receives the block's weights W j .. W j + W - 1 as floats.
 template <int F> struct Block;
+
+constexpr int PER32 = 32 / W;  // vectors per 32 weights
+
+// 16 nibble codes (from 16 bytes at q: the low nibbles, or with `high` the high ones) -> sink(j, code * s + b).
+// With AVX-512 a code looks its value up in a 16-entry table made with the same fma (vpermps reads an index's
+// low 4 bits, so the low nibbles need no mask): one shuffle instead of a conversion and an fma per vector.
+template <class Sink>
+inline void nibbles16(const uint8_t* q, bool high, VF s, VF b, int j, Sink& sink) {
+#ifdef __AVX512F__
+  const VF table = Vec::fmadd(_mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), s, b);
+  const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+  sink(j, _mm512_permutexvar_ps(high ? _mm512_srli_epi32(c, 4) : c, table));
+#else
+  for (int r = 0; r < 16 / W; ++r) emit<false>(bits(q + W * r, high ? 4 : 0, 0x0F), s, b, j * 16 / W + r, sink);
+#endif
+}
 
 // Q4_0 / Q4_1: element j is byte j's low nibble, element j + 16 its high nibble (16 bytes at qs).
 template <class Sink>
-inline void nibble_block(const uint8_t* qs, __m256 s, __m256 b, Sink& sink) {
-  emit8<false>(bits8(qs, 0, 0x0F), s, b, 0, sink);
-  emit8<false>(bits8(qs + 8, 0, 0x0F), s, b, 1, sink);
-  emit8<false>(bits8(qs, 4, 0x0F), s, b, 2, sink);
-  emit8<false>(bits8(qs + 8, 4, 0x0F), s, b, 3, sink);
+inline void nibble_block(const uint8_t* qs, VF s, VF b, Sink& sink) {
+  nibbles16(qs, false, s, b, 0, sink);
+  nibbles16(qs, true, s, b, 1, sink);
 }
 
 template <> struct Block<Q4_0> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const __m256 d = bcast_f16(b);
-    nibble_block(b + 2, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)), sink);  // (q - 8) * d
+    const VF d = bcast_f16(b);
+    nibble_block(b + 2, d, Vec::mul(d, Vec::bcast(&MINUS8)), sink);  // (q - 8) * d
   }
+  static constexpr float MINUS8 = -8.0f;
 };
 
 template <> struct Block<Q4_1> {
@@ -127,24 +187,30 @@ const uint64_t* spread_table() {
 
 const uint64_t* const SPREAD = spread_table();
 
-// bits 8r .. 8r + 7 of qh as 0 or 16 in 8 bytes (the fifth bit of Q5_0 / Q5_1 codes 8r .. 8r + 7)
-inline __m128i high_bits8(uint32_t qh, int r) {
-  return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(SPREAD + ((qh >> (8 * r)) & 0xFF)));
+// bits W r .. W r + W - 1 of qh as 0 or 16 in W bytes (the fifth bit of Q5_0 / Q5_1 codes W r ..)
+inline __m128i high_bits(uint32_t qh, int r) {
+  if constexpr (W == 8) {
+    return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(SPREAD + ((qh >> (8 * r)) & 0xFF)));
+  } else {
+    return _mm_set_epi64x(static_cast<int64_t>(SPREAD[(qh >> (16 * r + 8)) & 0xFF]),
+                          static_cast<int64_t>(SPREAD[(qh >> (16 * r)) & 0xFF]));
+  }
 }
 
 // Q5_0 / Q5_1: the Q4 nibble layout plus a fifth bit per element from qh
 template <class Sink>
-inline void five_bit_block(const uint8_t* qs, uint32_t qh, __m256 s, __m256 b, Sink& sink) {
-  for (int r = 0; r < 4; ++r)
-    emit8<false>(_mm_or_si128(bits8(qs + 8 * (r % 2), 4 * (r / 2), 0x0F), high_bits8(qh, r)), s, b, r, sink);
+inline void five_bit_block(const uint8_t* qs, uint32_t qh, VF s, VF b, Sink& sink) {
+  for (int r = 0; r < PER32; ++r)
+    emit<false>(_mm_or_si128(bits(qs + (r * W) % 16, 4 * (r * W / 16), 0x0F), high_bits(qh, r)), s, b, r, sink);
 }
 
 template <> struct Block<Q5_0> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const __m256 d = bcast_f16(b);
-    five_bit_block(b + 6, u32(b + 2), d, _mm256_mul_ps(d, _mm256_set1_ps(-16.0f)), sink);  // (q - 16) * d
+    const VF d = bcast_f16(b);
+    five_bit_block(b + 6, u32(b + 2), d, Vec::mul(d, Vec::bcast(&MINUS16)), sink);  // (q - 16) * d
   }
+  static constexpr float MINUS16 = -16.0f;
 };
 
 template <> struct Block<Q5_1> {
@@ -157,8 +223,8 @@ template <> struct Block<Q5_1> {
 template <> struct Block<Q8_0> {
   template <class Sink>
   static inline void decode(const uint8_t* b, Sink& sink) {
-    const __m256 d = bcast_f16(b), zero = _mm256_setzero_ps();
-    for (int j = 0; j < 4; ++j) emit8<true>(load8(b + 2 + 8 * j), d, zero, j, sink);
+    const VF d = bcast_f16(b), zero = Vec::zero();
+    for (int j = 0; j < PER32; ++j) emit<true>(Vec::codes(b + 2 + W * j), d, zero, j, sink);
   }
 };
 
@@ -181,9 +247,9 @@ template <> struct Block<Q4_K> {
     k4_scales(b, S, B);
     const uint8_t* qs = b + 16;
     for (int j = 0; j < 8; ++j) {  // sub-block j: low (even j) or high (odd j) nibbles of 32 bytes
-      const __m256 s = _mm256_broadcast_ss(S + j), m = _mm256_broadcast_ss(B + j);
+      const VF s = Vec::bcast(S + j), m = Vec::bcast(B + j);
       const uint8_t* q = qs + 32 * (j / 2);
-      for (int r = 0; r < 4; ++r) emit8<false>(bits8(q + 8 * r, 4 * (j % 2), 0x0F), s, m, 4 * j + r, sink);
+      for (int r = 0; r < 2; ++r) nibbles16(q + 16 * r, j % 2, s, m, 2 * j + r, sink);
     }
   }
 };
@@ -196,11 +262,11 @@ template <> struct Block<Q5_K> {
     const uint8_t* qh = b + 16;
     const uint8_t* qs = b + 48;
     for (int j = 0; j < 8; ++j) {  // the fifth bit of sub-block j's element l is bit j of qh[l]
-      const __m256 s = _mm256_broadcast_ss(S + j), m = _mm256_broadcast_ss(B + j);
+      const VF s = Vec::bcast(S + j), m = Vec::bcast(B + j);
       const uint8_t* q = qs + 32 * (j / 2);
-      for (int r = 0; r < 4; ++r) {
-        const __m128i hi = _mm_slli_epi16(bits8(qh + 8 * r, j, 0x01), 4);
-        emit8<false>(_mm_or_si128(bits8(q + 8 * r, 4 * (j % 2), 0x0F), hi), s, m, 4 * j + r, sink);
+      for (int r = 0; r < PER32; ++r) {
+        const __m128i hi = _mm_slli_epi16(bits(qh + W * r, j, 0x01), 4);
+        emit<false>(_mm_or_si128(bits(q + W * r, 4 * (j % 2), 0x0F), hi), s, m, PER32 * j + r, sink);
       }
     }
   }
@@ -223,54 +289,46 @@ template <> struct Block<Q6_K> {
         const int e = h * 128 + g * 32;
         const uint8_t* lo = ql + h * 64 + (g % 2) * 32;
         const uint8_t* hb = qh + h * 32;
-        for (int r = 0; r < 4; ++r) {  // elements e + 8r ..: the first two vectors have scale e / 16
-          const int k = e / 16 + r / 2;
-          const __m128i hi = _mm_slli_epi16(bits8(hb + 8 * r, 2 * g, 0x03), 4);
-          emit8<false>(_mm_or_si128(bits8(lo + 8 * r, 4 * (g / 2), 0x0F), hi), _mm256_broadcast_ss(S + k),
-                       _mm256_broadcast_ss(B + k), e / 8 + r, sink);  // (q - 32) * d * sc
+        for (int r = 0; r < PER32; ++r) {  // elements e + W r ..: scale group (e + W r) / 16
+          const int k = (e + W * r) / 16;
+          const __m128i hi = _mm_slli_epi16(bits(hb + W * r, 2 * g, 0x03), 4);
+          emit<false>(_mm_or_si128(bits(lo + W * r, 4 * (g / 2), 0x0F), hi), Vec::bcast(S + k), Vec::bcast(B + k),
+                      e / W + r, sink);  // (q - 32) * d * sc
         }
       }
     }
   }
 };
-
 template <int F>
 void decode_row_t(const uint8_t* row, int64_t K, float* out) {
   for (int64_t i = 0; i < K / Spec<F>::QK; ++i) {
     float* o = out + i * Spec<F>::QK;
-    auto store = [o](int j, __m256 w) { _mm256_storeu_ps(o + 8 * j, w); };
+    auto store = [o](int j, VF w) { Vec::store(o + W * j, w); };
     Block<F>::decode(row + i * Spec<F>::BYTES, store);
   }
-}
-
-inline float hsum(__m256 s) {
-  __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-  t = _mm_add_ss(t, _mm_movehdup_ps(t));
-  return _mm_cvtss_f32(t);
 }
 
 // One row of x against NR weight rows decoded block by block in registers: the same values and the same
 // order as decode_row_t followed by tile<1, NR>, without the round trip through memory.
 template <int F, int NR>
 void direct(const float* x, const uint8_t* w, int64_t row_bytes, int64_t K, float* y, const float* bias) {
-  constexpr int V = Spec<F>::QK / 8;  // vectors per block
-  __m256 acc[NR];
-  for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
+  constexpr int V = Spec<F>::QK / W;  // vectors per block
+  VF acc[NR];
+  for (int c = 0; c < NR; ++c) acc[c] = Vec::zero();
   for (int64_t i = 0; i < K / Spec<F>::QK; ++i) {
     const float* xb = x + i * Spec<F>::QK;
     for (int c = 0; c < NR; ++c) {
-      __m256 wv[V];  // decoded into locals (registers for 32-weight blocks), then multiplied
-      auto put = [&wv](int j, __m256 v) { wv[j] = v; };
+      VF wv[V];  // decoded into locals (registers for 32-weight blocks), then multiplied
+      auto put = [&wv](int j, VF v) { wv[j] = v; };
       const uint8_t* blk = w + c * row_bytes + i * Spec<F>::BYTES;
       _mm_prefetch(reinterpret_cast<const char*>(blk + 1024), _MM_HINT_T0);  // streams: ask ahead
       Block<F>::decode(blk, put);
-      __m256 a = acc[c];
-      for (int j = 0; j < V; ++j) a = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * j), wv[j], a);
+      VF a = acc[c];
+      for (int j = 0; j < V; ++j) a = Vec::fmadd(Vec::load(xb + W * j), wv[j], a);
       acc[c] = a;
     }
   }
-  for (int c = 0; c < NR; ++c) y[c] = hsum(acc[c]) + (bias ? bias[c] : 0.0f);
+  for (int c = 0; c < NR; ++c) y[c] = Vec::hsum(acc[c]) + (bias ? bias[c] : 0.0f);
 }
 
 using RowDecoder = void (*)(const uint8_t*, int64_t, float*);
@@ -297,19 +355,19 @@ Kernels kernels(int fmt) {
 // MR rows of x against NR decoded weight rows: y[r][c] = sum_k x[r][k] * w[c][k] (+ bias[c]).
 template <int MR, int NR>
 inline void tile(const float* x, int64_t ldx, const float* w, int64_t K, float* y, int64_t ldy, const float* bias) {
-  __m256 acc[MR][NR];
+  VF acc[MR][NR];
   for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; k += 8) {
-    __m256 wv[NR];
-    for (int c = 0; c < NR; ++c) wv[c] = _mm256_loadu_ps(w + c * K + k);
+    for (int c = 0; c < NR; ++c) acc[r][c] = Vec::zero();
+  for (int64_t k = 0; k < K; k += W) {
+    VF wv[NR];
+    for (int c = 0; c < NR; ++c) wv[c] = Vec::load(w + c * K + k);
     for (int r = 0; r < MR; ++r) {
-      const __m256 xv = _mm256_loadu_ps(x + r * ldx + k);
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+      const VF xv = Vec::load(x + r * ldx + k);
+      for (int c = 0; c < NR; ++c) acc[r][c] = Vec::fmadd(xv, wv[c], acc[r][c]);
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NR; ++c) y[r * ldy + c] = hsum(acc[r][c]) + (bias ? bias[c] : 0.0f);
+    for (int c = 0; c < NR; ++c) y[r * ldy + c] = Vec::hsum(acc[r][c]) + (bias ? bias[c] : 0.0f);
 }
 
 // Rows m of x against a decoded strip of `rows` weight rows (outputs n0 .. n0 + rows).
@@ -415,6 +473,7 @@ void register_decode(pybind11::module& m);  // decode.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_decode(m);
-  m.def("block_linear", &block_linear, "x @ W^T for W in a GGUF block format (AVX2, fp32 activations)");
+  m.def("block_linear", &block_linear, "x @ W^T for W in a GGUF block format (fp32 activations)");
+  m.attr("lanes") = W;  // 8: the AVX2 build, 16: AVX-512
   m.def("block_rows", &block_rows, "rows of a GGUF block-format matrix, decoded to float32");
 }

@@ -209,25 +209,52 @@ class Decoder {
       const C* vb = vc + (sp[s] * KV + g) * T * hd;
       thread_local std::vector<float> p;
       p.resize(static_cast<size_t>(n - start));
+      int64_t j = start;
+      for (; j + 4 <= n; j += 4) scores4(q, kb + j * hd, scale, p.data() + (j - start));
+      for (; j < n; ++j) p[j - start] = dot(q, kb + j * hd, hd) * scale;
       float mx = -INFINITY;
-      for (int64_t j = start; j < n; ++j) {
-        p[j - start] = dot(q, kb + j * hd, hd) * scale;
-        mx = std::max(mx, p[j - start]);
-      }
+      for (int64_t i = 0; i < n - start; ++i) mx = std::max(mx, p[i]);
       float sum = 0.0f;
-      for (int64_t j = 0; j < n - start; ++j) {
-        p[j] = std::exp(p[j] - mx);
-        sum += p[j];
+      for (int64_t i = 0; i < n - start; ++i) {
+        p[i] = std::exp(p[i] - mx);
+        sum += p[i];
       }
       float* o = out + s * H * hd + head * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int64_t j = start; j < n; ++j) {
-        const __m256 w = _mm256_set1_ps(p[j - start] / sum);
-        const C* v = vb + j * hd;
-        for (int64_t i = 0; i < hd; i += 8)
-          _mm256_storeu_ps(o + i, _mm256_fmadd_ps(w, load8(v + i), _mm256_loadu_ps(o + i)));
-      }
+      int64_t c = 0;
+      for (; c + 64 <= hd; c += 64) weighted_sum<8>(p.data(), sum, vb + start * hd + c, n - start, o + c);
+      for (; c < hd; c += 8) weighted_sum<1>(p.data(), sum, vb + start * hd + c, n - start, o + c);
     }
+  }
+
+  // p[0..3] = (q . k) * scale for the four keys at k, k + hd, ..: each key's sum in dot()'s order, the four
+  // side by side so that their chains of fmas overlap
+  template <typename C>
+  void scores4(const float* q, const C* k, float scale, float* p) const {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < hd; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      a0 = _mm256_fmadd_ps(qv, load8(k + i), a0);
+      a1 = _mm256_fmadd_ps(qv, load8(k + hd + i), a1);
+      a2 = _mm256_fmadd_ps(qv, load8(k + 2 * hd + i), a2);
+      a3 = _mm256_fmadd_ps(qv, load8(k + 3 * hd + i), a3);
+    }
+    p[0] = sum8(a0) * scale;
+    p[1] = sum8(a1) * scale;
+    p[2] = sum8(a2) * scale;
+    p[3] = sum8(a3) * scale;
+  }
+
+  // o[0 .. 8R) = sum over n positions of p[j] / sum * v[j] (v rows hd apart), accumulated in registers in
+  // position order
+  template <int R, typename C>
+  void weighted_sum(const float* p, float sum, const C* v, int64_t n, float* o) const {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 w = _mm256_set1_ps(p[j] / sum);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(w, load8(v + j * hd + 8 * r), acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(o + 8 * r, acc[r]);
   }
 
   int64_t H, KV, hd, D, I;
