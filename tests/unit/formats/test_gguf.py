@@ -67,3 +67,15 @@ def test_unsupported_tensor_type_is_named(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(UnsupportedModelError, match="IQ4_NL"):
         open_model_files(path)
+
+
+def test_released_file_pages_read_the_same_again(tmp_path):
+    """`release` unmaps this process's pages of the file after the weights were copied out; reading a tensor
+    afterwards maps them again with the same bytes."""
+    path = write_gguf(tmp_path / "m.gguf", tiny_model(), "Q8_0")
+    files = open_model_files(path)
+    before = {n: t.clone() for n, t in files.iter_tensors()}
+    assert files.release is not None
+    files.release()
+    after = dict(files.iter_tensors())
+    assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)
