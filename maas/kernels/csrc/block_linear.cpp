@@ -370,6 +370,14 @@ inline void tile(const float* x, int64_t ldx, const float* w, int64_t K, float* 
     for (int c = 0; c < NR; ++c) y[r * ldy + c] = Vec::hsum(acc[r][c]) + (bias ? bias[c] : 0.0f);
 }
 
+// the tile of x rows by weight rows that many-row products sweep: its accumulators plus a row of weights fit
+// the registers (16 with AVX2, 32 with AVX-512). Every output is summed in the same order whatever the tile.
+#ifdef __AVX512F__
+constexpr int TM = 6, TN = 4;
+#else
+constexpr int TM = 4, TN = 3;
+#endif
+
 // Rows m of x against a decoded strip of `rows` weight rows (outputs n0 .. n0 + rows).
 void sweep(const float* x, int64_t M, int64_t K, const float* strip, int64_t rows, float* y, int64_t N, int64_t n0,
            const float* bias) {
@@ -381,10 +389,11 @@ void sweep(const float* x, int64_t M, int64_t K, const float* strip, int64_t row
     for (; c < rows; ++c) tile<1, 1>(x, K, strip + c * K, K, y + n0 + c, N, bb ? bb + c : nullptr);
     return;
   }
-  for (; m + 4 <= M; m += 4) {
+  for (; m + TM <= M; m += TM) {
     int64_t c = 0;
-    for (; c + 3 <= rows; c += 3) tile<4, 3>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
-    for (; c < rows; ++c) tile<4, 1>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
+    for (; c + TN <= rows; c += TN)
+      tile<TM, TN>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
+    for (; c < rows; ++c) tile<TM, 1>(x + m * K, K, strip + c * K, K, y + m * N + n0 + c, N, bb ? bb + c : nullptr);
   }
   for (; m < M; ++m) {
     int64_t c = 0;
