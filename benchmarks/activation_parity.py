@@ -66,9 +66,9 @@ def main() -> None:
     ).eval()
     variants = [
         ("float32 KV, float32 activations", "float32", None),
-        ("float16 KV, float32 activations (default)", "auto", None),
-        ("float16 KV, 8-bit activation blocks", "auto", 127),
-        ("float16 KV, 16-bit activation blocks", "auto", 32767),
+        ("float16 KV, float32 activations (default)", "float16", None),
+        ("float16 KV, 8-bit activation blocks", "float16", 127),
+        ("float16 KV, 16-bit activation blocks", "float16", 32767),
     ]
     plain = BlockLinear.forward
     refs: dict[int, list[int]] = {}

@@ -63,8 +63,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         "--kv-cache-dtype",
         default="auto",
         choices=["auto", "float16", "bfloat16", "float32"],
-        help="what the KV cache stores keys and values as. auto (default): float16 for float32 models (half "
-        "the memory of float32), the model's dtype otherwise",
+        help="what the KV cache stores keys and values as. auto (default): float16 where the native decoder "
+        "runs (GGUF-block and float32 models on the CPU: half the memory of float32), the model's dtype "
+        "otherwise",
     )
     g.add_argument(
         "--no-prefix-caching",

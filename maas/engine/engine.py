@@ -46,7 +46,7 @@ class EngineConfig:
     prefix_caching: bool = True  # reuse the KV of prompt prefixes seen before
     fused_decode: bool = True  # decode rows through the native decoder where the model allows it
     prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
-    kv_cache_dtype: str = "auto"  # auto: float16 for float32 models, else the model's dtype
+    kv_cache_dtype: str = "auto"  # auto: float16 where the native decoder runs, else the model's dtype
 
 
 class Engine:
@@ -68,7 +68,7 @@ class Engine:
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens, max_len)
         self.runner = ModelRunner(
             lm.model, config.max_num_seqs, max_len, lm.device, lm.dtype, pool, config.block_size,
-            config.fused_decode, pick_kv_dtype(config.kv_cache_dtype, lm.dtype),
+            config.fused_decode, pick_kv_dtype(config.kv_cache_dtype),
         )  # fmt: skip
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
         self.grammars = GrammarCompiler(self.tokenizer, lm.config.vocab_size)

@@ -1,8 +1,8 @@
 """Rows that decode one token go through the native decoder (kernels/csrc/decode.cpp): every layer in one
 call instead of some twenty PyTorch ops a layer. Built once from a loaded Llama-family or Gemma 3 model whose
-projections are GGUF blocks or float32 on the CPU; other models (q8 / int8 / fp16 packed layers, CUDA)
-keep the PyTorch path. Decode rows always take this path, whether or not a prefill shares the step, so a
-row's answer does not depend on its neighbours."""
+projections are GGUF blocks (or `maas quantize` int4 layers, held as Q4_1 blocks) or float32 on the CPU;
+other models (q8 / int8 / fp16 packed layers, CUDA) keep the PyTorch path. Decode rows always take this
+path, whether or not a prefill shares the step, so a row's answer does not depend on its neighbours."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch import nn
 from maas.engine.attention import KVCache
 from maas.kernels import blocks
 from maas.kernels.blocks import FORMATS, BlockLinear
+from maas.kernels.quantized import QuantLinear
 from maas.models.gemma3 import Gemma3ForCausalLM
 from maas.models.llama import LlamaForCausalLM
 
@@ -26,6 +27,8 @@ def _linear(m: nn.Module | None) -> Lin | None:
     bias = None if bias is None else bias.detach().float().contiguous()
     if isinstance(m, BlockLinear) and m.in_features % 16 == 0:
         return (m.blocks.contiguous(), FORMATS[m.fmt].type_id, m.out_features, m.in_features, bias)
+    if type(m) is QuantLinear and m._q4 is not None:  # `maas quantize` int4, held as Q4_1 blocks
+        return (m._q4.contiguous(), FORMATS["Q4_1"].type_id, m.out_features, m.in_features, bias)
     if type(m) is nn.Linear and m.weight.dtype == torch.float32 and m.in_features % 16 == 0:
         return (m.weight.detach().contiguous(), 0, m.out_features, m.in_features, bias)
     return None
@@ -43,16 +46,14 @@ class FusedDecoder:
         self.native = native
 
     @classmethod
-    def build(
-        cls, model: nn.Module, device: torch.device, dtype: torch.dtype, kv_dtype: torch.dtype
-    ) -> FusedDecoder | None:
-        """The fused decoder for `model` with a KV cache of `kv_dtype`, or None where it does not apply."""
+    def build(cls, model: nn.Module, device: torch.device, dtype: torch.dtype) -> FusedDecoder | None:
+        """The fused decoder for `model` (its KV cache float32 or float16), or None where it does not
+        apply."""
         ext = blocks.native()
         if (
             ext is None
             or device.type != "cpu"
             or dtype != torch.float32
-            or kv_dtype not in (torch.float32, torch.float16)
             or not isinstance(model, LlamaForCausalLM)
         ):
             return None

@@ -63,11 +63,11 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ModelFormatError(f"unknown dtype {dtype!r} (float32, bfloat16, float16, auto)") from None
 
 
-def pick_kv_dtype(kv_dtype: str, dtype: torch.dtype) -> torch.dtype:
-    """The KV cache's dtype: `auto` -> float16 for a float32 model (half the memory; greedy answers kept
-    identical on the parity prompts), else the model's dtype."""
+def pick_kv_dtype(kv_dtype: str) -> torch.dtype | None:
+    """The KV cache's dtype asked for; None for `auto` (the model runner decides: float16 where the native
+    decoder runs, the model's dtype elsewhere)."""
     if kv_dtype == "auto":
-        return torch.float16 if dtype == torch.float32 else dtype
+        return None
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[kv_dtype]
     except KeyError:

@@ -42,13 +42,16 @@ class ModelRunner:
         cfg: Any = model.config
         self.model = model
         self.device = device
-        kv_dtype = kv_dtype or dtype
+        native_kv = kv_dtype in (None, torch.float32, torch.float16)  # what the native decoder reads
+        self.fused = FusedDecoder.build(model, device, dtype) if fused_decode and native_kv else None
+        # auto (None): float16 where the native decoder runs (half the memory of float32); the PyTorch path
+        # keeps the model's dtype, which its attention reads without a conversion
+        kv_dtype = kv_dtype or (torch.float16 if self.fused is not None else dtype)
         self.cache = KVCache(
             cfg.num_hidden_layers, num_slots, max_len, cfg.num_key_value_heads, cfg.head_dim, kv_dtype, device,
             pool_blocks, block_size,
         )  # fmt: skip
         self._generators: dict[str, torch.Generator] = {}
-        self.fused = FusedDecoder.build(model, device, dtype, kv_dtype) if fused_decode else None
 
     def _prepare(
         self, batch: Batch

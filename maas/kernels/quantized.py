@@ -4,13 +4,15 @@
     q, s, m = quantize_int4(w, group_size=32)      # -> uint8 (N, K/2) two codes a byte, fp16 scales, mins
     convert(model, spec)                           # on a meta model: nn.Linear -> QuantLinear per spec (and
                                                    # nn.Embedding, nn.Conv2d: filters as rows)
-    prepare(model)                                 # after loading: int8 groups of 32 go to the native q8 kernel
+    prepare(model)                                 # after loading: int8 groups of 32 go to the native q8 kernel,
+                                                   # int4 groups of 32 to the GGUF block kernel as Q4_1 blocks
 
 Stored layout (what safetensors holds, per quantized module `m`): `m.qweight`, `m.scales` and, for int4,
 `m.mins`; w = q * scale (int8) or w = q * scale + min (int4, q in 0..15; even k in the low nibble). This
 holds llama.cpp's Q8_0, Q4_0 and Q4_1 blocks without loss (group 32). Loading never dequantizes and
-requantizes: int8 with groups that are a multiple of 32 is re-laid out for kernels/q8_linear.py's kernel;
-everything else runs the torch reference (dequantize the weight, then F.linear).
+requantizes: int8 with groups that are a multiple of 32 is re-laid out for kernels/q8_linear.py's kernel,
+int4 with groups that are a multiple of 32 as Q4_1 blocks (the same values: w = q * d + m) for
+kernels/blocks.py's kernel; everything else runs the torch reference (dequantize the weight, then F.linear).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maas.errors import UnsupportedModelError
-from maas.kernels import q8_linear
+from maas.kernels import blocks, q8_linear
 
 BITS = (8, 4)
 
@@ -105,6 +107,22 @@ def dequantize(
     return w.reshape(N, K)
 
 
+def q4_1_blocks(qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor) -> torch.Tensor:
+    """int4 codes (N, K/2) with fp16 scales and mins (N, G), G dividing K / 32 -> (N, K/32 * 20) bytes of
+    GGUF Q4_1 blocks standing for the same weights (each block: d, m, then element j in byte j's low nibble
+    and element j + 16 in its high nibble)."""
+    codes = unpack_nibbles(qweight)
+    N, K = codes.shape
+    B = K // 32
+    per = B // scales.shape[1]  # Q4_1 blocks per stored group
+    # (stored as fp16; a loader may have widened them, which is exact)
+    d = scales.half().repeat_interleave(per, dim=1).contiguous().view(torch.uint8).view(N, B, 2)
+    m = mins.half().repeat_interleave(per, dim=1).contiguous().view(torch.uint8).view(N, B, 2)
+    c = codes.view(N, B, 32)
+    qs = c[..., :16] | (c[..., 16:] << 4)
+    return torch.cat([d, m, qs], dim=-1).reshape(N, B * 20)
+
+
 def quantize_weight(w: torch.Tensor, scheme: Scheme) -> dict[str, torch.Tensor]:
     """A float weight -> the stored tensors (`qweight`, `scales`, and `mins` for int4)."""
     if scheme.bits == 8:
@@ -156,11 +174,20 @@ class QuantLinear(nn.Module):
             self.mins = None
         self.bias = nn.Parameter(torch.empty(N, device=device), requires_grad=False) if bias else None
         self._q8: tuple[torch.Tensor, torch.Tensor] | None = None  # the native kernel's layout
+        self._q4: torch.Tensor | None = None  # int4 as Q4_1 blocks for the block kernel
 
     def prepare(self) -> None:
-        """Re-lay int8 groups of 32k out for the native q8 kernel (CPU); the stored copy is dropped."""
+        """Re-lay int8 groups of 32k out for the native q8 kernel, int4 groups of 32k as Q4_1 blocks for the
+        block kernel (CPU); the stored copy is dropped."""
         N, K, g = self.out_features, self.in_features, self.scheme.group_size
-        if self.scheme.bits != 8 or g % q8_linear.BLOCK or N % 8 or self.qweight.device.type != "cpu":
+        if self.qweight.device.type != "cpu":
+            return
+        if self.scheme.bits == 4 and g % 32 == 0 and self.mins is not None:
+            self._q4 = q4_1_blocks(self.qweight, self.scales, self.mins)
+            self.qweight = torch.empty(0, dtype=torch.uint8)  # the blocks are the only copy kept
+            self.scales, self.mins = torch.empty(0, dtype=torch.float16), torch.empty(0, dtype=torch.float16)
+            return
+        if self.scheme.bits != 8 or g % q8_linear.BLOCK or N % 8:
             return
         KB = K // q8_linear.BLOCK
         per_block = self.scales.float().repeat_interleave(g // q8_linear.BLOCK, dim=1)  # (N, KB)
@@ -174,6 +201,8 @@ class QuantLinear(nn.Module):
         """The dequantized (N, K) weight."""
         if self._q8 is not None:
             return q8_linear.dequantize_q8(*self._q8).to(dtype)
+        if self._q4 is not None:
+            return blocks.dequantize(self._q4, "Q4_1", self.in_features).to(dtype)
         return dequantize(self.qweight, self.scales, self.mins, dtype)
 
     def rows(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -181,9 +210,11 @@ class QuantLinear(nn.Module):
         flat = ids.reshape(-1)
         if self._q8 is not None:
             packed, scales = self._q8
-            blocks, lanes = flat // 8, flat % 8
-            q = packed[blocks, :, :, lanes].float()  # (n, KB, 32)
-            w = (q * scales[blocks, :, lanes].unsqueeze(-1)).reshape(len(flat), -1)
+            rows8, lanes = flat // 8, flat % 8
+            q = packed[rows8, :, :, lanes].float()  # (n, KB, 32)
+            w = (q * scales[rows8, :, lanes].unsqueeze(-1)).reshape(len(flat), -1)
+        elif self._q4 is not None:
+            w = blocks.dequantize(self._q4[flat], "Q4_1", self.in_features)
         else:
             mins = self.mins[flat] if self.mins is not None else None
             w = dequantize(self.qweight[flat], self.scales[flat], mins)
@@ -193,10 +224,14 @@ class QuantLinear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         ext = q8_linear.native() if self._q8 is not None else None
+        bias = None if self.bias is None else self.bias.float()
+        q4_ext = blocks.native() if self._q4 is not None else None
         if ext is not None and self._q8 is not None:
             packed, scales = self._q8
-            bias = None if self.bias is None else self.bias.float()
             y = ext.q8_linear(x2.float().contiguous(), packed, scales, bias).to(x.dtype)
+        elif q4_ext is not None and self._q4 is not None:
+            y = q4_ext.block_linear(x2.float().contiguous(), self._q4, blocks.FORMATS["Q4_1"].type_id, bias)
+            y = y.to(x.dtype)
         else:
             y = F.linear(x2, self.weight(x.dtype), self.bias)
         return y.view(*lead, self.out_features)
@@ -205,10 +240,18 @@ class QuantLinear(nn.Module):
     def concat(cls, parts: list[QuantLinear]) -> QuantLinear:
         """One layer computing `parts` side by side (outputs concatenated), for fused projections."""
         first = parts[0]
-        if any(p.scheme != first.scheme or (p._q8 is None) != (first._q8 is None) for p in parts):
+        if any(
+            p.scheme != first.scheme
+            or (p._q8 is None) != (first._q8 is None)
+            or (p._q4 is None) != (first._q4 is None)
+            for p in parts
+        ):
             raise ValueError("only layers quantized the same way can be fused")
         out = cls(first.in_features, sum(p.out_features for p in parts), first.scheme, False, "meta")
-        if first._q8 is not None:
+        if first._q4 is not None:
+            out._q4 = torch.cat([p._q4 for p in parts if p._q4 is not None])
+            out.qweight, out.scales, out.mins = first.qweight, first.scales, first.mins
+        elif first._q8 is not None:
             out._q8 = (
                 torch.cat([p._q8[0] for p in parts if p._q8]),
                 torch.cat([p._q8[1] for p in parts if p._q8]),
@@ -228,7 +271,9 @@ class QuantLinear(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        kernel = "native q8" if self._q8 is not None else "reference"
+        kernel = (
+            "native q8" if self._q8 is not None else "Q4_1 blocks" if self._q4 is not None else "reference"
+        )
         return (
             f"{self.in_features}, {self.out_features}, int{self.scheme.bits} "
             f"groups of {self.scheme.group_size}, {kernel}"
@@ -364,5 +409,6 @@ def quantized_bytes(model: nn.Module) -> int:
         if isinstance(m, QuantLinear):
             ts = list(m._q8) if m._q8 is not None else [m.qweight, m.scales]
             ts += [m.mins] if m.mins is not None else []
+            ts += [m._q4] if m._q4 is not None else []
             total += sum(t.numel() * t.element_size() for t in ts)
     return total

@@ -24,6 +24,7 @@ CASES = {  # family, GGUF block type or None for the HF directory (float32)
     "qwen3-q4_0": ("qwen3", "Q4_0"),
     "gemma3-f32": ("gemma3", None),
     "gemma3-q8_0": ("gemma3", "Q8_0"),
+    "llama-int4": ("llama", "int4"),  # `maas quantize --method int4`: held as Q4_1 blocks
 }
 
 
@@ -37,6 +38,11 @@ def model_path(family: str, qtype: str | None, tmp_path):
     byte_tokenizer().hf.save(str(tmp_path / "hf" / "tokenizer.json"))
     if qtype is None:
         return tmp_path / "hf"
+    if qtype == "int4":
+        from maas.formats import open_model_files
+        from tests.unit.compress.test_quantize import _write
+
+        return _write(open_model_files(tmp_path / "hf"), tmp_path / "int4", "int4", 32)[0]
     ours = load_lm(tmp_path / "hf", device="cpu", dtype="float32").model
     extra = {"sliding_window": 8} if family == "gemma3" else {}
     return write_gguf(tmp_path / "m.gguf", ours, qtype, arch=family, **extra)
@@ -47,6 +53,8 @@ def run(path, fused: bool, together: bool, kv: str = "auto") -> list[tuple[list[
     config = EngineConfig(max_model_len=128, fused_decode=fused, weights=weights, kv_cache_dtype=kv)
     engine = Engine.from_path(path, config)
     assert (engine.runner.fused is not None) == fused
+    if "int4" in path.name:  # the quantized projections run on the block kernel
+        assert engine.lm.model.model.layers[0].mlp.down_proj._q4 is not None
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=0)
     prompts = [list(range(3, 23)), [5, 9, 200, 7, 7, 1, 30, 31, 32, 33, 34, 2]]
     if not together:  # one at a time: every decode step holds decode rows only

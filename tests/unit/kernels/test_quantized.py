@@ -45,7 +45,7 @@ def test_round_to_nearest_error_is_bounded_by_half_a_step(bits, group, tol):
     assert stored["qweight"].numel() == w.numel() * bits // 8  # the codes really take `bits` per weight
 
 
-@pytest.mark.parametrize(("bits", "group"), [(8, 32), (8, 64), (4, 32)])
+@pytest.mark.parametrize(("bits", "group"), [(8, 32), (8, 64), (4, 32), (4, 64), (4, 16)])
 def test_prepared_layer_computes_the_dequantized_weight(bits, group):
     torch.manual_seed(1)
     w, b = torch.randn(24, 64), torch.randn(24)
@@ -56,16 +56,22 @@ def test_prepared_layer_computes_the_dequantized_weight(bits, group):
     m.prepare()
     if bits == 8:
         assert m._q8 is not None and m.qweight.numel() == 0  # only the kernel's copy is kept
+    if bits == 4 and group % 32 == 0:  # held as Q4_1 blocks for the block kernel: the very same values
+        assert m._q4 is not None and m.qweight.numel() == 0
+        assert torch.equal(m.weight(), ref)
+    if bits == 4 and group % 32:
+        assert m._q4 is None  # groups smaller than a block: the reference
     torch.testing.assert_close(m(x), want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(m.weight(), ref)
     ids = torch.tensor([[0, 23, 7]])
     torch.testing.assert_close(m.rows(ids, torch.float32), ref[ids])
 
 
+@pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("prepared", [False, True])
-def test_concat_equals_the_parts_side_by_side(prepared):
+def test_concat_equals_the_parts_side_by_side(prepared, bits):
     torch.manual_seed(2)
-    parts = [_layer(torch.randn(n, 64), Scheme(8, 32), torch.randn(n)) for n in (16, 8, 8)]
+    parts = [_layer(torch.randn(n, 64), Scheme(bits, 32), torch.randn(n)) for n in (16, 8, 8)]
     if prepared:
         for p in parts:
             p.prepare()

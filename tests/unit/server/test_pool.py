@@ -174,8 +174,10 @@ def test_a_model_whose_engine_died_is_loaded_again_with_a_backoff_when_it_keeps_
         assert delays == [1.0, 2.0, 4.0] and {m["id"]: m["restarts"] for m in pool.describe()}["a"] == 4
         watch = asyncio.ensure_future(pool.supervise(interval=0.0))  # the watchdog, without a request
         pool.loaded()[0].engine.died = True
-        for _ in range(20):
-            await real_sleep(0)
+        for _ in range(5000):  # until the watchdog has loaded it again (the load runs in a thread)
+            if len(restarted) == 5 and pool.loaded():
+                break
+            await real_sleep(0 if _ < 20 else 0.001)
         watch.cancel()
         assert len(restarted) == 5 and pool.loaded() and pool.loaded()[0].engine.alive
 
