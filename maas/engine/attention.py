@@ -12,15 +12,14 @@ chunks of sequences still prefilling.
 
 from __future__ import annotations
 
-import math
 import mmap
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from maas.engine.kv_cache import CopyOp
+from maas.kernels.mapped import anonymous
 
 
 @dataclass
@@ -115,11 +114,9 @@ class KVCache:
         # An anonymous mapping: zero pages, committed 4 KiB at a time as positions are written. (numpy's
         # and torch's large zeroed buffers are either written at once or advised into 2 MiB huge pages,
         # which commit a slot's whole range when one position is written.)
-        buf = mmap.mmap(-1, max(1, math.prod(shape) * dtype.itemsize), flags=mmap.MAP_PRIVATE)
+        buf, t = anonymous(shape, dtype)
         self._maps.append(buf)
-        with warnings.catch_warnings():  # torch warns that frombuffer shares the writable buffer: it should
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.frombuffer(buf, dtype=dtype).view(shape)
+        return t
 
     @property
     def num_bytes(self) -> int:
@@ -163,12 +160,9 @@ class PagedAttention:
         # q: (T, H, hd); k, v: (T, KV, hd); window: attend to the last `window` positions only
         m = self.meta
         kc, vc = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, max_len, hd)
-        if kc.dtype != q.dtype:  # a float16 cache: every row sees keys and values as the cache holds them
-            k16, v16 = k.to(kc.dtype), v.to(kc.dtype)
-            kc[m.slots, :, m.positions], vc[m.slots, :, m.positions] = k16, v16
-            k, v = k16.to(q.dtype), v16.to(q.dtype)
-        else:
-            kc[m.slots, :, m.positions], vc[m.slots, :, m.positions] = k, v
+        k, v = k.to(kc.dtype), v.to(kc.dtype)  # as the cache holds them (a float16 cache: rounded) ...
+        kc[m.slots, :, m.positions], vc[m.slots, :, m.positions] = k, v
+        k, v = k.to(q.dtype), v.to(q.dtype)  # ... so that every row sees the same keys and values
         T, H, D = q.shape
         out = q.new_empty(T, H, D)
         nd = m.num_decodes

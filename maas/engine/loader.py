@@ -51,6 +51,9 @@ def pick_device(device: str = "auto", index: int | None = None) -> torch.device:
     return torch.device(device)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` -> bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU."""
     if dtype == "auto":
@@ -58,7 +61,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        return DTYPES[dtype]
     except KeyError:
         raise ModelFormatError(f"unknown dtype {dtype!r} (float32, bfloat16, float16, auto)") from None
 
@@ -69,7 +72,7 @@ def pick_kv_dtype(kv_dtype: str) -> torch.dtype | None:
     if kv_dtype == "auto":
         return None
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[kv_dtype]
+        return DTYPES[kv_dtype]
     except KeyError:
         raise MaasError(f"unknown KV-cache dtype {kv_dtype!r} (auto, float32, float16, bfloat16)") from None
 

@@ -12,8 +12,6 @@ is in the batch). Without the native kernel, the layer dequantizes and calls F.l
 
 from __future__ import annotations
 
-import mmap
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maas.kernels.mapped import anonymous
 from maas.kernels.native import build, wide
 
 
@@ -226,12 +225,7 @@ def pack(model: nn.Module) -> int:
     sizes = [-(-m.blocks.numel() // 64) * 64 for m in layers]  # each layer 64-byte aligned
     if not layers:
         return 0
-    arena = mmap.mmap(-1, sum(sizes), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        arena.madvise(mmap.MADV_HUGEPAGE)
-    with warnings.catch_warnings():  # frombuffer warns that the tensor shares the writable buffer: it should
-        warnings.simplefilter("ignore", UserWarning)
-        flat = torch.frombuffer(arena, dtype=torch.uint8)
+    arena, flat = anonymous((sum(sizes),), torch.uint8, huge=True)
     offset = 0
     for m, size in zip(layers, sizes, strict=True):
         view = flat[offset : offset + m.blocks.numel()].view(m.blocks.shape)

@@ -1,8 +1,9 @@
 // The decoder layers for rows that decode one token each, in one native call per step: RMSNorm, the
 // projections (block_linear.cpp's matmul: GGUF blocks or float32 rows), query/key norms, RoPE, the KV
-// write into the slot cache, attention over each row's cached positions (a sliding window where the layer
-// has one; the cache holds float32 or float16), the gated MLP (SiLU or GELU-tanh) and the residuals; Gemma 3's extra norms where given. Every
-// step works row by row in a fixed order, so a row's result does not depend on the other rows.
+// write into the slot cache (float32 or float16), attention over each row's cached positions (a sliding
+// window where the layer has one), the gated MLP (SiLU or GELU-tanh) and the residuals; Gemma 3's extra
+// norms where given. Every step works row by row in a fixed order, so a row's result does not depend on the
+// other rows.
 #include <torch/extension.h>
 #include <immintrin.h>
 #include <omp.h>
