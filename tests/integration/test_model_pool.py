@@ -133,7 +133,7 @@ def test_eviction_waits_for_a_running_stream(models3):
     client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=300)
     httpx.post(server.url + f"/admin/models/{MODEL}/load", timeout=300).raise_for_status()
     stream = client.chat.completions.create(
-        model=MODEL, messages=QUESTION, temperature=0, max_tokens=120, stream=True,
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=200, stream=True,
         extra_body={"ignore_eos": True},
     )  # fmt: skip
     first = next(iter(stream))  # the stream is running on smollm2
@@ -141,9 +141,12 @@ def test_eviction_waits_for_a_running_stream(models3):
         other = ex.submit(
             lambda: client.completions.create(model="tiny", prompt="hello", max_tokens=5, temperature=0)
         )
-        time.sleep(1.0)
+        state, deadline = admin(server)[MODEL]["state"], time.monotonic() + 10
+        while state != "draining" and time.monotonic() < deadline:  # until the other request asks for room
+            time.sleep(0.05)
+            state = admin(server)[MODEL]["state"]
         assert not other.done()  # waits: smollm2 is draining, not killed
-        assert admin(server)[MODEL]["state"] == "draining"
+        assert state == "draining"
         rest = list(stream)
         tiny = other.result(timeout=300)
     chunks = [first, *rest]
