@@ -68,6 +68,15 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         "otherwise",
     )
     g.add_argument(
+        "--activations",
+        default="auto",
+        choices=["auto", "int16", "float32"],
+        help="what GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 layers multiply their weights with. auto (default): int16 "
+        "where the CPU has AVX-512 VNNI (each run of 32 activations rounded to 16-bit integers with a float "
+        "scale; integer dot products, AMX for many rows), float32 elsewhere; float32: the activations as "
+        "they are (slower)",
+    )
+    g.add_argument(
         "--no-prefix-caching",
         dest="prefix_caching",
         action="store_false",
@@ -99,4 +108,5 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         fused_decode=args.fused_decode,
         prefix_cache_tokens=args.prefix_cache_tokens,
         kv_cache_dtype=args.kv_cache_dtype,
+        activations=args.activations,
     )

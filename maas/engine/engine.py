@@ -23,7 +23,7 @@ from maas.engine.output import OutputProcessor
 from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
 from maas.engine.sampling_params import SamplingParams
 from maas.engine.scheduler import Scheduler
-from maas.errors import InvalidRequestError
+from maas.errors import InvalidRequestError, UnsupportedModelError
 from maas.kernels import blocks
 from maas.kernels.linear import pack_linears
 
@@ -47,6 +47,7 @@ class EngineConfig:
     fused_decode: bool = True  # decode rows through the native decoder where the model allows it
     prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
     kv_cache_dtype: str = "auto"  # auto: float16 where the native decoder runs, else the model's dtype
+    activations: str = "auto"  # GGUF 32-weight blocks: auto / int16 (16-bit integer blocks), float32
 
 
 class Engine:
@@ -96,7 +97,13 @@ class Engine:
         keep = config.weights == "file" or (config.weights == "auto" and blocks.native() is not None)
         lm = load_lm(path, config.device, config.dtype, blocks=keep)
         lm.model.fuse_projections()
-        stored = blocks.pack(lm.model)
+        if config.activations not in ("auto", "int16", "float32"):
+            raise UnsupportedModelError(f"unknown activations {config.activations!r} (auto, int16, float32)")
+        if config.activations == "int16" and blocks.integer_kernel() is None:
+            raise UnsupportedModelError(
+                "--activations int16 needs the native integer kernel and a CPU with AVX-512 VNNI"
+            )
+        stored = blocks.pack(lm.model, integer=config.activations != "float32")
         if stored:
             if lm.files.release is not None:
                 lm.files.release()  # the weights were copied out of the file's pages

@@ -26,7 +26,7 @@ def _linear(m: nn.Module | None) -> Lin | None:
     bias = getattr(m, "bias", None)
     bias = None if bias is None else bias.detach().float().contiguous()
     if isinstance(m, BlockLinear) and m.in_features % 16 == 0:
-        return (m.blocks.contiguous(), FORMATS[m.fmt].type_id, m.out_features, m.in_features, bias)
+        return (m.blocks.contiguous(), m.code, m.out_features, m.in_features, bias)
     if type(m) is QuantLinear and m._q4 is not None:  # `maas quantize` int4, held as Q4_1 blocks
         return (m._q4.contiguous(), FORMATS["Q4_1"].type_id, m.out_features, m.in_features, bias)
     if type(m) is nn.Linear and m.weight.dtype == torch.float32 and m.in_features % 16 == 0:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maas.kernels.mapped import anonymous
-from maas.kernels.native import build, wide
+from maas.kernels.native import build, cpu_flags, wide
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,28 @@ def native() -> Any | None:
     built (then the reference runs)."""
     sources = ("block_linear.cpp", "decode.cpp")
     if wide():
-        ext = build("maas_block_linear", *sources, avx512=True)
+        ext = build("maas_block_linear", *sources, avx512=True, extra=("int_linear.cpp",))
         if ext is not None:
             return ext
     return build("maas_block_linear", *sources)
+
+
+# 32-weight formats the integer kernel (csrc/int_linear.cpp) takes, and the code of a repacked layer
+INT_FORMATS = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
+REPACKED = 100
+AMX_MIN_ROWS = 16  # products of fewer rows take VNNI (the same bits either way)
+
+
+def integer_kernel() -> Any | None:
+    """The extension when it has the integer kernel and this CPU runs it (AVX-512 VNNI; AMX for many rows
+    where the CPU and kernel allow it), else None."""
+    ext = native()
+    if ext is None or not hasattr(ext, "int_pack") or "avx512_vnni" not in cpu_flags():
+        return None
+    if not getattr(ext, "_maas_amx_asked", False):
+        ext.int_use_amx({"amx_tile", "amx_int8"} <= cpu_flags(), AMX_MIN_ROWS)
+        ext._maas_amx_asked = True
+    return ext
 
 
 # -- the torch reference ------------------------------------------------------------------------
@@ -152,19 +170,29 @@ class BlockLinear(nn.Module):
                 f"{fmt} rows of {in_features} weights need {f.row_bytes(in_features)} bytes each"
             )
         self.fmt, self.in_features, self.out_features = fmt, in_features, raw.shape[0]
+        self.code = f.type_id  # what the native kernels are told; REPACKED + type_id once repacked
         self.blocks: torch.Tensor
         self.register_buffer("blocks", raw)
         self.bias = None if bias is None else nn.Parameter(bias.float(), requires_grad=False)
 
+    @property
+    def repacked(self) -> bool:
+        """Whether the blocks are the integer kernel's tiles (activations rounded to 16-bit blocks)."""
+        return self.code >= REPACKED
+
     def weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dequantized (N, K) weight."""
+        if self.repacked:
+            return self.rows(torch.arange(self.out_features), dtype)
         return dequantize(self.blocks, self.fmt, self.in_features).to(dtype)
 
     def rows(self, ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Dequantized rows `ids` (*lead,) -> (*lead, K): the lookup of an embedding stored this way."""
         flat = ids.reshape(-1)
         ext = native() if self.blocks.device.type == "cpu" else None
-        if ext is not None:
+        if ext is not None and self.repacked:
+            w = ext.int_rows(self.blocks, flat.long().contiguous(), self.code, self.in_features)
+        elif ext is not None:
             w = ext.block_rows(
                 self.blocks, flat.long().contiguous(), FORMATS[self.fmt].type_id, self.in_features
             )
@@ -178,9 +206,8 @@ class BlockLinear(nn.Module):
         ext = native() if self.blocks.device.type == "cpu" else None
         if ext is not None:
             bias = None if self.bias is None else self.bias.float()
-            y = ext.block_linear(x2.float().contiguous(), self.blocks, FORMATS[self.fmt].type_id, bias).to(
-                x.dtype
-            )
+            run = ext.int_linear if self.repacked else ext.block_linear
+            y = run(x2.float().contiguous(), self.blocks, self.code, bias).to(x.dtype)
         else:
             y = F.linear(x2, self.weight(x.dtype), self.bias)
         return y.view(*lead, self.out_features)
@@ -189,6 +216,8 @@ class BlockLinear(nn.Module):
     def concat(cls, parts: list[BlockLinear]) -> BlockLinear:
         """One layer computing `parts` side by side (outputs concatenated); they must share a format."""
         first = parts[0]
+        if any(p.repacked for p in parts):
+            raise ValueError("fuse layers before repacking them")
         if any(p.fmt != first.fmt or p.in_features != first.in_features for p in parts):
             raise ValueError("only layers in the same block format can be fused")
         bias = None
@@ -217,19 +246,31 @@ class BlockEmbedding(nn.Module):
         return self._table[0].rows(ids, self.dtype)
 
 
-def pack(model: nn.Module) -> int:
+def pack(model: nn.Module, integer: bool = False) -> int:
     """Copy every block-format layer's bytes into one anonymous mapping advised into 2 MiB huge pages and
     compute from there; returns the bytes moved. The kernel streams weights faster from it than from the
-    memory-mapped file's 4 KiB pages (fewer TLB misses on a stream that touches every byte once)."""
+    memory-mapped file's 4 KiB pages (fewer TLB misses on a stream that touches every byte once).
+
+    With `integer` (where integer_kernel() is available), layers in INT_FORMATS whose outputs come in
+    sixteens are repacked into the integer kernel's tiles (the same bytes, rearranged): they then compute
+    with activations rounded to 16-bit blocks of 32."""
     layers = [m for m in model.modules() if isinstance(m, BlockLinear) and m.blocks.device.type == "cpu"]
-    sizes = [-(-m.blocks.numel() // 64) * 64 for m in layers]  # each layer 64-byte aligned
+    ext = integer_kernel() if integer else None
+    sources = []
+    for m in layers:
+        if ext is not None and m.fmt in INT_FORMATS and m.out_features % 16 == 0:
+            m.code = REPACKED + FORMATS[m.fmt].type_id
+            sources.append(ext.int_pack(m.blocks, FORMATS[m.fmt].type_id, m.in_features))
+        else:
+            sources.append(m.blocks)
+    sizes = [-(-b.numel() // 64) * 64 for b in sources]  # each layer 64-byte aligned
     if not layers:
         return 0
     arena, flat = anonymous((sum(sizes),), torch.uint8, huge=True)
     offset = 0
-    for m, size in zip(layers, sizes, strict=True):
-        view = flat[offset : offset + m.blocks.numel()].view(m.blocks.shape)
-        view.copy_(m.blocks)
+    for m, src, size in zip(layers, sources, sizes, strict=True):
+        view = flat[offset : offset + src.numel()].view(src.shape)
+        view.copy_(src)
         m.blocks = view
         offset += size
     model.block_arena = arena  # type: ignore[assignment]  # (the views keep it alive too; this names it)

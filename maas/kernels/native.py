@@ -14,18 +14,28 @@ log = logging.getLogger("maas.kernels")
 
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-funroll-loops", "-fopenmp"]
 AVX512 = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl"]
+INT = [
+    "-mavx512vnni",
+    "-mamx-tile",
+    "-mamx-int8",
+    "-DMAAS_INT",
+]  # csrc/int_linear.cpp (run only where present)
 
 
-def cpu_has_avx512() -> bool:
-    """Whether this CPU runs the AVX-512 instructions the wide builds use (Linux: /proc/cpuinfo)."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux: /proc/cpuinfo; empty elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+        return set()
+    return set(
+        next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     )
-    return {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= set(flags)
+
+
+def cpu_has_avx512() -> bool:
+    """Whether this CPU runs the AVX-512 instructions the wide builds use."""
+    return {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu_flags()
 
 
 def wide() -> bool:
@@ -33,9 +43,10 @@ def wide() -> bool:
     return os.environ.get("MAAS_NATIVE_ISA", "auto") != "avx2" and cpu_has_avx512()
 
 
-def build(name: str, *sources: str, avx512: bool = False) -> Any | None:
+def build(name: str, *sources: str, avx512: bool = False, extra: tuple[str, ...] = ()) -> Any | None:
     """The compiled extension `name` from csrc/`sources` (with `avx512`, the AVX-512 build, named
-    `name`_avx512), or None where it cannot be built."""
+    `name`_avx512; `extra`: sources of that build only, compiled with INT's flags), or None where it cannot
+    be built."""
     if os.environ.get("MAAS_NO_NATIVE") == "1":
         return None
     if avx512:
@@ -46,8 +57,8 @@ def build(name: str, *sources: str, avx512: bool = False) -> Any | None:
         log.debug("loading the native kernel %s (compiled on first use, about a minute, then cached)", name)
         return load(
             name=name,
-            sources=[str(Path(__file__).parent / "csrc" / s) for s in sources],
-            extra_cflags=CFLAGS + (AVX512 if avx512 else []),
+            sources=[str(Path(__file__).parent / "csrc" / s) for s in sources + (extra if avx512 else ())],
+            extra_cflags=CFLAGS + (AVX512 + (INT if extra else []) if avx512 else []),
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )

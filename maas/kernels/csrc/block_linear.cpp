@@ -413,8 +413,16 @@ Kernels check_blocks(const torch::Tensor& w, int64_t fmt, int64_t K) {
 
 // y (M, N; rows ldy apart) = x (M, K) @ W^T (+ b): W is N rows of `fmt` blocks, or float32 rows when fmt is 0 (the same
 // tiles and order, without decoding). Used by block_linear and by the fused decode (decode.cpp).
+#ifdef MAAS_INT
+void int_matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
+                float* yp, int64_t ldy);  // int_linear.cpp: layers repacked for 16-bit integer activations
+#endif
+
 void matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
             float* yp, int64_t ldy) {
+#ifdef MAAS_INT
+  if (fmt >= 100) return int_matmul(xp, M, K, w, fmt, N, bp, yp, ldy);
+#endif
   const int64_t R = M >= 8 ? 16 : 4;  // rows per strip: more when many x rows share each decode
   const int64_t tasks = (N + R - 1) / R;
   if (fmt == 0) {
@@ -479,9 +487,15 @@ torch::Tensor block_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_
 }
 
 void register_decode(pybind11::module& m);  // decode.cpp
+#ifdef MAAS_INT
+void register_int(pybind11::module& m);  // int_linear.cpp
+#endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_decode(m);
+#ifdef MAAS_INT
+  register_int(m);
+#endif
   m.def("block_linear", &block_linear, "x @ W^T for W in a GGUF block format (fp32 activations)");
   m.attr("lanes") = W;  // 8: the AVX2 build, 16: AVX-512
   m.def("block_rows", &block_rows, "rows of a GGUF block-format matrix, decoded to float32");

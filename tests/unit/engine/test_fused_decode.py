@@ -48,9 +48,13 @@ def model_path(family: str, qtype: str | None, tmp_path):
     return write_gguf(tmp_path / "m.gguf", ours, qtype, arch=family, **extra)
 
 
-def run(path, fused: bool, together: bool, kv: str = "auto") -> list[tuple[list[int], list[float]]]:
+def run(
+    path, fused: bool, together: bool, kv: str = "auto", activations: str = "auto"
+) -> list[tuple[list[int], list[float]]]:
     weights = "float32" if path.is_dir() else "auto"  # float models are q8-packed by default
-    config = EngineConfig(max_model_len=128, fused_decode=fused, weights=weights, kv_cache_dtype=kv)
+    config = EngineConfig(
+        max_model_len=128, fused_decode=fused, weights=weights, kv_cache_dtype=kv, activations=activations
+    )
     engine = Engine.from_path(path, config)
     assert (engine.runner.fused is not None) == fused
     if "int4" in path.name:  # the quantized projections run on the block kernel
@@ -85,14 +89,15 @@ def drain(engine: Engine, steps: int = 10**6) -> dict[str, tuple[list[int], list
 def test_fused_decode_matches_the_modules(case, tmp_path):
     path = model_path(*CASES[case], tmp_path)
     # float16 keys and values: a last-bit difference in float32 before the rounding can round a value the
-    # other way (one float16 step, 1e-3 relative), hence the wider tolerance
-    for kv, tol in (("float32", 1e-4), ("float16", 5e-3)):
-        want = run(path, fused=False, together=False, kv=kv)
+    # other way (one float16 step, 1e-3 relative), hence the wider tolerance; activations rounded to 16-bit
+    # blocks (the integer kernel, where the CPU has it) do the same at one step in 32639 of a block's largest
+    for kv, act, tol in (("float32", "float32", 1e-4), ("float32", "auto", 2e-3), ("float16", "auto", 5e-3)):
+        want = run(path, fused=False, together=False, kv=kv, activations=act)
         for together in (False, True):
-            got = run(path, fused=True, together=together, kv=kv)
+            got = run(path, fused=True, together=together, kv=kv, activations=act)
             for (wt, wl), (gt, gl) in zip(want, got, strict=True):
-                assert gt == wt, kv
-                assert max(abs(a - b) for a, b in zip(wl, gl, strict=True)) < tol, kv
+                assert gt == wt, (kv, act)
+                assert max(abs(a - b) for a, b in zip(wl, gl, strict=True)) < tol, (kv, act)
 
 
 def test_a_row_decodes_the_same_alone_or_next_to_a_prefill(tmp_path):

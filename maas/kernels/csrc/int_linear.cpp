@@ -1,0 +1,429 @@
+// Linear layers from GGUF 32-weight block formats with 16-bit integer activations (AVX-512 VNNI, and AMX
+// where the CPU has it): y = x @ W^T (+ b).
+//
+// Weights: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, repacked once at load (int_pack) into tiles of 16 output rows by
+// one 32-weight block: the codes as unsigned bytes in the order an AMX B tile wants them (row r of the tile
+// holds, for each of the 16 outputs, the codes of weights 4r .. 4r + 3), nibbles for 4- and 5-bit codes (low
+// nibble: weights 0-15, high nibble: 16-31, plus a 64-bit mask of fifth bits per tile row), then the 16
+// fp16 scales and, for Q4_1 / Q5_1, the 16 fp16 mins. A tile takes exactly the bytes the 16 file blocks do.
+// The stored code u stands for the weight (u - off) * d (+ m), off = 8, 16 or 128 (Q4_0, Q5_0, Q8_0).
+//
+// Activations: each run of 32 values of a row of x is rounded to integers q in [-32639, 32639] times a
+// float32 scale dx = amax / 32639 (split q = 256 hi + lo into two signed bytes for the byte dot products).
+// Per block the integer dot product I = sum q u is exact, then
+//   acc = fma(dx * d, float(I - off * sum q), acc)            and for formats with a min
+//   acc = fma(m, dx * float(sum q), acc)
+// block by block in k order. Every path (one row with VNNI, many rows with AMX) computes the same integers
+// and the same float32 operations, so a row's result is the same bits alone or in any batch.
+#include <torch/extension.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8 };
+constexpr int LEVELS = 32639;  // |q| <= LEVELS keeps hi = (q - lo) / 256 within a signed byte
+
+struct Layout {
+  int src_bytes;   // bytes of one file block
+  int code_bytes;  // bytes of one tile's codes: 256 (nibbles), 320 (nibbles + fifth bits), 512 (bytes)
+  int off;         // the stored code minus off is the signed code
+  bool min;        // a per-block min (Q4_1, Q5_1)
+  int tile_bytes() const { return code_bytes + 32 + (min ? 32 : 0); }
+};
+
+Layout layout(int64_t fmt) {
+  switch (fmt) {
+    case Q4_0: return {18, 256, 8, false};
+    case Q4_1: return {20, 256, 0, true};
+    case Q5_0: return {22, 320, 16, false};
+    case Q5_1: return {24, 320, 0, true};
+    case Q8_0: return {34, 512, 128, false};
+    default: TORCH_CHECK(false, "no integer kernel for block format ", fmt);
+  }
+}
+
+inline uint32_t u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// the 32 stored codes of one file block (unsigned: u - off is the signed code)
+void block_codes(const uint8_t* b, int64_t fmt, uint8_t* u) {
+  switch (fmt) {
+    case Q4_0:
+    case Q4_1: {
+      const uint8_t* qs = b + (fmt == Q4_0 ? 2 : 4);
+      for (int j = 0; j < 16; ++j) u[j] = qs[j] & 15, u[j + 16] = qs[j] >> 4;
+      break;
+    }
+    case Q5_0:
+    case Q5_1: {
+      const uint32_t qh = u32(b + (fmt == Q5_0 ? 2 : 4));
+      const uint8_t* qs = b + (fmt == Q5_0 ? 6 : 8);
+      for (int j = 0; j < 16; ++j) {
+        u[j] = static_cast<uint8_t>((qs[j] & 15) | ((qh >> j) & 1) << 4);
+        u[j + 16] = static_cast<uint8_t>((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+      }
+      break;
+    }
+    default:
+      for (int j = 0; j < 32; ++j) u[j] = static_cast<uint8_t>(static_cast<int8_t>(b[2 + j]) + 128);
+  }
+}
+
+// The 8 rows of a tile's B matrix (16 outputs x 4 codes each) from its packed codes.
+template <int F>
+inline void unpack(const uint8_t* t, __m512i* B) {
+  if constexpr (F == Q8_0) {
+    for (int r = 0; r < 8; ++r) B[r] = _mm512_loadu_si512(t + 64 * r);
+  } else {
+    const __m512i low = _mm512_set1_epi8(15);
+    for (int r = 0; r < 4; ++r) {
+      const __m512i v = _mm512_loadu_si512(t + 64 * r);
+      B[r] = _mm512_and_si512(v, low);
+      B[r + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    }
+    if constexpr (F == Q5_0 || F == Q5_1) {
+      const __m512i sixteen = _mm512_set1_epi8(16);
+      for (int r = 0; r < 8; ++r) {
+        __mmask64 k;
+        std::memcpy(&k, t + 256 + 8 * r, 8);
+        B[r] = _mm512_mask_add_epi8(B[r], k, B[r], sixteen);
+      }
+    }
+  }
+}
+
+// Rows of x as the kernels read them: per row and 32-block, the signed high and low bytes of q (rows padded to
+// a multiple of 16 with zeros), dx, sum q and dx * sum q.
+struct Acts {
+  int64_t M, Mp, K, nb;
+  std::vector<int8_t> hi, lo;
+  std::vector<float> dx, sxd;
+  std::vector<int32_t> sx;
+};
+
+void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
+  a.M = M, a.K = K, a.nb = K / 32, a.Mp = (M + 15) / 16 * 16;
+  a.hi.assign(a.Mp * K, 0), a.lo.assign(a.Mp * K, 0);
+  a.dx.assign(a.Mp * a.nb, 0.0f), a.sxd.assign(a.Mp * a.nb, 0.0f), a.sx.assign(a.Mp * a.nb, 0);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+#pragma omp parallel for schedule(static) if (M * K >= 16384)
+  for (int64_t i = 0; i < M * a.nb; ++i) {
+    const int64_t m = i / a.nb, b = i % a.nb;
+    const float* p = x + m * K + b * 32;
+    const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+    const float d = amax / static_cast<float>(LEVELS);
+    const __m512 inv = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+    const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
+    // lo: the low byte as a signed value; hi = (q - lo) >> 8
+    const __m512i l0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24), l1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
+    const __m512i h0 = _mm512_srai_epi32(_mm512_sub_epi32(q0, l0), 8), h1 = _mm512_srai_epi32(_mm512_sub_epi32(q1, l1), 8);
+    int8_t* ho = a.hi.data() + m * K + b * 32;
+    int8_t* lw = a.lo.data() + m * K + b * 32;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(ho), _mm512_cvtepi32_epi8(h0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(ho + 16), _mm512_cvtepi32_epi8(h1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lw), _mm512_cvtepi32_epi8(l0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lw + 16), _mm512_cvtepi32_epi8(l1));
+    const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    a.dx[i] = d;
+    a.sx[i] = s;
+    a.sxd[i] = d * static_cast<float>(s);
+  }
+}
+
+// acc (16 outputs of row i) += one block's contribution, from the block's high and low integer sums
+template <int F>
+inline __m512 epilogue(__m512i ih, __m512i il, const Acts& a, int64_t i, int64_t b, __m512 d, __m512 mn, __m512 acc) {
+  constexpr int OFF = F == Q4_0 ? 8 : F == Q5_0 ? 16 : F == Q8_0 ? 128 : 0;
+  const int64_t j = i * a.nb + b;
+  __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(ih, 8), il);
+  if constexpr (OFF != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(OFF * a.sx[j]));
+  acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(a.dx[j]), d), _mm512_cvtepi32_ps(dot), acc);
+  if constexpr (F == Q4_1 || F == Q5_1) acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(a.sxd[j]), acc);
+  return acc;
+}
+
+template <int F>
+inline void scales(const uint8_t* t, int code_bytes, __m512& d, __m512& mn) {
+  d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + code_bytes)));
+  if constexpr (F == Q4_1 || F == Q5_1)
+    mn = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + code_bytes + 32)));
+  else
+    mn = _mm512_setzero_ps();
+}
+
+// Rows r0 .. r0 + R of x against the 16 outputs of tile column t, with VNNI byte dot products.
+template <int F, int R>
+void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, int tb, int cb, float* y, int64_t ldy, const float* bias) {
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < a.nb; ++b) {
+    const uint8_t* t = col + b * tb;
+    _mm_prefetch(reinterpret_cast<const char*>(t + 4 * tb), _MM_HINT_T0);
+    __m512i B[8];
+    unpack<F>(t, B);
+    __m512 d, mn;
+    scales<F>(t, cb, d, mn);
+    for (int i = 0; i < R; ++i) {
+      const int32_t* h = reinterpret_cast<const int32_t*>(a.hi.data() + (r0 + i) * a.K + b * 32);
+      const int32_t* l = reinterpret_cast<const int32_t*>(a.lo.data() + (r0 + i) * a.K + b * 32);
+      __m512i ih = _mm512_setzero_si512(), il = _mm512_setzero_si512();
+      for (int r = 0; r < 8; ++r) {
+        ih = _mm512_dpbusd_epi32(ih, B[r], _mm512_set1_epi32(h[r]));
+        il = _mm512_dpbusd_epi32(il, B[r], _mm512_set1_epi32(l[r]));
+      }
+      acc[i] = epilogue<F>(ih, il, a, r0 + i, b, d, mn, acc[i]);
+    }
+  }
+  const __m512 bv = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) _mm512_storeu_ps(y + (r0 + i) * ldy, _mm512_add_ps(acc[i], bv));
+}
+
+bool amx_ready = false;
+
+struct TileConfig {
+  uint8_t palette, start;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+void amx_config() {
+  TileConfig c;
+  std::memset(&c, 0, sizeof c);
+  c.palette = 1;
+  for (int t : {0, 1, 5, 6}) c.rows[t] = 16, c.colsb[t] = 64;  // C: 16 rows x 16 int32
+  for (int t : {3, 4}) c.rows[t] = 16, c.colsb[t] = 32;        // A: 16 rows x 32 bytes
+  for (int t : {2, 7}) c.rows[t] = 8, c.colsb[t] = 64;          // B: 8 rows x (16 outputs x 4 bytes)
+  // not _tile_loadconfig: GCC 12's declares only a pointer's 8 bytes as read, and drops the stores above
+  asm volatile("ldtilecfg %0" : : "m"(c));
+}
+
+// All (padded) rows against NT (1 or 2) tile columns with AMX. Per block: the columns' B tiles once; then per 16
+// rows two byte products per column (high and low bytes) into C tiles, stored, and the same epilogue as
+// vnni_rows, run one row group behind the tile products so that the two overlap.
+template <int F, int NT>
+void amx_cols(const Acts& a, const uint8_t* col, int64_t col_bytes, int tb, int cb, float* y, int64_t ldy,
+              const float* bias, float* acc) {
+  alignas(64) uint8_t stage[NT][512];
+  alignas(64) int32_t ch[2][NT][256], cl[2][NT][256];
+  std::fill(acc, acc + a.Mp * 16 * NT, 0.0f);
+  for (int64_t b = 0; b < a.nb; ++b) {
+    __m512 d[NT], mn[NT];
+    for (int j = 0; j < NT; ++j) {
+      const uint8_t* t = col + j * col_bytes + b * tb;
+      __m512i B[8];
+      unpack<F>(t, B);
+      for (int r = 0; r < 8; ++r) _mm512_store_si512(stage[j] + 64 * r, B[r]);
+      scales<F>(t, cb, d[j], mn[j]);
+    }
+    _tile_loadd(2, stage[0], 64);
+    if constexpr (NT == 2) _tile_loadd(7, stage[1], 64);
+    auto finish = [&](int64_t m0) {  // the epilogue of rows m0 .. m0 + 16 from buffer (m0 / 16) & 1
+      const int p = static_cast<int>((m0 / 16) & 1);
+      const int64_t rows = std::min<int64_t>(16, a.M - m0);
+      for (int j = 0; j < NT; ++j)
+        for (int64_t i = 0; i < rows; ++i) {
+          float* o = acc + ((m0 + i) * NT + j) * 16;
+          _mm512_store_ps(o, epilogue<F>(_mm512_load_si512(ch[p][j] + 16 * i), _mm512_load_si512(cl[p][j] + 16 * i),
+                                         a, m0 + i, b, d[j], mn[j], _mm512_load_ps(o)));
+        }
+    };
+    for (int64_t m0 = 0; m0 < a.Mp; m0 += 16) {
+      const int p = static_cast<int>((m0 / 16) & 1);
+      _tile_loadd(3, a.hi.data() + m0 * a.K + b * 32, a.K);
+      _tile_loadd(4, a.lo.data() + m0 * a.K + b * 32, a.K);
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_dpbsud(0, 3, 2);
+      _tile_dpbsud(1, 4, 2);
+      if constexpr (NT == 2) {
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_dpbsud(5, 3, 7);
+        _tile_dpbsud(6, 4, 7);
+      }
+      if (m0 > 0) finish(m0 - 16);
+      _tile_stored(0, ch[p][0], 64);
+      _tile_stored(1, cl[p][0], 64);
+      if constexpr (NT == 2) {
+        _tile_stored(5, ch[p][1], 64);
+        _tile_stored(6, cl[p][1], 64);
+      }
+    }
+    finish(a.Mp - 16);
+  }
+  for (int j = 0; j < NT; ++j) {
+    const __m512 bv = bias ? _mm512_loadu_ps(bias + 16 * j) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < a.M; ++i)
+      _mm512_storeu_ps(y + i * ldy + 16 * j, _mm512_add_ps(_mm512_load_ps(acc + (i * NT + j) * 16), bv));
+  }
+}
+
+int64_t amx_min_rows = 4;  // fewer rows go through VNNI (the same bits either way)
+
+template <int F>
+void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y, int64_t ldy) {
+  const Layout L = layout(F);
+  const int tb = L.tile_bytes(), cb = L.code_bytes;
+  const int64_t cols = N / 16, col_bytes = a.nb * tb;
+  const bool amx = amx_ready && a.M >= amx_min_rows;
+  const int64_t tasks = amx ? (cols + 1) / 2 : cols;  // AMX: two tile columns a task
+#pragma omp parallel
+  {
+    std::vector<float> acc;
+    if (amx) {
+      amx_config();
+      acc.resize(a.Mp * 32 + 16);
+    }
+    float* ap = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(acc.data()) + 63) & ~uintptr_t(63));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tasks; ++t) {
+      if (amx) {
+        const int64_t c = 2 * t;
+        const float* bt = bias ? bias + c * 16 : nullptr;
+        if (c + 1 < cols)
+          amx_cols<F, 2>(a, w + c * col_bytes, col_bytes, tb, cb, y + c * 16, ldy, bt, ap);
+        else
+          amx_cols<F, 1>(a, w + c * col_bytes, col_bytes, tb, cb, y + c * 16, ldy, bt, ap);
+        continue;
+      }
+      const uint8_t* col = w + t * col_bytes;
+      float* yt = y + t * 16;
+      const float* bt = bias ? bias + t * 16 : nullptr;
+      int64_t r = 0;
+      for (; r + 4 <= a.M; r += 4) vnni_rows<F, 4>(a, r, col, tb, cb, yt, ldy, bt);
+      for (; r < a.M; ++r) vnni_rows<F, 1>(a, r, col, tb, cb, yt, ldy, bt);
+    }
+    if (amx) _tile_release();
+  }
+}
+
+}  // namespace
+
+// fmt codes of repacked layers: 100 + the GGUF type id
+void int_matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
+                float* yp, int64_t ldy) {
+  thread_local Acts a;
+  quantize(xp, M, K, a);
+  const uint8_t* wp = static_cast<const uint8_t*>(w);
+  switch (fmt - 100) {
+    case Q4_0: return run<Q4_0>(a, wp, N, bp, yp, ldy);
+    case Q4_1: return run<Q4_1>(a, wp, N, bp, yp, ldy);
+    case Q5_0: return run<Q5_0>(a, wp, N, bp, yp, ldy);
+    case Q5_1: return run<Q5_1>(a, wp, N, bp, yp, ldy);
+    case Q8_0: return run<Q8_0>(a, wp, N, bp, yp, ldy);
+    default: TORCH_CHECK(false, "unknown repacked format ", fmt);
+  }
+}
+
+// (N, row bytes) file blocks -> (N / 16, K / 32, tile bytes) tiles (see the top of this file)
+torch::Tensor int_pack(torch::Tensor w, int64_t fmt, int64_t K) {
+  const Layout L = layout(fmt);
+  TORCH_CHECK(w.dtype() == torch::kUInt8 && w.dim() == 2 && w.is_contiguous(), "w: contiguous 2-D uint8 blocks");
+  TORCH_CHECK(K % 32 == 0 && w.size(1) == K / 32 * L.src_bytes, "w's row size does not match K for this format");
+  TORCH_CHECK(w.size(0) % 16 == 0, "the number of rows must be a multiple of 16");
+  const int64_t N = w.size(0), nb = K / 32, tb = L.tile_bytes();
+  auto out = torch::zeros({N / 16, nb, tb}, torch::dtype(torch::kUInt8));
+  const uint8_t* src = w.data_ptr<uint8_t>();
+  uint8_t* dst = out.data_ptr<uint8_t>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N / 16 * nb; ++i) {
+    const int64_t t = i / nb, b = i % nb;
+    uint8_t* o = dst + i * tb;
+    uint8_t u[16][32];
+    for (int n = 0; n < 16; ++n) {
+      const uint8_t* blk = src + (t * 16 + n) * nb * L.src_bytes + b * L.src_bytes;
+      block_codes(blk, fmt, u[n]);
+      std::memcpy(o + L.code_bytes + 2 * n, blk, 2);  // d
+      if (L.min) std::memcpy(o + L.code_bytes + 32 + 2 * n, blk + 2, 2);  // m
+    }
+    for (int r = 0; r < 8; ++r)
+      for (int n = 0; n < 16; ++n)
+        for (int j = 0; j < 4; ++j) {
+          const int e = 4 * n + j, code = u[n][4 * r + j];
+          if (L.code_bytes == 512) {
+            o[64 * r + e] = static_cast<uint8_t>(code);
+          } else {
+            o[64 * (r % 4) + e] |= static_cast<uint8_t>((code & 15) << (r < 4 ? 0 : 4));
+            if (code & 16) o[256 + 8 * r + e / 8] |= static_cast<uint8_t>(1 << (e % 8));
+          }
+        }
+  }
+  return out;
+}
+
+// rows `ids` of a repacked matrix as float32 (u - off) * d (+ m): the file's values
+torch::Tensor int_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_t K) {
+  const Layout L = layout(fmt - 100);
+  TORCH_CHECK(ids.dtype() == torch::kInt64 && ids.dim() == 1 && ids.is_contiguous(), "ids: 1-D int64");
+  TORCH_CHECK(w.dim() == 3 && w.size(1) == K / 32 && w.size(2) == L.tile_bytes(), "w: repacked tiles of this format");
+  const int64_t n = ids.size(0), N = w.size(0) * 16, nb = K / 32, tb = L.tile_bytes();
+  const int64_t* ip = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(ip[i] >= 0 && ip[i] < N, "row id out of range");
+  auto out = torch::empty({n, K}, torch::dtype(torch::kFloat32));
+  const uint8_t* wp = w.data_ptr<uint8_t>();
+  float* op = out.data_ptr<float>();
+#pragma omp parallel for schedule(static) if (n > 64)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = ip[i] / 16, c = ip[i] % 16;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* o = wp + (t * nb + b) * tb;
+      uint16_t dh, mh = 0;
+      std::memcpy(&dh, o + L.code_bytes + 2 * c, 2);
+      if (L.min) std::memcpy(&mh, o + L.code_bytes + 32 + 2 * c, 2);
+      const float d = _cvtsh_ss(dh), mn = _cvtsh_ss(mh);
+      for (int k = 0; k < 32; ++k) {
+        const int r = k / 4, e = static_cast<int>(4 * c + k % 4);
+        int code;
+        if (L.code_bytes == 512) {
+          code = o[64 * r + e];
+        } else {
+          code = (o[64 * (r % 4) + e] >> (r < 4 ? 0 : 4)) & 15;
+          if (L.code_bytes == 320 && ((o[256 + 8 * r + e / 8] >> (e % 8)) & 1)) code |= 16;
+        }
+        const float v = static_cast<float>(code - L.off);
+        op[i * K + b * 32 + k] = L.min ? std::fma(v, d, mn) : v * d;
+      }
+    }
+  }
+  return out;
+}
+
+torch::Tensor int_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::optional<torch::Tensor> bias) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(), "x: contiguous 2-D float32");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0) * 16;
+  TORCH_CHECK(w.dim() == 3 && w.size(1) == K / 32 && w.size(2) == layout(fmt - 100).tile_bytes() && K % 32 == 0,
+              "w: repacked tiles of this format for K inputs");
+  auto y = torch::empty({M, N}, x.options());
+  int_matmul(x.data_ptr<float>(), M, K, w.data_ptr<uint8_t>(), fmt, N,
+             bias.has_value() ? bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), N);
+  return y;
+}
+
+// Ask the kernel for AMX tile state (Linux); `enable` false keeps every row count on VNNI. Returns whether AMX is on.
+bool int_use_amx(bool enable, int64_t min_rows) {
+  amx_min_rows = min_rows;
+  if (!enable) return amx_ready = false;
+  constexpr long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+  amx_ready = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+  return amx_ready;
+}
+
+void register_int(pybind11::module& m) {
+  m.def("int_pack", &int_pack, "repack 32-weight GGUF blocks into the integer kernel's tiles");
+  m.def("int_rows", &int_rows, "rows of a repacked matrix, as float32");
+  m.def("int_linear", &int_linear, "x @ W^T with 16-bit integer activations, W repacked",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("int_use_amx", &int_use_amx, "use AMX tiles for many rows where the CPU allows it");
+}
