@@ -7,6 +7,7 @@ import torch
 
 from maas.engine.engine import Engine, EngineConfig
 from maas.errors import ModelNotFoundError
+from maas.kernels import blocks
 from maas.store.builtin import builtin_path
 from tests.conftest import engine_greedy, hf_greedy
 
@@ -68,6 +69,8 @@ def test_greedy_32_tokens_identical_to_transformers(hf_model):
     engine = Engine.from_path(GEMMA, EngineConfig(max_model_len=256))
     kinds = {type(m).__name__ for m in engine.lm.model.modules()}
     assert "BlockLinear" in kinds and "Linear" not in kinds  # every projection runs from the file's blocks
+    if blocks.integer_kernel() is not None:  # Q5_0 / Q8_0 layers with activations in 16-bit blocks
+        assert any(m.repacked for m in engine.lm.model.modules() if isinstance(m, blocks.BlockLinear))
     assert len(PROMPTS) == 20
     for prompt in PROMPTS:
         ids = engine.tokenizer.encode(prompt)
