@@ -49,11 +49,54 @@ inline void store(uint16_t* dst, const float* src, int64_t n) {
                      _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+// lanes >= k set (for 0 < k < 8): the padding of a last, partial vector
+inline __m256 tail_mask(int64_t k) {
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8), _mm256_set1_epi32(static_cast<int>(k))));
+}
+
 template <typename T>
 inline float dot(const float* a, const T* b, int64_t n) {  // n a multiple of 8
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
   return sum8(acc);
+}
+
+// e^x for 8 lanes: 2^n e^r with n = round(x log2 e), r = x - n ln 2 (ln 2 in two parts), e^r by Cephes' degree-6
+// polynomial; x clamped to [-87.3, 88.3] (e^x then runs from the smallest normal float to the largest).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-87.3365447505531f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// m = act(g) * u over n values (a multiple of 8): SiLU g / (1 + e^-g), or GELU's tanh form with
+// tanh(z) = 1 - 2 / (e^2z + 1)
+inline void gated(const float* g, const float* u, float* m, int64_t n, int64_t act) {
+  const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 z = _mm256_loadu_ps(g + i);
+    __m256 a;
+    if (act == 0) {
+      a = _mm256_div_ps(z, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), z))));
+    } else {
+      const __m256 z3 = _mm256_mul_ps(_mm256_mul_ps(z, z), z);
+      const __m256 t = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), z3, z));
+      const __m256 th = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(exp8(_mm256_add_ps(t, t)), one)));
+      a = _mm256_mul_ps(_mm256_mul_ps(half, z), _mm256_add_ps(one, th));
+    }
+    _mm256_storeu_ps(m + i, _mm256_mul_ps(a, _mm256_loadu_ps(u + i)));
+  }
 }
 
 // out = x / sqrt(mean(x^2) + eps) * w (out may be x)
@@ -156,18 +199,10 @@ class Decoder {
         apply(L.gate_up[0], h.data(), S, gu.data(), 2 * I);
         apply(L.gate_up[1], h.data(), S, gu.data() + I, 2 * I);
       }
+#pragma omp parallel for schedule(static) if (S >= 4)
       for (int64_t s = 0; s < S; ++s) {
         const float* g = gu.data() + s * 2 * I;
-        const float* u = g + I;
-        float* m = mid.data() + s * I;
-        if (act == 0) {
-          for (int64_t i = 0; i < I; ++i) m[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-        } else {  // GELU, tanh approximation
-          for (int64_t i = 0; i < I; ++i) {
-            const float z = g[i];
-            m[i] = 0.5f * z * (1.0f + std::tanh(0.7978845608028654f * (z + 0.044715f * z * z * z))) * u[i];
-          }
-        }
+        gated(g, g + I, mid.data() + s * I, I, act);
       }
       apply(L.down, mid.data(), S, a.data(), D);
       for (int64_t s = 0; s < S; ++s) {
@@ -195,67 +230,106 @@ class Decoder {
     attend(qkv, ld, kc, vc, T, sp, pp, S, window, out);
   }
 
-  // softmax(q k^T / sqrt(hd)) v for each row and query head over the row's positions (the last `window`)
+  // softmax(q k^T / sqrt(hd)) v for each row and query head over the row's positions (the last `window`). With
+  // enough rows a task takes all the query heads that share a key head (each key and value converted and
+  // loaded once for them), else one head (more tasks to spread). Each head's sums run in the same order either
+  // way, so the result does not depend on which.
   template <typename C>
   void attend(const float* qkv, int64_t ld, const C* kc, const C* vc, int64_t T, const int64_t* sp,
               const int64_t* pp, int64_t S, int64_t window, float* out) const {
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t group = H / KV;
-#pragma omp parallel for schedule(static) if (S * H > 1)
-    for (int64_t t = 0; t < S * H; ++t) {
-      const int64_t s = t / H, head = t % H, g = head / group;
-      const int64_t n = pp[s] + 1, start = window > 0 && n > window ? n - window : 0;
-      const float* q = qkv + s * ld + head * hd;
-      const C* kb = kc + (sp[s] * KV + g) * T * hd;
-      const C* vb = vc + (sp[s] * KV + g) * T * hd;
-      thread_local std::vector<float> p;
-      p.resize(static_cast<size_t>(n - start));
-      int64_t j = start;
-      for (; j + 4 <= n; j += 4) scores4(q, kb + j * hd, scale, p.data() + (j - start));
-      for (; j < n; ++j) p[j - start] = dot(q, kb + j * hd, hd) * scale;
-      float mx = -INFINITY;
-      for (int64_t i = 0; i < n - start; ++i) mx = std::max(mx, p[i]);
-      float sum = 0.0f;
-      for (int64_t i = 0; i < n - start; ++i) {
-        p[i] = std::exp(p[i] - mx);
-        sum += p[i];
+    const bool grouped = S * KV >= 8 && group <= 4;
+    const int64_t tasks = grouped ? S * KV : S * H;
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t s = grouped ? t / KV : t / H, h0 = grouped ? t % KV * group : t % H;
+      switch (grouped ? group : 1) {
+        case 1: heads<1>(qkv, ld, kc, vc, T, sp[s], pp[s], s, h0, window, out); break;
+        case 2: heads<2>(qkv, ld, kc, vc, T, sp[s], pp[s], s, h0, window, out); break;
+        case 3: heads<3>(qkv, ld, kc, vc, T, sp[s], pp[s], s, h0, window, out); break;
+        default: heads<4>(qkv, ld, kc, vc, T, sp[s], pp[s], s, h0, window, out); break;
       }
-      float* o = out + s * H * hd + head * hd;
-      int64_t c = 0;
-      for (; c + 64 <= hd; c += 64) weighted_sum<8>(p.data(), sum, vb + start * hd + c, n - start, o + c);
-      for (; c < hd; c += 8) weighted_sum<1>(p.data(), sum, vb + start * hd + c, n - start, o + c);
     }
   }
 
-  // p[0..3] = (q . k) * scale for the four keys at k, k + hd, ..: each key's sum in dot()'s order, the four
-  // side by side so that their chains of fmas overlap
-  template <typename C>
-  void scores4(const float* q, const C* k, float scale, float* p) const {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  // attention of row s's query heads h0 .. h0 + G (one key head) over its positions
+  template <int G, typename C>
+  void heads(const float* qkv, int64_t ld, const C* kc, const C* vc, int64_t T, int64_t slot, int64_t pos, int64_t s,
+             int64_t h0, int64_t window, float* out) const {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int64_t g = h0 / (H / KV);
+    const int64_t n = pos + 1, start = window > 0 && n > window ? n - window : 0, len = n - start;
+    const int64_t ldp = (len + 7) / 8 * 8;  // each head's scores padded to whole vectors
+    const float* q = qkv + s * ld + h0 * hd;
+    const C* kb = kc + ((slot * KV + g) * T + start) * hd;
+    const C* vb = vc + ((slot * KV + g) * T + start) * hd;
+    thread_local std::vector<float> pv;
+    pv.resize(static_cast<size_t>(G * ldp));
+    float* p = pv.data();
+    int64_t j = 0;
+    for (; j + 4 <= len; j += 4) scores4<G>(q, kb + j * hd, scale, p + j, ldp);
+    for (; j < len; ++j)
+      for (int h = 0; h < G; ++h) p[h * ldp + j] = dot(q + h * hd, kb + j * hd, hd) * scale;
+    float sum[G];
+    for (int h = 0; h < G; ++h) {
+      float* ph = p + h * ldp;
+      float mx = -INFINITY;
+      for (int64_t i = 0; i < len; ++i) mx = std::max(mx, ph[i]);
+      std::fill(ph + len, ph + ldp, mx);  // padding: its e^0 is not summed
+      const __m256 vmx = _mm256_set1_ps(mx);
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t i = 0; i < len; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(ph + i), vmx));
+        _mm256_storeu_ps(ph + i, e);
+        acc = _mm256_add_ps(acc, len - i >= 8 ? e : _mm256_blendv_ps(e, _mm256_setzero_ps(), tail_mask(len - i)));
+      }
+      sum[h] = sum8(acc);
+    }
+    float* o = out + s * H * hd + h0 * hd;
+    constexpr int R = G == 1 ? 8 : G == 2 ? 4 : 2;  // vectors per head and pass: G * R accumulators
+    int64_t c = 0;
+    for (; c + 8 * R <= hd; c += 8 * R) weighted_sum<G, R>(p, ldp, sum, vb + c, len, o + c);
+    for (; c < hd; c += 8) weighted_sum<G, 1>(p, ldp, sum, vb + c, len, o + c);
+  }
+
+  // p[h ldp + 0..3] = (q_h . k) * scale for the four keys at k, k + hd, .. and G query heads q_h (hd apart): each
+  // key's sum in dot()'s order, side by side so that the chains of fmas overlap
+  template <int G, typename C>
+  void scores4(const float* q, const C* k, float scale, float* p, int64_t ldp) const {
+    __m256 a[G][4];
+    for (int h = 0; h < G; ++h)
+      for (int r = 0; r < 4; ++r) a[h][r] = _mm256_setzero_ps();
     for (int64_t i = 0; i < hd; i += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + i);
-      a0 = _mm256_fmadd_ps(qv, load8(k + i), a0);
-      a1 = _mm256_fmadd_ps(qv, load8(k + hd + i), a1);
-      a2 = _mm256_fmadd_ps(qv, load8(k + 2 * hd + i), a2);
-      a3 = _mm256_fmadd_ps(qv, load8(k + 3 * hd + i), a3);
+      const __m256 k0 = load8(k + i), k1 = load8(k + hd + i), k2 = load8(k + 2 * hd + i), k3 = load8(k + 3 * hd + i);
+      for (int h = 0; h < G; ++h) {
+        const __m256 qv = _mm256_loadu_ps(q + h * hd + i);
+        a[h][0] = _mm256_fmadd_ps(qv, k0, a[h][0]);
+        a[h][1] = _mm256_fmadd_ps(qv, k1, a[h][1]);
+        a[h][2] = _mm256_fmadd_ps(qv, k2, a[h][2]);
+        a[h][3] = _mm256_fmadd_ps(qv, k3, a[h][3]);
+      }
     }
-    p[0] = sum8(a0) * scale;
-    p[1] = sum8(a1) * scale;
-    p[2] = sum8(a2) * scale;
-    p[3] = sum8(a3) * scale;
+    for (int h = 0; h < G; ++h)
+      for (int r = 0; r < 4; ++r) p[h * ldp + r] = sum8(a[h][r]) * scale;
   }
 
-  // o[0 .. 8R) = sum over n positions of p[j] / sum * v[j] (v rows hd apart), accumulated in registers in
-  // position order
-  template <int R, typename C>
-  void weighted_sum(const float* p, float sum, const C* v, int64_t n, float* o) const {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  // o_h[0 .. 8R) = sum over n positions of p_h[j] / sum_h * v[j] (v rows hd apart) for G heads (o_h hd apart,
+  // p_h ldp apart), accumulated in registers in position order
+  template <int G, int R, typename C>
+  void weighted_sum(const float* p, int64_t ldp, const float* sum, const C* v, int64_t n, float* o) const {
+    __m256 acc[G][R];
+    for (int h = 0; h < G; ++h)
+      for (int r = 0; r < R; ++r) acc[h][r] = _mm256_setzero_ps();
     for (int64_t j = 0; j < n; ++j) {
-      const __m256 w = _mm256_set1_ps(p[j] / sum);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(w, load8(v + j * hd + 8 * r), acc[r]);
+      __m256 vv[R];
+      for (int r = 0; r < R; ++r) vv[r] = load8(v + j * hd + 8 * r);
+      for (int h = 0; h < G; ++h) {
+        const __m256 w = _mm256_set1_ps(p[h * ldp + j] / sum[h]);
+        for (int r = 0; r < R; ++r) acc[h][r] = _mm256_fmadd_ps(w, vv[r], acc[h][r]);
+      }
     }
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(o + 8 * r, acc[r]);
+    for (int h = 0; h < G; ++h)
+      for (int r = 0; r < R; ++r) _mm256_storeu_ps(o + h * hd + 8 * r, acc[h][r]);
   }
 
   int64_t H, KV, hd, D, I;
