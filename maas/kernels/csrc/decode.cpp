@@ -40,6 +40,12 @@ inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
+#ifdef __AVX512F__
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+#endif
 
 // n (a multiple of 8) float32 values into the cache, rounded to nearest-even as torch's .half() does
 inline void store(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
@@ -286,7 +292,11 @@ class Decoder {
       sum[h] = sum8(acc);
     }
     float* o = out + s * H * hd + h0 * hd;
-    constexpr int R = G == 1 ? 8 : G == 2 ? 4 : 2;  // vectors per head and pass: G * R accumulators
+#ifdef __AVX512F__
+    constexpr int R = G == 1 ? 16 : G == 2 ? 8 : 8;  // 8-lane units per head and pass (32 registers)
+#else
+    constexpr int R = G == 1 ? 8 : G == 2 ? 4 : 2;  // 8-lane units per head and pass: G * R accumulators
+#endif
     int64_t c = 0;
     for (; c + 8 * R <= hd; c += 8 * R) weighted_sum<G, R>(p, ldp, sum, vb + c, len, o + c);
     for (; c < hd; c += 8) weighted_sum<G, 1>(p, ldp, sum, vb + c, len, o + c);
@@ -314,9 +324,28 @@ class Decoder {
   }
 
   // o_h[0 .. 8R) = sum over n positions of p_h[j] / sum_h * v[j] (v rows hd apart) for G heads (o_h hd apart,
-  // p_h ldp apart), accumulated in registers in position order
+  // p_h ldp apart), accumulated in registers in position order (lane by lane: the same bits at any width)
   template <int G, int R, typename C>
   void weighted_sum(const float* p, int64_t ldp, const float* sum, const C* v, int64_t n, float* o) const {
+#ifdef __AVX512F__
+    if constexpr (R % 2 == 0) {  // 16 lanes
+      constexpr int R2 = R / 2;
+      __m512 acc[G][R2];
+      for (int h = 0; h < G; ++h)
+        for (int r = 0; r < R2; ++r) acc[h][r] = _mm512_setzero_ps();
+      for (int64_t j = 0; j < n; ++j) {
+        __m512 vv[R2];
+        for (int r = 0; r < R2; ++r) vv[r] = load16(v + j * hd + 16 * r);
+        for (int h = 0; h < G; ++h) {
+          const __m512 w = _mm512_set1_ps(p[h * ldp + j] / sum[h]);
+          for (int r = 0; r < R2; ++r) acc[h][r] = _mm512_fmadd_ps(w, vv[r], acc[h][r]);
+        }
+      }
+      for (int h = 0; h < G; ++h)
+        for (int r = 0; r < R2; ++r) _mm512_storeu_ps(o + h * hd + 16 * r, acc[h][r]);
+      return;
+    }
+#endif
     __m256 acc[G][R];
     for (int h = 0; h < G; ++h)
       for (int r = 0; r < R; ++r) acc[h][r] = _mm256_setzero_ps();
