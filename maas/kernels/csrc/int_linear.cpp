@@ -1,7 +1,7 @@
 // Linear layers from GGUF 32-weight block formats with 16-bit integer activations (AVX-512 VNNI, and AMX
 // where the CPU has it): y = x @ W^T (+ b).
 //
-// Weights: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, repacked once at load (int_pack) into tiles of 16 output rows by
+// Weights: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q5_K (their 32-weight sub-blocks), repacked once at load (int_pack) into tiles of 16 output rows by
 // one 32-weight block: the codes as unsigned bytes in the order an AMX B tile wants them (row r of the tile
 // holds, for each of the 16 outputs, the codes of weights 4r .. 4r + 3), nibbles for 4- and 5-bit codes (low
 // nibble: weights 0-15, high nibble: 16-31, plus a 64-bit mask of fifth bits per tile row), then the 16
@@ -27,25 +27,45 @@
 
 namespace {
 
-enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8 };
+enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13 };
 constexpr int LEVELS = 32639;  // |q| <= LEVELS keeps hi = (q - lo) / 256 within a signed byte
 
+// A tile column (16 outputs) is a run of units: for the 32-weight formats one tile per block (codes, then 16
+// fp16 scales d and, with a min, 16 fp16 mins m); for Q4_K / Q5_K one unit per 256-weight super-block: its 8
+// sub-block tiles (codes, then the 16 outputs' 6-bit scales sc and mins m as bytes) and then the 16 fp16 d
+// and 16 fp16 dmin, for the weight d sc q - dmin m.
 struct Layout {
-  int src_bytes;   // bytes of one file block
-  int code_bytes;  // bytes of one tile's codes: 256 (nibbles), 320 (nibbles + fifth bits), 512 (bytes)
-  int off;         // the stored code minus off is the signed code
-  bool min;        // a per-block min (Q4_1, Q5_1)
-  int tile_bytes() const { return code_bytes + 32 + (min ? 32 : 0); }
+  int src_qk, src_bytes;  // weights and bytes of one file block
+  int code_bytes;         // bytes of one tile's codes: 256 (nibbles), 320 (nibbles + fifth bits), 512 (bytes)
+  int off;                // the stored code minus off is the signed code
+  bool min;               // a min per block (Q4_1, Q5_1) or sub-block (K-quants)
+  bool kq;                // K-quant super-blocks
+  int sub_bytes() const { return code_bytes + (kq ? 32 : 32 + (min ? 32 : 0)); }
+  int group() const { return kq ? 8 : 1; }  // 32-weight blocks per unit
+  int unit_bytes() const { return group() * sub_bytes() + (kq ? 64 : 0); }
 };
 
 Layout layout(int64_t fmt) {
   switch (fmt) {
-    case Q4_0: return {18, 256, 8, false};
-    case Q4_1: return {20, 256, 0, true};
-    case Q5_0: return {22, 320, 16, false};
-    case Q5_1: return {24, 320, 0, true};
-    case Q8_0: return {34, 512, 128, false};
+    case Q4_0: return {32, 18, 256, 8, false, false};
+    case Q4_1: return {32, 20, 256, 0, true, false};
+    case Q5_0: return {32, 22, 320, 16, false, false};
+    case Q5_1: return {32, 24, 320, 0, true, false};
+    case Q8_0: return {32, 34, 512, 128, false, false};
+    case Q4_K: return {256, 144, 256, 0, true, true};
+    case Q5_K: return {256, 176, 320, 0, true, true};
     default: TORCH_CHECK(false, "no integer kernel for block format ", fmt);
+  }
+}
+
+// Q4_K / Q5_K: 6-bit scale and min of sub-block j (of 8) from the 12 packed bytes
+inline void scale_min_k4(const uint8_t* s, int j, int& sc, int& m) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
   }
 }
 
@@ -55,9 +75,19 @@ inline uint32_t u32(const uint8_t* p) {
   return v;
 }
 
-// the 32 stored codes of one file block (unsigned: u - off is the signed code)
-void block_codes(const uint8_t* b, int64_t fmt, uint8_t* u) {
+// the 32 stored codes of one file block, or of sub-block j of a K-quant block (unsigned: u - off is the signed
+// code)
+void block_codes(const uint8_t* b, int64_t fmt, uint8_t* u, int j = 0) {
   switch (fmt) {
+    case Q4_K:
+    case Q5_K: {
+      const uint8_t* q = b + (fmt == Q4_K ? 16 : 48) + 32 * (j / 2);  // low nibbles for even j, high for odd
+      for (int l = 0; l < 32; ++l) {
+        u[l] = static_cast<uint8_t>((q[l] >> (4 * (j % 2))) & 15);
+        if (fmt == Q5_K) u[l] |= static_cast<uint8_t>(((b[16 + l] >> j) & 1) << 4);
+      }
+      break;
+    }
     case Q4_0:
     case Q4_1: {
       const uint8_t* qs = b + (fmt == Q4_0 ? 2 : 4);
@@ -91,7 +121,7 @@ inline void unpack(const uint8_t* t, __m512i* B) {
       B[r] = _mm512_and_si512(v, low);
       B[r + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
     }
-    if constexpr (F == Q5_0 || F == Q5_1) {
+    if constexpr (F == Q5_0 || F == Q5_1 || F == Q5_K) {
       const __m512i sixteen = _mm512_set1_epi8(16);
       for (int r = 0; r < 8; ++r) {
         __mmask64 k;
@@ -149,31 +179,59 @@ inline __m512 epilogue(__m512i ih, __m512i il, const Acts& a, int64_t i, int64_t
   __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(ih, 8), il);
   if constexpr (OFF != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(OFF * a.sx[j]));
   acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(a.dx[j]), d), _mm512_cvtepi32_ps(dot), acc);
-  if constexpr (F == Q4_1 || F == Q5_1) acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(a.sxd[j]), acc);
+  if constexpr (F != Q4_0 && F != Q5_0 && F != Q8_0) acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(a.sxd[j]), acc);
   return acc;
 }
 
 template <int F>
-inline void scales(const uint8_t* t, int code_bytes, __m512& d, __m512& mn) {
-  d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + code_bytes)));
-  if constexpr (F == Q4_1 || F == Q5_1)
-    mn = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + code_bytes + 32)));
-  else
-    mn = _mm512_setzero_ps();
+constexpr Layout L_ = Layout{};
+template <> constexpr Layout L_<Q4_0> = {32, 18, 256, 8, false, false};
+template <> constexpr Layout L_<Q4_1> = {32, 20, 256, 0, true, false};
+template <> constexpr Layout L_<Q5_0> = {32, 22, 320, 16, false, false};
+template <> constexpr Layout L_<Q5_1> = {32, 24, 320, 0, true, false};
+template <> constexpr Layout L_<Q8_0> = {32, 34, 512, 128, false, false};
+template <> constexpr Layout L_<Q4_K> = {256, 144, 256, 0, true, true};
+template <> constexpr Layout L_<Q5_K> = {256, 176, 320, 0, true, true};
+
+// block b's tile in a tile column
+template <int F>
+inline const uint8_t* tile(const uint8_t* col, int64_t b) {
+  constexpr Layout L = L_<F>;
+  return col + (b / L.group()) * L.unit_bytes() + (b % L.group()) * L.sub_bytes();
+}
+
+inline __m512 f16x16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline __m512 u8x16(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// block b's 16 scales and mins (0 where the format has none): d and m, or d sc and -(dmin m)
+template <int F>
+inline void scales(const uint8_t* col, int64_t b, __m512& d, __m512& mn) {
+  constexpr Layout L = L_<F>;
+  const uint8_t* t = tile<F>(col, b);
+  if constexpr (L.kq) {
+    const uint8_t* head = col + (b / 8) * L.unit_bytes() + 8 * L.sub_bytes();
+    d = _mm512_mul_ps(f16x16(head), u8x16(t + L.code_bytes));
+    mn = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(f16x16(head + 32), u8x16(t + L.code_bytes + 16)));
+  } else {
+    d = f16x16(t + L.code_bytes);
+    mn = L.min ? f16x16(t + L.code_bytes + 32) : _mm512_setzero_ps();
+  }
 }
 
 // Rows r0 .. r0 + R of x against the 16 outputs of tile column t, with VNNI byte dot products.
 template <int F, int R>
-void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, int tb, int cb, float* y, int64_t ldy, const float* bias) {
+void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t ldy, const float* bias) {
   __m512 acc[R];
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
-    const uint8_t* t = col + b * tb;
-    _mm_prefetch(reinterpret_cast<const char*>(t + 4 * tb), _MM_HINT_T0);
+    const uint8_t* t = tile<F>(col, b);
+    _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
     __m512i B[8];
     unpack<F>(t, B);
     __m512 d, mn;
-    scales<F>(t, cb, d, mn);
+    scales<F>(col, b, d, mn);
     for (int i = 0; i < R; ++i) {
       const int32_t* h = reinterpret_cast<const int32_t*>(a.hi.data() + (r0 + i) * a.K + b * 32);
       const int32_t* l = reinterpret_cast<const int32_t*>(a.lo.data() + (r0 + i) * a.K + b * 32);
@@ -213,19 +271,19 @@ void amx_config() {
 // rows two byte products per column (high and low bytes) into C tiles, stored, and the same epilogue as
 // vnni_rows, run one row group behind the tile products so that the two overlap.
 template <int F, int NT>
-void amx_cols(const Acts& a, const uint8_t* col, int64_t col_bytes, int tb, int cb, float* y, int64_t ldy,
-              const float* bias, float* acc) {
+void amx_cols(const Acts& a, const uint8_t* col, int64_t col_bytes, float* y, int64_t ldy, const float* bias,
+              float* acc) {
   alignas(64) uint8_t stage[NT][512];
   alignas(64) int32_t ch[2][NT][256], cl[2][NT][256];
   std::fill(acc, acc + a.Mp * 16 * NT, 0.0f);
   for (int64_t b = 0; b < a.nb; ++b) {
     __m512 d[NT], mn[NT];
     for (int j = 0; j < NT; ++j) {
-      const uint8_t* t = col + j * col_bytes + b * tb;
+      const uint8_t* cj = col + j * col_bytes;
       __m512i B[8];
-      unpack<F>(t, B);
+      unpack<F>(tile<F>(cj, b), B);
       for (int r = 0; r < 8; ++r) _mm512_store_si512(stage[j] + 64 * r, B[r]);
-      scales<F>(t, cb, d[j], mn[j]);
+      scales<F>(cj, b, d[j], mn[j]);
     }
     _tile_loadd(2, stage[0], 64);
     if constexpr (NT == 2) _tile_loadd(7, stage[1], 64);
@@ -274,9 +332,8 @@ int64_t amx_min_rows = 4;  // fewer rows go through VNNI (the same bits either w
 
 template <int F>
 void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y, int64_t ldy) {
-  const Layout L = layout(F);
-  const int tb = L.tile_bytes(), cb = L.code_bytes;
-  const int64_t cols = N / 16, col_bytes = a.nb * tb;
+  constexpr Layout L = L_<F>;
+  const int64_t cols = N / 16, col_bytes = a.nb / L.group() * L.unit_bytes();
   const bool amx = amx_ready && a.M >= amx_min_rows;
   const int64_t tasks = amx ? (cols + 1) / 2 : cols;  // AMX: two tile columns a task
 #pragma omp parallel
@@ -293,17 +350,17 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
         const int64_t c = 2 * t;
         const float* bt = bias ? bias + c * 16 : nullptr;
         if (c + 1 < cols)
-          amx_cols<F, 2>(a, w + c * col_bytes, col_bytes, tb, cb, y + c * 16, ldy, bt, ap);
+          amx_cols<F, 2>(a, w + c * col_bytes, col_bytes, y + c * 16, ldy, bt, ap);
         else
-          amx_cols<F, 1>(a, w + c * col_bytes, col_bytes, tb, cb, y + c * 16, ldy, bt, ap);
+          amx_cols<F, 1>(a, w + c * col_bytes, col_bytes, y + c * 16, ldy, bt, ap);
         continue;
       }
       const uint8_t* col = w + t * col_bytes;
       float* yt = y + t * 16;
       const float* bt = bias ? bias + t * 16 : nullptr;
       int64_t r = 0;
-      for (; r + 4 <= a.M; r += 4) vnni_rows<F, 4>(a, r, col, tb, cb, yt, ldy, bt);
-      for (; r < a.M; ++r) vnni_rows<F, 1>(a, r, col, tb, cb, yt, ldy, bt);
+      for (; r + 4 <= a.M; r += 4) vnni_rows<F, 4>(a, r, col, yt, ldy, bt);
+      for (; r < a.M; ++r) vnni_rows<F, 1>(a, r, col, yt, ldy, bt);
     }
     if (amx) _tile_release();
   }
@@ -323,30 +380,47 @@ void int_matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fm
     case Q5_0: return run<Q5_0>(a, wp, N, bp, yp, ldy);
     case Q5_1: return run<Q5_1>(a, wp, N, bp, yp, ldy);
     case Q8_0: return run<Q8_0>(a, wp, N, bp, yp, ldy);
+    case Q4_K: return run<Q4_K>(a, wp, N, bp, yp, ldy);
+    case Q5_K: return run<Q5_K>(a, wp, N, bp, yp, ldy);
     default: TORCH_CHECK(false, "unknown repacked format ", fmt);
   }
 }
 
-// (N, row bytes) file blocks -> (N / 16, K / 32, tile bytes) tiles (see the top of this file)
+// (N, row bytes) file blocks -> (N / 16, units, unit bytes) tile columns (see Layout)
 torch::Tensor int_pack(torch::Tensor w, int64_t fmt, int64_t K) {
   const Layout L = layout(fmt);
   TORCH_CHECK(w.dtype() == torch::kUInt8 && w.dim() == 2 && w.is_contiguous(), "w: contiguous 2-D uint8 blocks");
-  TORCH_CHECK(K % 32 == 0 && w.size(1) == K / 32 * L.src_bytes, "w's row size does not match K for this format");
+  TORCH_CHECK(K % L.src_qk == 0 && w.size(1) == K / L.src_qk * L.src_bytes,
+              "w's row size does not match K for this format");
   TORCH_CHECK(w.size(0) % 16 == 0, "the number of rows must be a multiple of 16");
-  const int64_t N = w.size(0), nb = K / 32, tb = L.tile_bytes();
-  auto out = torch::zeros({N / 16, nb, tb}, torch::dtype(torch::kUInt8));
+  const int64_t N = w.size(0), nb = K / 32, units = nb / L.group(), ub = L.unit_bytes(), sb = L.sub_bytes();
+  const int64_t row_bytes = w.size(1);
+  auto out = torch::zeros({N / 16, units, ub}, torch::dtype(torch::kUInt8));
   const uint8_t* src = w.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N / 16 * nb; ++i) {
     const int64_t t = i / nb, b = i % nb;
-    uint8_t* o = dst + i * tb;
+    uint8_t* o = dst + t * units * ub + (b / L.group()) * ub + (b % L.group()) * sb;
     uint8_t u[16][32];
     for (int n = 0; n < 16; ++n) {
-      const uint8_t* blk = src + (t * 16 + n) * nb * L.src_bytes + b * L.src_bytes;
-      block_codes(blk, fmt, u[n]);
-      std::memcpy(o + L.code_bytes + 2 * n, blk, 2);  // d
-      if (L.min) std::memcpy(o + L.code_bytes + 32 + 2 * n, blk + 2, 2);  // m
+      const uint8_t* blk = src + (t * 16 + n) * row_bytes + (b * 32 / L.src_qk) * L.src_bytes;
+      const int j = static_cast<int>(b % L.group());
+      block_codes(blk, fmt, u[n], j);
+      if (L.kq) {
+        int sc, m;
+        scale_min_k4(blk + 4, j, sc, m);
+        o[L.code_bytes + n] = static_cast<uint8_t>(sc);
+        o[L.code_bytes + 16 + n] = static_cast<uint8_t>(m);
+        if (j == 0) {  // the super-block's d and dmin, after its 8 sub-block tiles
+          uint8_t* head = o + 8 * sb;
+          std::memcpy(head + 2 * n, blk, 2);
+          std::memcpy(head + 32 + 2 * n, blk + 2, 2);
+        }
+      } else {
+        std::memcpy(o + L.code_bytes + 2 * n, blk, 2);                     // d
+        if (L.min) std::memcpy(o + L.code_bytes + 32 + 2 * n, blk + 2, 2);  // m
+      }
     }
     for (int r = 0; r < 8; ++r)
       for (int n = 0; n < 16; ++n)
@@ -363,12 +437,20 @@ torch::Tensor int_pack(torch::Tensor w, int64_t fmt, int64_t K) {
   return out;
 }
 
-// rows `ids` of a repacked matrix as float32 (u - off) * d (+ m): the file's values
+namespace {
+void check_tiles(const torch::Tensor& w, const Layout& L, int64_t K) {
+  TORCH_CHECK(K % L.src_qk == 0 && w.dtype() == torch::kUInt8 && w.dim() == 3 && w.is_contiguous() &&
+                  w.size(1) == K / 32 / L.group() && w.size(2) == L.unit_bytes(),
+              "w: repacked tiles of this format for K inputs");
+}
+}  // namespace
+
+// rows `ids` of a repacked matrix as float32: (u - off) d (+ m), or d sc u - dmin m: the file's values
 torch::Tensor int_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_t K) {
   const Layout L = layout(fmt - 100);
+  check_tiles(w, L, K);
   TORCH_CHECK(ids.dtype() == torch::kInt64 && ids.dim() == 1 && ids.is_contiguous(), "ids: 1-D int64");
-  TORCH_CHECK(w.dim() == 3 && w.size(1) == K / 32 && w.size(2) == L.tile_bytes(), "w: repacked tiles of this format");
-  const int64_t n = ids.size(0), N = w.size(0) * 16, nb = K / 32, tb = L.tile_bytes();
+  const int64_t n = ids.size(0), N = w.size(0) * 16, nb = K / 32, ub = L.unit_bytes(), sb = L.sub_bytes();
   const int64_t* ip = ids.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) TORCH_CHECK(ip[i] >= 0 && ip[i] < N, "row id out of range");
   auto out = torch::empty({n, K}, torch::dtype(torch::kFloat32));
@@ -378,11 +460,20 @@ torch::Tensor int_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_t 
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = ip[i] / 16, c = ip[i] % 16;
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* o = wp + (t * nb + b) * tb;
-      uint16_t dh, mh = 0;
-      std::memcpy(&dh, o + L.code_bytes + 2 * c, 2);
-      if (L.min) std::memcpy(&mh, o + L.code_bytes + 32 + 2 * c, 2);
-      const float d = _cvtsh_ss(dh), mn = _cvtsh_ss(mh);
+      const uint8_t* unit = wp + t * (nb / L.group()) * ub + (b / L.group()) * ub;
+      const uint8_t* o = unit + (b % L.group()) * sb;
+      float d, mn = 0.0f;
+      uint16_t h;
+      if (L.kq) {
+        std::memcpy(&h, unit + 8 * sb + 2 * c, 2);
+        d = _cvtsh_ss(h) * static_cast<float>(o[L.code_bytes + c]);
+        std::memcpy(&h, unit + 8 * sb + 32 + 2 * c, 2);
+        mn = -(_cvtsh_ss(h) * static_cast<float>(o[L.code_bytes + 16 + c]));
+      } else {
+        std::memcpy(&h, o + L.code_bytes + 2 * c, 2);
+        d = _cvtsh_ss(h);
+        if (L.min) std::memcpy(&h, o + L.code_bytes + 32 + 2 * c, 2), mn = _cvtsh_ss(h);
+      }
       for (int k = 0; k < 32; ++k) {
         const int r = k / 4, e = static_cast<int>(4 * c + k % 4);
         int code;
@@ -403,8 +494,7 @@ torch::Tensor int_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_t 
 torch::Tensor int_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::optional<torch::Tensor> bias) {
   TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2 && x.is_contiguous(), "x: contiguous 2-D float32");
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0) * 16;
-  TORCH_CHECK(w.dim() == 3 && w.size(1) == K / 32 && w.size(2) == layout(fmt - 100).tile_bytes() && K % 32 == 0,
-              "w: repacked tiles of this format for K inputs");
+  check_tiles(w, layout(fmt - 100), K);
   auto y = torch::empty({M, N}, x.options());
   int_matmul(x.data_ptr<float>(), M, K, w.data_ptr<uint8_t>(), fmt, N,
              bias.has_value() ? bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), N);

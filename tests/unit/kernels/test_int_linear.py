@@ -37,17 +37,21 @@ def packed(fmt: str, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch
 @pytest.mark.parametrize("fmt", INT_FORMATS)
 def test_repacking_keeps_the_files_values(fmt: str) -> None:
     ext = blocks.integer_kernel()
-    raw, tiles = packed(fmt, 48, 160)
-    assert tiles.numel() == raw.numel()  # the same bytes, rearranged
-    rows = ext.int_rows(tiles, torch.arange(48), REPACKED + FORMATS[fmt].type_id, 160)
-    assert torch.equal(rows.view(torch.int32), dequantize(raw, fmt, 160).view(torch.int32))
+    k = 160 if FORMATS[fmt].qk == 32 else 512
+    raw, tiles = packed(fmt, 48, k)
+    if FORMATS[fmt].qk == 32:
+        assert tiles.numel() == raw.numel()  # the same bytes, rearranged
+    else:  # sub-block scales and mins as bytes: 2368 bytes per 16 super-blocks against 2304 (Q4_K)
+        assert tiles.numel() <= raw.numel() * 1.03
+    rows = ext.int_rows(tiles, torch.arange(48), REPACKED + FORMATS[fmt].type_id, k)
+    assert torch.equal(rows.view(torch.int32), dequantize(raw, fmt, k).view(torch.int32))
 
 
 @pytest.mark.parametrize("fmt", INT_FORMATS)
 @pytest.mark.parametrize("m", [1, 3, 4, 17, 40])
 def test_products_match_the_reference(fmt: str, m: int) -> None:
     ext = blocks.integer_kernel()
-    n, k = 64, 224
+    n, k = 64, 224 if FORMATS[fmt].qk == 32 else 512
     raw, tiles = packed(fmt, n, k, seed=m)
     gen = torch.Generator().manual_seed(m)
     x = torch.randn(m, k, generator=gen) * torch.rand(m, k // 32, 1, generator=gen).repeat_interleave(
@@ -64,9 +68,10 @@ def test_products_match_the_reference(fmt: str, m: int) -> None:
 @pytest.mark.parametrize("fmt", INT_FORMATS)
 def test_a_row_is_the_same_bits_alone_in_a_batch_and_on_either_path(fmt: str) -> None:
     ext = blocks.integer_kernel()
-    raw, tiles = packed(fmt, 80, 96, seed=3)
+    k = 96 if FORMATS[fmt].qk == 32 else 256
+    raw, tiles = packed(fmt, 80, k, seed=3)
     code = REPACKED + FORMATS[fmt].type_id
-    x = torch.randn(37, 96, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(37, k, generator=torch.Generator().manual_seed(5))
     batch = ext.int_linear(x, tiles, code, None)  # many rows: AMX where the CPU has it
     alone = torch.cat([ext.int_linear(x[i : i + 1].contiguous(), tiles, code, None) for i in range(37)])
     assert torch.equal(batch.view(torch.int32), alone.view(torch.int32))
@@ -84,13 +89,13 @@ def test_int_pack_refuses_what_it_cannot_tile() -> None:
     with pytest.raises(RuntimeError, match="multiple of 16"):
         ext.int_pack(raw, FORMATS["Q4_1"].type_id, 64)
     with pytest.raises(RuntimeError, match="no integer kernel"):
-        ext.int_pack(random_blocks("Q4_K", 16, 256), FORMATS["Q4_K"].type_id, 256)
+        ext.int_pack(random_blocks("Q6_K", 16, 256), FORMATS["Q6_K"].type_id, 256)
 
 
 def test_layers_repack_at_load_and_keep_their_values() -> None:
     head = BlockLinear(random_blocks("Q8_0", 64, 96, 1), "Q8_0", 96)
     odd = BlockLinear(random_blocks("Q4_1", 24, 96, 2), "Q4_1", 96)  # 24 outputs: stays as stored
-    kq = BlockLinear(random_blocks("Q4_K", 32, 256, 3), "Q4_K", 256)  # no integer kernel: stays
+    kq = BlockLinear(random_blocks("Q6_K", 32, 256, 3), "Q6_K", 256)  # no integer kernel: stays
     model = nn.ModuleList([head, odd, kq, BlockEmbedding(head, tied=True)])
     want = {id(m): m.weight() for m in (head, odd, kq)}
     blocks.pack(model, integer=True)
