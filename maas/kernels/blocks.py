@@ -66,7 +66,7 @@ def native() -> Any | None:
 
 
 # 32-weight formats the integer kernel (csrc/int_linear.cpp) takes, and the code of a repacked layer
-INT_FORMATS = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K")
+INT_FORMATS = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
 REPACKED = 100
 AMX_MIN_ROWS = 10  # products of fewer rows take VNNI (the same bits either way)
 

@@ -1,20 +1,22 @@
-// Linear layers from GGUF 32-weight block formats with 16-bit integer activations (AVX-512 VNNI, and AMX
-// where the CPU has it): y = x @ W^T (+ b).
+// Linear layers from GGUF block formats with 16-bit integer activations (AVX-512 VNNI, and AMX where the CPU
+// has it): y = x @ W^T (+ b).
 //
-// Weights: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q5_K (their 32-weight sub-blocks), repacked once at load (int_pack) into tiles of 16 output rows by
-// one 32-weight block: the codes as unsigned bytes in the order an AMX B tile wants them (row r of the tile
-// holds, for each of the 16 outputs, the codes of weights 4r .. 4r + 3), nibbles for 4- and 5-bit codes (low
-// nibble: weights 0-15, high nibble: 16-31, plus a 64-bit mask of fifth bits per tile row), then the 16
-// fp16 scales and, for Q4_1 / Q5_1, the 16 fp16 mins. A tile takes exactly the bytes the 16 file blocks do.
-// The stored code u stands for the weight (u - off) * d (+ m), off = 8, 16 or 128 (Q4_0, Q5_0, Q8_0).
+// Weights: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the 32-weight sub-blocks of Q4_K, Q5_K and Q6_K, repacked once at
+// load (int_pack) into tiles of 16 output rows by one 32-weight block: the codes as unsigned bytes in the
+// order an AMX B tile wants them (row r of the tile holds, for each of the 16 outputs, the codes of weights
+// 4r .. 4r + 3); 4- to 6-bit codes as nibbles (low nibble: weights 0-15, high nibble: 16-31) plus a 64-bit
+// mask per tile row for each higher bit; then the block's scales (see Layout). A tile column takes the bytes
+// of its 16 rows of file blocks (Q4_K / Q5_K: 3% more). The stored code u stands for the weight
+// (u - off) d (+ m), off = 8, 16, 128 or 32 (Q4_0, Q5_0, Q8_0, Q6_K).
 //
 // Activations: each run of 32 values of a row of x is rounded to integers q in [-32639, 32639] times a
 // float32 scale dx = amax / 32639 (split q = 256 hi + lo into two signed bytes for the byte dot products).
 // Per block the integer dot product I = sum q u is exact, then
 //   acc = fma(dx * d, float(I - off * sum q), acc)            and for formats with a min
 //   acc = fma(m, dx * float(sum q), acc)
-// block by block in k order. Every path (one row with VNNI, many rows with AMX) computes the same integers
-// and the same float32 operations, so a row's result is the same bits alone or in any batch.
+// block by block in k order (Q6_K: one fma per 16-weight half, each with its own scale). Every path (few rows
+// with VNNI, many with AMX) computes the same integers and the same float32 operations, so a row's result
+// is the same bits alone or in any batch.
 #include <torch/extension.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -27,33 +29,45 @@
 
 namespace {
 
-enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13 };
+enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
 constexpr int LEVELS = 32639;  // |q| <= LEVELS keeps hi = (q - lo) / 256 within a signed byte
 
 // A tile column (16 outputs) is a run of units: for the 32-weight formats one tile per block (codes, then 16
 // fp16 scales d and, with a min, 16 fp16 mins m); for Q4_K / Q5_K one unit per 256-weight super-block: its 8
 // sub-block tiles (codes, then the 16 outputs' 6-bit scales sc and mins m as bytes) and then the 16 fp16 d
-// and 16 fp16 dmin, for the weight d sc q - dmin m.
+// and 16 fp16 dmin, for the weight d sc q - dmin m. Q6_K's sub-blocks hold two groups of 16 weights, each
+// with a signed 8-bit scale: its tiles carry the 16 outputs' two scales, the unit's end the 16 fp16 d, for
+// the weight d sc (q - 32).
 struct Layout {
   int src_qk, src_bytes;  // weights and bytes of one file block
-  int code_bytes;         // bytes of one tile's codes: 256 (nibbles), 320 (nibbles + fifth bits), 512 (bytes)
+  int code_bytes;         // bytes of a tile's codes: 256 (nibbles), 320 / 384 (+ fifth / sixth bits), 512 (bytes)
   int off;                // the stored code minus off is the signed code
-  bool min;               // a min per block (Q4_1, Q5_1) or sub-block (K-quants)
+  bool min;               // a min per block (Q4_1, Q5_1) or sub-block (Q4_K, Q5_K)
   bool kq;                // K-quant super-blocks
-  int sub_bytes() const { return code_bytes + (kq ? 32 : 32 + (min ? 32 : 0)); }
-  int group() const { return kq ? 8 : 1; }  // 32-weight blocks per unit
-  int unit_bytes() const { return group() * sub_bytes() + (kq ? 64 : 0); }
+  bool halves;            // two scales a sub-block (Q6_K)
+  constexpr int sub_bytes() const { return code_bytes + (kq ? 32 : 32 + (min ? 32 : 0)); }
+  constexpr int group() const { return kq ? 8 : 1; }  // 32-weight blocks per unit
+  constexpr int unit_bytes() const { return group() * sub_bytes() + (kq ? (halves ? 32 : 64) : 0); }
 };
+
+template <int F>
+constexpr Layout L_ = Layout{};
+template <> constexpr Layout L_<Q4_0> = {32, 18, 256, 8, false, false, false};
+template <> constexpr Layout L_<Q4_1> = {32, 20, 256, 0, true, false, false};
+template <> constexpr Layout L_<Q5_0> = {32, 22, 320, 16, false, false, false};
+template <> constexpr Layout L_<Q5_1> = {32, 24, 320, 0, true, false, false};
+template <> constexpr Layout L_<Q8_0> = {32, 34, 512, 128, false, false, false};
+template <> constexpr Layout L_<Q4_K> = {256, 144, 256, 0, true, true, false};
+template <> constexpr Layout L_<Q5_K> = {256, 176, 320, 0, true, true, false};
+template <> constexpr Layout L_<Q6_K> = {256, 210, 384, 32, false, true, true};
 
 Layout layout(int64_t fmt) {
   switch (fmt) {
-    case Q4_0: return {32, 18, 256, 8, false, false};
-    case Q4_1: return {32, 20, 256, 0, true, false};
-    case Q5_0: return {32, 22, 320, 16, false, false};
-    case Q5_1: return {32, 24, 320, 0, true, false};
-    case Q8_0: return {32, 34, 512, 128, false, false};
-    case Q4_K: return {256, 144, 256, 0, true, true};
-    case Q5_K: return {256, 176, 320, 0, true, true};
+#define CASE(F) \
+  case F:       \
+    return L_<F>;
+    CASE(Q4_0) CASE(Q4_1) CASE(Q5_0) CASE(Q5_1) CASE(Q8_0) CASE(Q4_K) CASE(Q5_K) CASE(Q6_K)
+#undef CASE
     default: TORCH_CHECK(false, "no integer kernel for block format ", fmt);
   }
 }
@@ -79,6 +93,13 @@ inline uint32_t u32(const uint8_t* p) {
 // code)
 void block_codes(const uint8_t* b, int64_t fmt, uint8_t* u, int j = 0) {
   switch (fmt) {
+    case Q6_K:
+      for (int l = 0; l < 32; ++l) {
+        const int e = 32 * j + l, h = e / 128, g = e % 128 / 32, r = e % 32;
+        const int low = (b[h * 64 + (g % 2) * 32 + r] >> (4 * (g / 2))) & 15, high = (b[128 + h * 32 + r] >> (2 * g)) & 3;
+        u[l] = static_cast<uint8_t>(low | high << 4);
+      }
+      break;
     case Q4_K:
     case Q5_K: {
       const uint8_t* q = b + (fmt == Q4_K ? 16 : 48) + 32 * (j / 2);  // low nibbles for even j, high for odd
@@ -121,12 +142,14 @@ inline void unpack(const uint8_t* t, __m512i* B) {
       B[r] = _mm512_and_si512(v, low);
       B[r + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
     }
-    if constexpr (F == Q5_0 || F == Q5_1 || F == Q5_K) {
-      const __m512i sixteen = _mm512_set1_epi8(16);
-      for (int r = 0; r < 8; ++r) {
-        __mmask64 k;
-        std::memcpy(&k, t + 256 + 8 * r, 8);
-        B[r] = _mm512_mask_add_epi8(B[r], k, B[r], sixteen);
+    if constexpr (F == Q5_0 || F == Q5_1 || F == Q5_K || F == Q6_K) {
+      for (int bit = 4; bit < (F == Q6_K ? 6 : 5); ++bit) {  // the fifth (and sixth) bits, a mask per tile row
+        const __m512i v = _mm512_set1_epi8(static_cast<char>(1 << bit));
+        for (int r = 0; r < 8; ++r) {
+          __mmask64 k;
+          std::memcpy(&k, t + 256 + 64 * (bit - 4) + 8 * r, 8);
+          B[r] = _mm512_mask_add_epi8(B[r], k, B[r], v);
+        }
       }
     }
   }
@@ -138,13 +161,14 @@ struct Acts {
   int64_t M, Mp, K, nb;
   std::vector<int8_t> hi, lo;
   std::vector<float> dx, sxd;
-  std::vector<int32_t> sx;
+  std::vector<int32_t> sx, sxl;  // sum q, and over the first 16 values (for Q6_K's halves)
 };
 
 void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
   a.M = M, a.K = K, a.nb = K / 32, a.Mp = (M + 15) / 16 * 16;
   a.hi.assign(a.Mp * K, 0), a.lo.assign(a.Mp * K, 0);
   a.dx.assign(a.Mp * a.nb, 0.0f), a.sxd.assign(a.Mp * a.nb, 0.0f), a.sx.assign(a.Mp * a.nb, 0);
+  a.sxl.assign(a.Mp * a.nb, 0);
   const __m512 sign = _mm512_set1_ps(-0.0f);
 #pragma omp parallel for schedule(static) if (M * K >= 16384)
   for (int64_t i = 0; i < M * a.nb; ++i) {
@@ -164,9 +188,10 @@ void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(ho + 16), _mm512_cvtepi32_epi8(h1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lw), _mm512_cvtepi32_epi8(l0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lw + 16), _mm512_cvtepi32_epi8(l1));
-    const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    const int32_t sl = _mm512_reduce_add_epi32(q0), s = sl + _mm512_reduce_add_epi32(q1);
     a.dx[i] = d;
     a.sx[i] = s;
+    a.sxl[i] = sl;
     a.sxd[i] = d * static_cast<float>(s);
   }
 }
@@ -183,16 +208,6 @@ inline __m512 epilogue(__m512i ih, __m512i il, const Acts& a, int64_t i, int64_t
   return acc;
 }
 
-template <int F>
-constexpr Layout L_ = Layout{};
-template <> constexpr Layout L_<Q4_0> = {32, 18, 256, 8, false, false};
-template <> constexpr Layout L_<Q4_1> = {32, 20, 256, 0, true, false};
-template <> constexpr Layout L_<Q5_0> = {32, 22, 320, 16, false, false};
-template <> constexpr Layout L_<Q5_1> = {32, 24, 320, 0, true, false};
-template <> constexpr Layout L_<Q8_0> = {32, 34, 512, 128, false, false};
-template <> constexpr Layout L_<Q4_K> = {256, 144, 256, 0, true, true};
-template <> constexpr Layout L_<Q5_K> = {256, 176, 320, 0, true, true};
-
 // block b's tile in a tile column
 template <int F>
 inline const uint8_t* tile(const uint8_t* col, int64_t b) {
@@ -206,11 +221,31 @@ inline __m512 u8x16(const uint8_t* p) {
 }
 
 // block b's 16 scales and mins (0 where the format has none): d and m, or d sc and -(dmin m)
+// Q6_K: the two halves' sums (high and low bytes each) with scales da, db: two fmas, first half first
+inline __m512 epilogue6(__m512i iha, __m512i ila, __m512i ihb, __m512i ilb, const Acts& a, int64_t i, int64_t b,
+                        __m512 da, __m512 db, __m512 acc) {
+  const int64_t j = i * a.nb + b;
+  const __m512i dot_a = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(iha, 8), ila), _mm512_set1_epi32(32 * a.sxl[j]));
+  const __m512i dot_b = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(ihb, 8), ilb),
+                                         _mm512_set1_epi32(32 * (a.sx[j] - a.sxl[j])));
+  const __m512 dx = _mm512_set1_ps(a.dx[j]);
+  acc = _mm512_fmadd_ps(_mm512_mul_ps(dx, da), _mm512_cvtepi32_ps(dot_a), acc);
+  return _mm512_fmadd_ps(_mm512_mul_ps(dx, db), _mm512_cvtepi32_ps(dot_b), acc);
+}
+
+inline __m512 s8x16(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
 template <int F>
 inline void scales(const uint8_t* col, int64_t b, __m512& d, __m512& mn) {
   constexpr Layout L = L_<F>;
   const uint8_t* t = tile<F>(col, b);
-  if constexpr (L.kq) {
+  if constexpr (L.halves) {  // d sc of the two halves (in d and mn)
+    const __m512 dh = f16x16(col + (b / 8) * L.unit_bytes() + 8 * L.sub_bytes());
+    d = _mm512_mul_ps(dh, s8x16(t + L.code_bytes));
+    mn = _mm512_mul_ps(dh, s8x16(t + L.code_bytes + 16));
+  } else if constexpr (L.kq) {
     const uint8_t* head = col + (b / 8) * L.unit_bytes() + 8 * L.sub_bytes();
     d = _mm512_mul_ps(f16x16(head), u8x16(t + L.code_bytes));
     mn = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(f16x16(head + 32), u8x16(t + L.code_bytes + 16)));
@@ -235,12 +270,21 @@ void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t 
     for (int i = 0; i < R; ++i) {
       const int32_t* h = reinterpret_cast<const int32_t*>(a.hi.data() + (r0 + i) * a.K + b * 32);
       const int32_t* l = reinterpret_cast<const int32_t*>(a.lo.data() + (r0 + i) * a.K + b * 32);
-      __m512i ih = _mm512_setzero_si512(), il = _mm512_setzero_si512();
-      for (int r = 0; r < 8; ++r) {
-        ih = _mm512_dpbusd_epi32(ih, B[r], _mm512_set1_epi32(h[r]));
-        il = _mm512_dpbusd_epi32(il, B[r], _mm512_set1_epi32(l[r]));
+      if constexpr (L_<F>.halves) {
+        __m512i ih[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, il[2] = {ih[0], ih[0]};
+        for (int r = 0; r < 8; ++r) {
+          ih[r / 4] = _mm512_dpbusd_epi32(ih[r / 4], B[r], _mm512_set1_epi32(h[r]));
+          il[r / 4] = _mm512_dpbusd_epi32(il[r / 4], B[r], _mm512_set1_epi32(l[r]));
+        }
+        acc[i] = epilogue6(ih[0], il[0], ih[1], il[1], a, r0 + i, b, d, mn, acc[i]);
+      } else {
+        __m512i ih = _mm512_setzero_si512(), il = _mm512_setzero_si512();
+        for (int r = 0; r < 8; ++r) {
+          ih = _mm512_dpbusd_epi32(ih, B[r], _mm512_set1_epi32(h[r]));
+          il = _mm512_dpbusd_epi32(il, B[r], _mm512_set1_epi32(l[r]));
+        }
+        acc[i] = epilogue<F>(ih, il, a, r0 + i, b, d, mn, acc[i]);
       }
-      acc[i] = epilogue<F>(ih, il, a, r0 + i, b, d, mn, acc[i]);
     }
   }
   const __m512 bv = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
@@ -334,7 +378,7 @@ template <int F>
 void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y, int64_t ldy) {
   constexpr Layout L = L_<F>;
   const int64_t cols = N / 16, col_bytes = a.nb / L.group() * L.unit_bytes();
-  const bool amx = amx_ready && a.M >= amx_min_rows;
+  const bool amx = amx_ready && a.M >= amx_min_rows && !L.halves;  // Q6_K: VNNI only (16-weight halves)
   const int64_t tasks = amx ? (cols + 1) / 2 : cols;  // AMX: two tile columns a task
 #pragma omp parallel
   {
@@ -382,6 +426,7 @@ void int_matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fm
     case Q8_0: return run<Q8_0>(a, wp, N, bp, yp, ldy);
     case Q4_K: return run<Q4_K>(a, wp, N, bp, yp, ldy);
     case Q5_K: return run<Q5_K>(a, wp, N, bp, yp, ldy);
+    case Q6_K: return run<Q6_K>(a, wp, N, bp, yp, ldy);
     default: TORCH_CHECK(false, "unknown repacked format ", fmt);
   }
 }
@@ -407,7 +452,11 @@ torch::Tensor int_pack(torch::Tensor w, int64_t fmt, int64_t K) {
       const uint8_t* blk = src + (t * 16 + n) * row_bytes + (b * 32 / L.src_qk) * L.src_bytes;
       const int j = static_cast<int>(b % L.group());
       block_codes(blk, fmt, u[n], j);
-      if (L.kq) {
+      if (L.halves) {
+        o[L.code_bytes + n] = blk[192 + 2 * j];  // the two groups' int8 scales, as bytes
+        o[L.code_bytes + 16 + n] = blk[192 + 2 * j + 1];
+        if (j == 0) std::memcpy(o + 8 * sb + 2 * n, blk + 208, 2);  // d, after the 8 sub-block tiles
+      } else if (L.kq) {
         int sc, m;
         scale_min_k4(blk + 4, j, sc, m);
         o[L.code_bytes + n] = static_cast<uint8_t>(sc);
@@ -431,6 +480,7 @@ torch::Tensor int_pack(torch::Tensor w, int64_t fmt, int64_t K) {
           } else {
             o[64 * (r % 4) + e] |= static_cast<uint8_t>((code & 15) << (r < 4 ? 0 : 4));
             if (code & 16) o[256 + 8 * r + e / 8] |= static_cast<uint8_t>(1 << (e % 8));
+            if (code & 32) o[320 + 8 * r + e / 8] |= static_cast<uint8_t>(1 << (e % 8));
           }
         }
   }
@@ -464,7 +514,10 @@ torch::Tensor int_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_t 
       const uint8_t* o = unit + (b % L.group()) * sb;
       float d, mn = 0.0f;
       uint16_t h;
-      if (L.kq) {
+      if (L.halves) {  // d sc of the half this k is in: set per k below
+        std::memcpy(&h, unit + 8 * sb + 2 * c, 2);
+        d = _cvtsh_ss(h);
+      } else if (L.kq) {
         std::memcpy(&h, unit + 8 * sb + 2 * c, 2);
         d = _cvtsh_ss(h) * static_cast<float>(o[L.code_bytes + c]);
         std::memcpy(&h, unit + 8 * sb + 32 + 2 * c, 2);
@@ -481,10 +534,12 @@ torch::Tensor int_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_t 
           code = o[64 * r + e];
         } else {
           code = (o[64 * (r % 4) + e] >> (r < 4 ? 0 : 4)) & 15;
-          if (L.code_bytes == 320 && ((o[256 + 8 * r + e / 8] >> (e % 8)) & 1)) code |= 16;
+          if (L.code_bytes >= 320 && ((o[256 + 8 * r + e / 8] >> (e % 8)) & 1)) code |= 16;
+          if (L.code_bytes == 384 && ((o[320 + 8 * r + e / 8] >> (e % 8)) & 1)) code |= 32;
         }
         const float v = static_cast<float>(code - L.off);
-        op[i * K + b * 32 + k] = L.min ? std::fma(v, d, mn) : v * d;
+        const float dk = L.halves ? d * static_cast<float>(static_cast<int8_t>(o[L.code_bytes + 16 * (k / 16) + c])) : d;
+        op[i * K + b * 32 + k] = L.min ? std::fma(v, dk, mn) : v * dk;
       }
     }
   }
