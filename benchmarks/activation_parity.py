@@ -6,7 +6,8 @@ of tests/integration: 20 for SmolLM2, 20 for Gemma 3), simulated through the PyT
 
 Variants: `float32 KV` and `float16 KV` (the default) with float32 activations; activations rounded to 8-bit
 blocks of 32 (llama.cpp's Q8_0 / Q8_1 for 32-weight formats, its Q8_K blocks of 256 for the K-quants) as
-integer dot products would see them; activations rounded to 16-bit blocks of 32. Prints, for each, the
+integer dot products would see them; activations rounded to 16-bit blocks of 32; and the integer kernel
+itself (`--activations auto` where the CPU has it), through the modules. Prints, for each, the
 prompts whose 32 greedy tokens equal transformers' and where the others first differ. Needs the dev install
 (transformers).
 """
@@ -64,20 +65,24 @@ def main() -> None:
     hf = transformers.AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     ).eval()
-    variants = [
-        ("float32 KV, float32 activations", "float32", None),
-        ("float16 KV, float32 activations (default)", "float16", None),
-        ("float16 KV, 8-bit activation blocks", "float16", 127),
-        ("float16 KV, 16-bit activation blocks", "float16", 32767),
+    variants = [  # label, KV cache, simulated rounding (None: none), --activations
+        ("float32 KV, float32 activations", "float32", None, "float32"),
+        ("float16 KV, float32 activations", "float16", None, "float32"),
+        ("float16 KV, 8-bit activation blocks", "float16", 127, "float32"),
+        ("float16 KV, 16-bit activation blocks", "float16", 32767, "float32"),
+        ("float16 KV, the integer kernel (default)", "float16", None, "auto"),
     ]
     plain = BlockLinear.forward
     refs: dict[int, list[int]] = {}
     print(f"{args.model}: {len(prompts)} prompts, 32 greedy tokens each, against transformers on {path.name}")
-    for label, kv, levels in variants:
+    for label, kv, levels, activations in variants:
         BlockLinear.forward = with_activations(levels)  # type: ignore[method-assign]
         try:
             engine = Engine.from_path(
-                path, EngineConfig(max_model_len=512, fused_decode=False, kv_cache_dtype=kv)
+                path,
+                EngineConfig(
+                    max_model_len=512, fused_decode=False, kv_cache_dtype=kv, activations=activations
+                ),
             )
             t0, same, first = time.perf_counter(), 0, []
             for i, prompt in enumerate(prompts):
