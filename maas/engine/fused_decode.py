@@ -86,6 +86,9 @@ class FusedDecoder:
                 *[_norm(n) for n in norms], _norm(q_norm), _norm(k_norm), qkv, o, gate_up, down,
                 att.window or 0, bool(layer.sliding),
             )  # fmt: skip
+        norm = _norm(model.model.norm)
+        if norm is not None:
+            dec.set_final_norm(norm)
         return cls(model, dec)
 
     def hidden_states(
@@ -96,5 +99,4 @@ class FusedDecoder:
         m = self.model
         x = m.embed(ids).float().contiguous()
         (cos, sin), (cos_l, sin_l) = m.rope_pair(positions, x.dtype)
-        self.native.forward(x, cache.k, cache.v, slots, positions, cos, sin, cos_l, sin_l)
-        return m.model.norm(x)
+        return self.native.forward(x, cache.k, cache.v, slots, positions, cos, sin, cos_l, sin_l)

@@ -218,8 +218,13 @@ class Decoder {
         for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
       }
     }
+    if (final_norm.has_value())
+      for (int64_t s = 0; s < S; ++s) rms_norm(xp + s * D, ptr(final_norm), xp + s * D, D, eps);
     return x;
   }
+
+  // the model's final norm, applied after the last layer (a PyTorch op costs more than the norm itself)
+  void set_final_norm(torch::Tensor w) { final_norm = w; }
 
  private:
   // the rows' keys and values (in qkv, S rows of NQ + 2 NKV) into the cache (slots, KV, T, hd), then attention
@@ -366,6 +371,7 @@ class Decoder {
   int64_t act;  // 0: SiLU, 1: GELU (tanh)
   float q_scale;
   std::vector<Layer> layers;
+  Opt final_norm;
 };
 
 }  // namespace
@@ -374,5 +380,6 @@ void register_decode(pybind11::module& m) {
   pybind11::class_<Decoder>(m, "Decoder")
       .def(pybind11::init<int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t, double>())
       .def("add_layer", &Decoder::add_layer)
+      .def("set_final_norm", &Decoder::set_final_norm)
       .def("forward", &Decoder::forward, pybind11::call_guard<pybind11::gil_scoped_release>());
 }
