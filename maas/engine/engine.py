@@ -47,7 +47,9 @@ class EngineConfig:
     fused_decode: bool = True  # decode rows through the native decoder where the model allows it
     prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
     kv_cache_dtype: str = "auto"  # auto: float16 where the native decoder runs, else the model's dtype
-    activations: str = "auto"  # GGUF 32-weight blocks: auto / int16 (16-bit integer blocks), float32
+    activations: str = (
+        "auto"  # GGUF block layers: int16 (16-bit integer blocks; auto where the CPU can), float32
+    )
 
 
 class Engine:
@@ -91,18 +93,18 @@ class Engine:
     def from_path(cls, path: str | Path, config: EngineConfig | None = None) -> Engine:
         """Load a model file and build an engine for it."""
         config = config or EngineConfig()
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        # GGUF block formats run as stored (exact values) where the native kernel builds
-        keep = config.weights == "file" or (config.weights == "auto" and blocks.native() is not None)
-        lm = load_lm(path, config.device, config.dtype, blocks=keep)
-        lm.model.fuse_projections()
         if config.activations not in ("auto", "int16", "float32"):
             raise UnsupportedModelError(f"unknown activations {config.activations!r} (auto, int16, float32)")
         if config.activations == "int16" and blocks.integer_kernel() is None:
             raise UnsupportedModelError(
                 "--activations int16 needs the native integer kernel and a CPU with AVX-512 VNNI"
             )
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        # GGUF block formats run as stored (exact values) where the native kernel builds
+        keep = config.weights == "file" or (config.weights == "auto" and blocks.native() is not None)
+        lm = load_lm(path, config.device, config.dtype, blocks=keep)
+        lm.model.fuse_projections()
         stored = blocks.pack(lm.model, integer=config.activations != "float32")
         if stored:
             if lm.files.release is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,18 @@ log = logging.getLogger("maas.kernels")
 
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-funroll-loops", "-fopenmp"]
 AVX512 = ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl"]
-INT = [
-    "-mavx512vnni",
-    "-mamx-tile",
-    "-mamx-int8",
-    "-DMAAS_INT",
-]  # csrc/int_linear.cpp (run only where present)
+# csrc/int_linear.cpp, part of the AVX-512 build: its VNNI / AMX instructions run only where the CPU has them
+INT = ["-mavx512vnni", "-mamx-tile", "-mamx-int8", "-DMAAS_INT"]
 
 
-def cpu_flags() -> set[str]:
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux: /proc/cpuinfo; empty elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    return set(
+        return frozenset()
+    return frozenset(
         next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     )
 

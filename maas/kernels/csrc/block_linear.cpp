@@ -13,6 +13,8 @@
 // AVX-512 (16 lanes, __AVX512F__ defined); Vec below is the one difference. The two builds sum in different
 // orders, so their results differ in the last bits; within one build every path agrees.
 #include <torch/extension.h>
+
+#include "gguf_block.h"
 #include <immintrin.h>
 #include <omp.h>
 
@@ -93,11 +95,7 @@ inline float f16(const uint8_t* p) { return *f16p(p); }
 
 inline VF bcast_f16(const uint8_t* p) { return Vec::bcast(f16p(p)); }
 
-inline uint32_t u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
+using gguf::u32;
 
 // W codes (bytes in the low bytes of c) -> sink(j, code * s + b). Codes are widened W at a time from
 // W-byte pieces (a load, or a shift and mask of one), so each vector costs one shuffle-port widening.
@@ -111,16 +109,7 @@ inline __m128i bits(const uint8_t* p, int shift, int mask) {
   return _mm_and_si128(_mm_srli_epi16(Vec::codes(p), shift), _mm_set1_epi8(static_cast<char>(mask)));
 }
 
-// Q4_K / Q5_K: 6-bit scale and min of sub-block j (of 8) from the 12 packed bytes.
-inline void scale_min_k4(const uint8_t* s, int j, int& sc, int& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
+using gguf::scale_min_k4;
 
 template <int F> struct Spec;
 template <> struct Spec<Q4_0> { static constexpr int QK = 32, BYTES = 18; };

@@ -18,6 +18,8 @@
 // with VNNI, many with AMX) computes the same integers and the same float32 operations, so a row's result
 // is the same bits alone or in any batch.
 #include <torch/extension.h>
+
+#include "gguf_block.h"
 #include <immintrin.h>
 #include <omp.h>
 #include <sys/syscall.h>
@@ -72,22 +74,8 @@ Layout layout(int64_t fmt) {
   }
 }
 
-// Q4_K / Q5_K: 6-bit scale and min of sub-block j (of 8) from the 12 packed bytes
-inline void scale_min_k4(const uint8_t* s, int j, int& sc, int& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
-inline uint32_t u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
+using gguf::scale_min_k4;
+using gguf::u32;
 
 // the 32 stored codes of one file block, or of sub-block j of a K-quant block (unsigned: u - off is the signed
 // code)

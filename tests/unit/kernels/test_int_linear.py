@@ -109,3 +109,12 @@ def test_layers_repack_at_load_and_keep_their_values() -> None:
     assert (head(x).double() - ref).abs().max().item() <= 1e-6 * ref.abs().max().item()
     with pytest.raises(ValueError, match="before repacking"):
         BlockLinear.concat([head, head])
+
+
+@pytest.mark.parametrize("value", ["int8", "bogus"])
+def test_the_engine_refuses_unknown_activations_before_loading(value: str, tmp_path) -> None:
+    from maas.engine.engine import Engine, EngineConfig
+    from maas.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="unknown activations"):
+        Engine.from_path(tmp_path / "missing.gguf", EngineConfig(activations=value))
