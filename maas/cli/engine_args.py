@@ -56,8 +56,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         "--no-fused-decode",
         dest="fused_decode",
         action="store_false",
-        help="run decode steps through the PyTorch modules instead of the native decoder (one call for all "
-        "layers; used for GGUF-block and float32 models on the CPU)",
+        help="run decode and prefill through the PyTorch modules instead of the native decoder (decode: one "
+        "call for all layers, prefill: two a layer around PyTorch's attention; used for GGUF-block and "
+        "float32 models on the CPU)",
     )
     g.add_argument(
         "--kv-cache-dtype",

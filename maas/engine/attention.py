@@ -182,21 +182,31 @@ class PagedAttention:
                 enable_gqa=True,
             )  # (S, H, 1, hd)
             out[:nd] = o[:, :, 0] if m.decode_in_order else o[m.decode_slots, :, 0]
-        for c in m.prefills:
-            qq = q[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, H, n, hd)
-            L = c.start + c.n
-            if c.start == 0 and (window is None or window >= L):
-                kk = k[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, KV, n, hd)
-                vv = v[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)
-                o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
-            else:
-                kk = kc[c.slot : c.slot + 1, :, :L].to(q.dtype)  # (1, KV, L, hd)
-                vv = vc[c.slot : c.slot + 1, :, :L].to(q.dtype)
-                o = F.scaled_dot_product_attention(
-                    qq, kk, vv, attn_mask=causal_mask(c.start, L, window, q.device), enable_gqa=True
-                )
-            out[c.offset : c.offset + c.n] = o[0].transpose(0, 1)
+        prefill_attention(q, kc, vc, m.prefills, window, out)
         return out.view(T, H * D)
+
+
+def prefill_attention(
+    q: torch.Tensor,
+    kc: torch.Tensor,
+    vc: torch.Tensor,
+    chunks: list[PrefillChunk],
+    window: int | None,
+    out: torch.Tensor,
+) -> None:
+    """Causal attention of each chunk's queries (rows of q, (T, H, hd)) over its slot's cached keys and values
+    up to its last position (already written), into the same rows of `out`."""
+    for c in chunks:
+        qq = q[c.offset : c.offset + c.n].transpose(0, 1).unsqueeze(0)  # (1, H, n, hd)
+        L = c.start + c.n
+        kk = kc[c.slot : c.slot + 1, :, :L].to(q.dtype)  # (1, KV, L, hd)
+        vv = vc[c.slot : c.slot + 1, :, :L].to(q.dtype)
+        if c.start == 0 and (window is None or window >= L):
+            o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
+        else:
+            mask = causal_mask(c.start, L, window, q.device)
+            o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, enable_gqa=True)
+        out[c.offset : c.offset + c.n] = o[0].transpose(0, 1)
 
 
 def causal_mask(start: int, end: int, window: int | None, device: torch.device) -> torch.Tensor:

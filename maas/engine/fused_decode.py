@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from maas.engine.attention import KVCache
+from maas.engine.attention import KVCache, PrefillChunk, prefill_attention
 from maas.kernels import blocks
 from maas.kernels.blocks import FORMATS, BlockLinear
 from maas.kernels.quantized import QuantLinear
@@ -41,9 +41,10 @@ def _norm(m: Any) -> torch.Tensor | None:
 class FusedDecoder:
     """`hidden_states(ids, positions, slots, cache)` for decode rows, equal in math to the model's own."""
 
-    def __init__(self, model: LlamaForCausalLM, native: Any):
+    def __init__(self, model: LlamaForCausalLM, native: Any, windows: list[int | None]):
         self.model = model
         self.native = native
+        self.windows = windows  # each layer's sliding window (None: full attention)
 
     @classmethod
     def build(cls, model: nn.Module, device: torch.device, dtype: torch.dtype) -> FusedDecoder | None:
@@ -89,7 +90,7 @@ class FusedDecoder:
         norm = _norm(model.model.norm)
         if norm is not None:
             dec.set_final_norm(norm)
-        return cls(model, dec)
+        return cls(model, dec, [layer.self_attn.window for layer in layers])
 
     def hidden_states(
         self, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, cache: KVCache
@@ -100,3 +101,26 @@ class FusedDecoder:
         x = m.embed(ids).float().contiguous()
         (cos, sin), (cos_l, sin_l) = m.rope_pair(positions, x.dtype)
         return self.native.forward(x, cache.k, cache.v, slots, positions, cos, sin, cos_l, sin_l)
+
+    def prefill_hidden_states(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        slots: torch.Tensor,
+        cache: KVCache,
+        chunks: list[PrefillChunk],
+    ) -> torch.Tensor:
+        """Prefill rows (`chunks` of them, offsets into these rows) a layer at a time: the native decoder's
+        norms, projections, RoPE, KV write and MLP around PyTorch's attention; final-normed hidden states."""
+        m = self.model
+        x = m.embed(ids).float().contiguous()
+        (cos, sin), (cos_l, sin_l) = m.rope_pair(positions, x.dtype)
+        cfg = m.config
+        att = x.new_empty(len(ids), cfg.num_attention_heads, cfg.head_dim)
+        for li, window in enumerate(self.windows):
+            q = self.native.prefill_qkv(
+                li, x, cache.k[li], cache.v[li], slots, positions, cos, sin, cos_l, sin_l
+            )
+            prefill_attention(q.view_as(att), cache.k[li], cache.v[li], chunks, window, att)
+            self.native.prefill_rest(li, x, att.view(len(ids), -1))
+        return self.native.normed(x)

@@ -123,22 +123,20 @@ class ModelRunner:
         self._generators.pop(seq_id, None)
 
     def _hidden_states(self, ids: torch.Tensor, pos: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Decode rows (first in the flat order) through the fused decoder when there is one, the rest (or
-        everything) through the model."""
+        """Decode rows (first in the flat order) through the fused decoder and prefill rows through its
+        layer-by-layer prefill (PyTorch's attention) when there is one; else everything through the model."""
         nd = meta.num_decodes
-        if self.fused is None or not nd:
+        if self.fused is None:
             return self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))
-        out = self.fused.hidden_states(ids[:nd], pos[:nd], meta.slots[:nd], self.cache)
-        if nd == len(ids):
-            return out
-        rest = replace(
-            meta, slots=meta.slots[nd:], positions=pos[nd:], num_decodes=0, decode_slots=None, decode_rows=0,
-            decode_len=0, decode_mask=None, decode_lens=None, decode_in_order=False,
-            prefills=[replace(c, offset=c.offset - nd) for c in meta.prefills],
-        )  # fmt: skip
-        return torch.cat(
-            [out, self.model.hidden_states(ids[nd:], pos[nd:], PagedAttention(self.cache, rest))]
-        )
+        parts = []
+        if nd:
+            parts.append(self.fused.hidden_states(ids[:nd], pos[:nd], meta.slots[:nd], self.cache))
+        if nd < len(ids):
+            chunks = [replace(c, offset=c.offset - nd) for c in meta.prefills]
+            parts.append(
+                self.fused.prefill_hidden_states(ids[nd:], pos[nd:], meta.slots[nd:], self.cache, chunks)
+            )
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.inference_mode()
     def run(self, batch: Batch) -> RunnerOutput:

@@ -150,76 +150,58 @@ class Decoder {
   torch::Tensor forward(torch::Tensor x, const std::vector<torch::Tensor>& kc, const std::vector<torch::Tensor>& vc,
                         torch::Tensor slots, torch::Tensor pos, torch::Tensor cos_g, torch::Tensor sin_g,
                         torch::Tensor cos_l, torch::Tensor sin_l) {
-    TORCH_CHECK(x.dtype() == torch::kFloat32 && x.is_contiguous() && x.size(1) == D, "x: (S, hidden) float32");
+    check_x(x);
     TORCH_CHECK(kc.size() == layers.size() && vc.size() == layers.size(), "one k and v cache per layer");
-    for (size_t li = 0; li < layers.size(); ++li)
-      TORCH_CHECK((kc[li].scalar_type() == torch::kFloat || kc[li].scalar_type() == torch::kHalf) &&
-                      vc[li].scalar_type() == kc[li].scalar_type() && kc[li].is_contiguous() && vc[li].is_contiguous(),
-                  "the KV cache: contiguous float32 or float16");
     const int64_t S = x.size(0), NQ = H * hd, NKV = KV * hd, NQKV = NQ + 2 * NKV;
     const int64_t* sp = slots.data_ptr<int64_t>();
     const int64_t* pp = pos.data_ptr<int64_t>();
-    std::vector<float> h(S * D), qkv(S * NQKV), att(S * NQ), a(S * D), gu(S * 2 * I), mid(S * I);
-    float* xp = x.data_ptr<float>();
+    Work& w = work.size(S, D, NQKV, NQ, I);
     for (size_t li = 0; li < layers.size(); ++li) {
       const Layer& L = layers[li];
-      const float* cs = (L.local ? cos_l : cos_g).data_ptr<float>();
-      const float* sn = (L.local ? sin_l : sin_g).data_ptr<float>();
-      for (int64_t s = 0; s < S; ++s) rms_norm(xp + s * D, ptr(L.in_norm), h.data() + s * D, D, eps);
-      if (L.qkv.size() == 1) {
-        apply(L.qkv[0], h.data(), S, qkv.data(), NQKV);
-      } else {
-        apply(L.qkv[0], h.data(), S, qkv.data(), NQKV);
-        apply(L.qkv[1], h.data(), S, qkv.data() + NQ, NQKV);
-        apply(L.qkv[2], h.data(), S, qkv.data() + NQ + NKV, NQKV);
-      }
-      for (int64_t s = 0; s < S; ++s) {
-        float* row = qkv.data() + s * NQKV;
-        for (int64_t j = 0; j < H + KV; ++j) {  // query heads, then key heads
-          float* v = row + j * hd;
-          const Opt& nw = j < H ? L.q_norm : L.k_norm;
-          if (nw.has_value()) rms_norm(v, ptr(nw), v, hd, eps);
-          rope(v, cs + s * hd, sn + s * hd, hd);
-          if (j < H && q_scale != 1.0f)
-            for (int64_t i = 0; i < hd; ++i) v[i] *= q_scale;
-        }
-      }
+      check_cache(kc[li], vc[li]);
+      attention_inputs(L, x, kc[li], vc[li], sp, pp, cos_g, sin_g, cos_l, sin_l, w);
       if (kc[li].scalar_type() == torch::kHalf)
-        cache_and_attend(reinterpret_cast<uint16_t*>(kc[li].data_ptr<at::Half>()),
-                         reinterpret_cast<uint16_t*>(vc[li].data_ptr<at::Half>()), kc[li].size(2), qkv.data(), sp, pp,
-                         S, L.window, att.data());
+        attend(w.qkv.data(), NQKV, reinterpret_cast<const uint16_t*>(kc[li].data_ptr<at::Half>()),
+               reinterpret_cast<const uint16_t*>(vc[li].data_ptr<at::Half>()), kc[li].size(2), sp, pp, S, L.window,
+               w.att.data());
       else
-        cache_and_attend(kc[li].data_ptr<float>(), vc[li].data_ptr<float>(), kc[li].size(2), qkv.data(), sp, pp, S,
-                         L.window, att.data());
-      apply(L.o, att.data(), S, a.data(), D);
-      for (int64_t s = 0; s < S; ++s) {
-        float* xr = xp + s * D;
-        float* ar = a.data() + s * D;
-        if (L.attn_out_norm.has_value()) rms_norm(ar, ptr(L.attn_out_norm), ar, D, eps);
-        for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
-        rms_norm(xr, ptr(L.ff_norm), h.data() + s * D, D, eps);
-      }
-      if (L.gate_up.size() == 1) {
-        apply(L.gate_up[0], h.data(), S, gu.data(), 2 * I);
-      } else {
-        apply(L.gate_up[0], h.data(), S, gu.data(), 2 * I);
-        apply(L.gate_up[1], h.data(), S, gu.data() + I, 2 * I);
-      }
-#pragma omp parallel for schedule(static) if (S >= 4)
-      for (int64_t s = 0; s < S; ++s) {
-        const float* g = gu.data() + s * 2 * I;
-        gated(g, g + I, mid.data() + s * I, I, act);
-      }
-      apply(L.down, mid.data(), S, a.data(), D);
-      for (int64_t s = 0; s < S; ++s) {
-        float* xr = xp + s * D;
-        float* ar = a.data() + s * D;
-        if (L.ff_out_norm.has_value()) rms_norm(ar, ptr(L.ff_out_norm), ar, D, eps);
-        for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
-      }
+        attend(w.qkv.data(), NQKV, kc[li].data_ptr<float>(), vc[li].data_ptr<float>(), kc[li].size(2), sp, pp, S,
+               L.window, w.att.data());
+      rest_of_layer(L, x, w.att.data(), w);
     }
+    return normed(x);
+  }
+
+  // Prefill rows, a layer at a time around PyTorch's attention: layer li's norm, projections, q/k norms and RoPE
+  // for x (S, D), its keys and values written into the cache at (slots, pos); returns the queries (S, H hd).
+  torch::Tensor prefill_qkv(int64_t li, torch::Tensor x, torch::Tensor kc, torch::Tensor vc, torch::Tensor slots,
+                            torch::Tensor pos, torch::Tensor cos_g, torch::Tensor sin_g, torch::Tensor cos_l,
+                            torch::Tensor sin_l) {
+    check_x(x);
+    check_cache(kc, vc);
+    TORCH_CHECK(li >= 0 && li < static_cast<int64_t>(layers.size()), "no such layer");
+    const int64_t S = x.size(0), NQ = H * hd, NQKV = NQ + 2 * KV * hd;
+    Work& w = work.size(S, D, NQKV, NQ, 0);
+    attention_inputs(layers[li], x, kc, vc, slots.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), cos_g, sin_g, cos_l,
+                     sin_l, w);
+    return torch::from_blob(w.qkv.data(), {S, NQKV}, torch::kFloat32).narrow(1, 0, NQ).clone();
+  }
+
+  // ... then, with the attention's output att (S, H hd): the rest of layer li on x (in place)
+  void prefill_rest(int64_t li, torch::Tensor x, torch::Tensor att) {
+    check_x(x);
+    TORCH_CHECK(att.dtype() == torch::kFloat32 && att.is_contiguous() && att.size(0) == x.size(0) &&
+                    att.size(1) == H * hd, "att: (S, heads x head_dim) float32");
+    TORCH_CHECK(li >= 0 && li < static_cast<int64_t>(layers.size()), "no such layer");
+    Work& w = work.size(x.size(0), D, 0, 0, I);
+    rest_of_layer(layers[li], x, att.data_ptr<float>(), w);
+  }
+
+  // x with the model's final norm (in place)
+  torch::Tensor normed(torch::Tensor x) {
     if (final_norm.has_value())
-      for (int64_t s = 0; s < S; ++s) rms_norm(xp + s * D, ptr(final_norm), xp + s * D, D, eps);
+      for (int64_t s = 0; s < x.size(0); ++s)
+        rms_norm(x.data_ptr<float>() + s * D, ptr(final_norm), x.data_ptr<float>() + s * D, D, eps);
     return x;
   }
 
@@ -227,10 +209,100 @@ class Decoder {
   void set_final_norm(torch::Tensor w) { final_norm = w; }
 
  private:
-  // the rows' keys and values (in qkv, S rows of NQ + 2 NKV) into the cache (slots, KV, T, hd), then attention
+  struct Work {  // a call's buffers, kept between calls (every element is written before it is read)
+    std::vector<float> h, qkv, att, a, gu, mid;
+    Work& size(int64_t S, int64_t D, int64_t NQKV, int64_t NQ, int64_t I) {
+      h.resize(S * D), qkv.resize(S * NQKV), att.resize(S * NQ), a.resize(S * D), gu.resize(S * 2 * I);
+      mid.resize(S * I);
+      return *this;
+    }
+  };
+  Work work;  // the engine calls one method at a time
+
+  void check_x(const torch::Tensor& x) const {
+    TORCH_CHECK(x.dtype() == torch::kFloat32 && x.is_contiguous() && x.dim() == 2 && x.size(1) == D,
+                "x: (S, hidden) float32");
+  }
+
+  static void check_cache(const torch::Tensor& k, const torch::Tensor& v) {
+    TORCH_CHECK((k.scalar_type() == torch::kFloat || k.scalar_type() == torch::kHalf) &&
+                    v.scalar_type() == k.scalar_type() && k.is_contiguous() && v.is_contiguous(),
+                "the KV cache: contiguous float32 or float16");
+  }
+
+  // layer L's norm, projections, q/k norms and RoPE (queries scaled) into w.qkv, keys and values into the cache
+  void attention_inputs(const Layer& L, const torch::Tensor& x, const torch::Tensor& kc, const torch::Tensor& vc, const int64_t* sp,
+                        const int64_t* pp, const torch::Tensor& cos_g, const torch::Tensor& sin_g,
+                        const torch::Tensor& cos_l, const torch::Tensor& sin_l, Work& w) const {
+    const int64_t S = x.size(0), NQ = H * hd, NKV = KV * hd, NQKV = NQ + 2 * NKV;
+    const float* xp = x.data_ptr<float>();
+    const float* cs = (L.local ? cos_l : cos_g).data_ptr<float>();
+    const float* sn = (L.local ? sin_l : sin_g).data_ptr<float>();
+#pragma omp parallel for schedule(static) if (S >= 16)
+    for (int64_t s = 0; s < S; ++s) rms_norm(xp + s * D, ptr(L.in_norm), w.h.data() + s * D, D, eps);
+    if (L.qkv.size() == 1) {
+      apply(L.qkv[0], w.h.data(), S, w.qkv.data(), NQKV);
+    } else {
+      apply(L.qkv[0], w.h.data(), S, w.qkv.data(), NQKV);
+      apply(L.qkv[1], w.h.data(), S, w.qkv.data() + NQ, NQKV);
+      apply(L.qkv[2], w.h.data(), S, w.qkv.data() + NQ + NKV, NQKV);
+    }
+#pragma omp parallel for schedule(static) if (S >= 16)
+    for (int64_t s = 0; s < S; ++s) {
+      float* row = w.qkv.data() + s * NQKV;
+      for (int64_t j = 0; j < H + KV; ++j) {  // query heads, then key heads
+        float* v = row + j * hd;
+        const Opt& nw = j < H ? L.q_norm : L.k_norm;
+        if (nw.has_value()) rms_norm(v, ptr(nw), v, hd, eps);
+        rope(v, cs + s * hd, sn + s * hd, hd);
+        if (j < H && q_scale != 1.0f)
+          for (int64_t i = 0; i < hd; ++i) v[i] *= q_scale;
+      }
+    }
+    if (kc.scalar_type() == torch::kHalf)
+      store_kv(reinterpret_cast<uint16_t*>(kc.data_ptr<at::Half>()), reinterpret_cast<uint16_t*>(vc.data_ptr<at::Half>()),
+               kc.size(2), w.qkv.data(), sp, pp, S);
+    else
+      store_kv(kc.data_ptr<float>(), vc.data_ptr<float>(), kc.size(2), w.qkv.data(), sp, pp, S);
+  }
+
+  // from the attention's output att (S, H hd): the output projection, residual, MLP and residual, on x in place
+  void rest_of_layer(const Layer& L, const torch::Tensor& x, const float* att, Work& w) const {
+    const int64_t S = x.size(0);
+    float* xp = x.data_ptr<float>();
+    apply(L.o, att, S, w.a.data(), D);
+#pragma omp parallel for schedule(static) if (S >= 16)
+    for (int64_t s = 0; s < S; ++s) {
+      float* xr = xp + s * D;
+      float* ar = w.a.data() + s * D;
+      if (L.attn_out_norm.has_value()) rms_norm(ar, ptr(L.attn_out_norm), ar, D, eps);
+      for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
+      rms_norm(xr, ptr(L.ff_norm), w.h.data() + s * D, D, eps);
+    }
+    if (L.gate_up.size() == 1) {
+      apply(L.gate_up[0], w.h.data(), S, w.gu.data(), 2 * I);
+    } else {
+      apply(L.gate_up[0], w.h.data(), S, w.gu.data(), 2 * I);
+      apply(L.gate_up[1], w.h.data(), S, w.gu.data() + I, 2 * I);
+    }
+#pragma omp parallel for schedule(static) if (S >= 4)
+    for (int64_t s = 0; s < S; ++s) {
+      const float* g = w.gu.data() + s * 2 * I;
+      gated(g, g + I, w.mid.data() + s * I, I, act);
+    }
+    apply(L.down, w.mid.data(), S, w.a.data(), D);
+#pragma omp parallel for schedule(static) if (S >= 16)
+    for (int64_t s = 0; s < S; ++s) {
+      float* xr = xp + s * D;
+      float* ar = w.a.data() + s * D;
+      if (L.ff_out_norm.has_value()) rms_norm(ar, ptr(L.ff_out_norm), ar, D, eps);
+      for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
+    }
+  }
+
+  // the rows' keys and values (in qkv, S rows of NQ + 2 NKV) into the cache (slots, KV, T, hd)
   template <typename C>
-  void cache_and_attend(C* kc, C* vc, int64_t T, const float* qkv, const int64_t* sp, const int64_t* pp, int64_t S,
-                        int64_t window, float* out) const {
+  void store_kv(C* kc, C* vc, int64_t T, const float* qkv, const int64_t* sp, const int64_t* pp, int64_t S) const {
     const int64_t NQ = H * hd, NKV = KV * hd, ld = NQ + 2 * NKV;
     for (int64_t s = 0; s < S; ++s)
       for (int64_t g = 0; g < KV; ++g) {
@@ -238,7 +310,6 @@ class Decoder {
         store(kc + off, qkv + s * ld + NQ + g * hd, hd);
         store(vc + off, qkv + s * ld + NQ + NKV + g * hd, hd);
       }
-    attend(qkv, ld, kc, vc, T, sp, pp, S, window, out);
   }
 
   // softmax(q k^T / sqrt(hd)) v for each row and query head over the row's positions (the last `window`). With
@@ -381,5 +452,8 @@ void register_decode(pybind11::module& m) {
       .def(pybind11::init<int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t, double>())
       .def("add_layer", &Decoder::add_layer)
       .def("set_final_norm", &Decoder::set_final_norm)
+      .def("prefill_qkv", &Decoder::prefill_qkv, pybind11::call_guard<pybind11::gil_scoped_release>())
+      .def("prefill_rest", &Decoder::prefill_rest, pybind11::call_guard<pybind11::gil_scoped_release>())
+      .def("normed", &Decoder::normed)
       .def("forward", &Decoder::forward, pybind11::call_guard<pybind11::gil_scoped_release>());
 }

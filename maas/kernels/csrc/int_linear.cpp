@@ -154,9 +154,9 @@ struct Acts {
 
 void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
   a.M = M, a.K = K, a.nb = K / 32, a.Mp = (M + 15) / 16 * 16;
-  a.hi.assign(a.Mp * K, 0), a.lo.assign(a.Mp * K, 0);
-  a.dx.assign(a.Mp * a.nb, 0.0f), a.sxd.assign(a.Mp * a.nb, 0.0f), a.sx.assign(a.Mp * a.nb, 0);
-  a.sxl.assign(a.Mp * a.nb, 0);
+  a.hi.resize(a.Mp * K), a.lo.resize(a.Mp * K);  // reused between calls: only the padding rows are zeroed
+  a.dx.resize(a.Mp * a.nb), a.sxd.resize(a.Mp * a.nb), a.sx.resize(a.Mp * a.nb), a.sxl.resize(a.Mp * a.nb);
+  std::fill(a.hi.begin() + M * K, a.hi.end(), 0), std::fill(a.lo.begin() + M * K, a.lo.end(), 0);
   const __m512 sign = _mm512_set1_ps(-0.0f);
 #pragma omp parallel for schedule(static) if (M * K >= 16384)
   for (int64_t i = 0; i < M * a.nb; ++i) {

@@ -1,5 +1,5 @@
-"""The native decoder against the PyTorch modules it replaces for decode rows: the same greedy tokens and
-log-probabilities on tiny random models of each family (GGUF blocks and float32 projections, a sliding
+"""The native decoder against the PyTorch modules it replaces for decode rows (and, a layer at a time, for
+prefill rows): the same greedy tokens and log-probabilities on tiny random models of each family (GGUF blocks and float32 projections, a sliding
 window shorter than the text, q/k norms, biases), alone and next to a prefill in the same step, with a float32
 and a float16 KV cache."""
 
