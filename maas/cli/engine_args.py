@@ -72,10 +72,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         "--activations",
         default="auto",
         choices=["auto", "int16", "float32"],
-        help="what GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K layers multiply their weights with. auto (default): int16 "
-        "where the CPU has AVX-512 VNNI (each run of 32 activations rounded to 16-bit integers with a float "
-        "scale; integer dot products, AMX for many rows), float32 elsewhere; float32: the activations as "
-        "they are (slower)",
+        help="what GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K layers multiply their weights with. auto "
+        "(default): int16 where the CPU has AVX-512 VNNI (each run of 32 activations rounded to 16-bit "
+        "integers with a float scale; integer dot products, AMX for many rows), float32 elsewhere; "
+        "float32: the activations as they are (slower)",
     )
     g.add_argument(
         "--no-prefix-caching",

@@ -47,9 +47,7 @@ class EngineConfig:
     fused_decode: bool = True  # decode rows through the native decoder where the model allows it
     prefix_cache_tokens: int = 4096  # what the prefix cache may hold (memory of its own, committed as used)
     kv_cache_dtype: str = "auto"  # auto: float16 where the native decoder runs, else the model's dtype
-    activations: str = (
-        "auto"  # GGUF block layers: int16 (16-bit integer blocks; auto where the CPU can), float32
-    )
+    activations: str = "auto"  # GGUF block layers: int16 (auto where the CPU can) or float32
 
 
 class Engine:

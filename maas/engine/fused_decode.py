@@ -39,7 +39,8 @@ def _norm(m: Any) -> torch.Tensor | None:
 
 
 class FusedDecoder:
-    """`hidden_states(ids, positions, slots, cache)` for decode rows, equal in math to the model's own."""
+    """`hidden_states(ids, positions, slots, cache)` for decode rows and `prefill_hidden_states(..., chunks)`
+    for prefill rows, equal in math to the model's own."""
 
     def __init__(self, model: LlamaForCausalLM, native: Any, windows: list[int | None]):
         self.model = model
@@ -97,10 +98,16 @@ class FusedDecoder:
     ) -> torch.Tensor:
         """ids, positions, slots (S,) -> final-normed hidden states (S, hidden); writes the rows' keys and
         values into `cache`."""
-        m = self.model
-        x = m.embed(ids).float().contiguous()
-        (cos, sin), (cos_l, sin_l) = m.rope_pair(positions, x.dtype)
-        return self.native.forward(x, cache.k, cache.v, slots, positions, cos, sin, cos_l, sin_l)
+        x, ropes = self._inputs(ids, positions)
+        return self.native.forward(x, cache.k, cache.v, slots, positions, *ropes)
+
+    def _inputs(
+        self, ids: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The rows' embeddings (float32) and the global and local cos / sin tables at their positions."""
+        x = self.model.embed(ids).float().contiguous()
+        (cos, sin), (cos_l, sin_l) = self.model.rope_pair(positions, x.dtype)
+        return x, (cos, sin, cos_l, sin_l)
 
     def prefill_hidden_states(
         self,
@@ -112,15 +119,11 @@ class FusedDecoder:
     ) -> torch.Tensor:
         """Prefill rows (`chunks` of them, offsets into these rows) a layer at a time: the native decoder's
         norms, projections, RoPE, KV write and MLP around PyTorch's attention; final-normed hidden states."""
-        m = self.model
-        x = m.embed(ids).float().contiguous()
-        (cos, sin), (cos_l, sin_l) = m.rope_pair(positions, x.dtype)
-        cfg = m.config
+        x, ropes = self._inputs(ids, positions)
+        cfg = self.model.config
         att = x.new_empty(len(ids), cfg.num_attention_heads, cfg.head_dim)
         for li, window in enumerate(self.windows):
-            q = self.native.prefill_qkv(
-                li, x, cache.k[li], cache.v[li], slots, positions, cos, sin, cos_l, sin_l
-            )
+            q = self.native.prefill_qkv(li, x, cache.k[li], cache.v[li], slots, positions, *ropes)
             prefill_attention(q.view_as(att), cache.k[li], cache.v[li], chunks, window, att)
             self.native.prefill_rest(li, x, att.view(len(ids), -1))
         return self.native.normed(x)

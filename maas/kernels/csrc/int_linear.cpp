@@ -121,7 +121,8 @@ void block_codes(const uint8_t* b, int64_t fmt, uint8_t* u, int j = 0) {
 // The 8 rows of a tile's B matrix (16 outputs x 4 codes each) from its packed codes.
 template <int F>
 inline void unpack(const uint8_t* t, __m512i* B) {
-  if constexpr (F == Q8_0) {
+  constexpr int code_bytes = L_<F>.code_bytes;  // 256: nibbles, 320 / 384: + 1 or 2 bit masks, 512: bytes
+  if constexpr (code_bytes == 512) {
     for (int r = 0; r < 8; ++r) B[r] = _mm512_loadu_si512(t + 64 * r);
   } else {
     const __m512i low = _mm512_set1_epi8(15);
@@ -130,8 +131,8 @@ inline void unpack(const uint8_t* t, __m512i* B) {
       B[r] = _mm512_and_si512(v, low);
       B[r + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
     }
-    if constexpr (F == Q5_0 || F == Q5_1 || F == Q5_K || F == Q6_K) {
-      for (int bit = 4; bit < (F == Q6_K ? 6 : 5); ++bit) {  // the fifth (and sixth) bits, a mask per tile row
+    if constexpr (code_bytes > 256) {
+      for (int bit = 4; bit < 4 + (code_bytes - 256) / 64; ++bit) {  // the fifth (and sixth) bits, a mask per row
         const __m512i v = _mm512_set1_epi8(static_cast<char>(1 << bit));
         for (int r = 0; r < 8; ++r) {
           __mmask64 k;
@@ -187,12 +188,12 @@ void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
 // acc (16 outputs of row i) += one block's contribution, from the block's high and low integer sums
 template <int F>
 inline __m512 epilogue(__m512i ih, __m512i il, const Acts& a, int64_t i, int64_t b, __m512 d, __m512 mn, __m512 acc) {
-  constexpr int OFF = F == Q4_0 ? 8 : F == Q5_0 ? 16 : F == Q8_0 ? 128 : 0;
+  constexpr Layout L = L_<F>;
   const int64_t j = i * a.nb + b;
   __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(ih, 8), il);
-  if constexpr (OFF != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(OFF * a.sx[j]));
+  if constexpr (L.off != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(L.off * a.sx[j]));
   acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(a.dx[j]), d), _mm512_cvtepi32_ps(dot), acc);
-  if constexpr (F != Q4_0 && F != Q5_0 && F != Q8_0) acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(a.sxd[j]), acc);
+  if constexpr (L.min) acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(a.sxd[j]), acc);
   return acc;
 }
 
@@ -360,7 +361,7 @@ void amx_cols(const Acts& a, const uint8_t* col, int64_t col_bytes, float* y, in
   }
 }
 
-int64_t amx_min_rows = 4;  // fewer rows go through VNNI (the same bits either way)
+int64_t amx_min_rows = 10;  // fewer rows go through VNNI (the same bits either way); set by int_use_amx
 
 template <int F>
 void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y, int64_t ldy) {
