@@ -123,12 +123,16 @@ async def run_level(url: str, model: str, c: int, prompt_len: int, gen: int) -> 
         )
         wall = time.perf_counter() - t0
     # decode throughput over the window in which every stream is past its prefill and still
-    # generating (what llama.cpp's S_TG measures; prefill chunks of late arrivals are excluded)
-    # A chunk may carry several tokens (text is held back until a character is whole), so each
-    # stream's n - 1 tokens after the first are taken as spread evenly from its first chunk to its last.
+    # generating (what llama.cpp's S_TG measures; prefill chunks of late arrivals are excluded):
+    # the chunks each stream received inside the window, counted at the stream's tokens per chunk
+    # (a chunk may carry several tokens: text is held back until a character is whole). A stream
+    # that started early decoded its first tokens between other streams' prefill chunks, slower
+    # than inside the window, so its whole-life average rate would undercount the window.
     start = max(st[0] for _, st, _ in res)
     end = min(st[-1] for _, st, _ in res)
-    inside = sum((n - 1) * (end - start) / (st[-1] - st[0]) for _, st, n in res if st[-1] > st[0])
+    inside = sum(
+        sum(start < t <= end for t in st) * (n - 1) / (len(st) - 1) for _, st, n in res if len(st) > 1
+    )
     decode = inside / (end - start) if end > start else float("nan")
     return Row(c, decode, sum(r[2] for r in res) / wall)
 

@@ -145,9 +145,20 @@ inline void unpack(const uint8_t* t, __m512i* B) {
 }
 
 // Rows of x as the kernels read them: per row and 32-block, the signed high and low bytes of q (rows padded to
-// a multiple of 16 with zeros), dx, sum q and dx * sum q.
+// a multiple of 16 with zeros), dx, sum q and dx * sum q. The bytes lie in AMX A-tile order, block by block and
+// within a block 16 rows (512 bytes) at a time, so that a tile load reads 512 consecutive bytes; the per-block
+// numbers lie block by block, a row group's 16 side by side.
 struct Acts {
   int64_t M, Mp, K, nb;
+  int64_t at(int64_t m, int64_t b) const { return (b * Mp + m) * 32; }  // byte offset of row m's block b
+  int64_t j(int64_t m, int64_t b) const { return b * Mp + m; }           // index of its numbers
+  struct Nums {  // the per-block numbers, as a kernel's local copy (its stores cannot alias these pointers)
+    const float *dx, *sxd;
+    const int32_t *sx, *sxl;
+    int64_t Mp;
+    int64_t j(int64_t m, int64_t b) const { return b * Mp + m; }
+  };
+  Nums nums() const { return {dx.data(), sxd.data(), sx.data(), sxl.data(), Mp}; }
   std::vector<int8_t> hi, lo;
   std::vector<float> dx, sxd;
   std::vector<int32_t> sx, sxl;  // sum q, and over the first 16 values (for Q6_K's halves)
@@ -157,7 +168,10 @@ void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
   a.M = M, a.K = K, a.nb = K / 32, a.Mp = (M + 15) / 16 * 16;
   a.hi.resize(a.Mp * K), a.lo.resize(a.Mp * K);  // reused between calls: only the padding rows are zeroed
   a.dx.resize(a.Mp * a.nb), a.sxd.resize(a.Mp * a.nb), a.sx.resize(a.Mp * a.nb), a.sxl.resize(a.Mp * a.nb);
-  std::fill(a.hi.begin() + M * K, a.hi.end(), 0), std::fill(a.lo.begin() + M * K, a.lo.end(), 0);
+  for (int64_t b = 0; b < a.nb && M < a.Mp; ++b) {
+    std::fill_n(a.hi.data() + a.at(M, b), (a.Mp - M) * 32, 0);
+    std::fill_n(a.lo.data() + a.at(M, b), (a.Mp - M) * 32, 0);
+  }
   const __m512 sign = _mm512_set1_ps(-0.0f);
 #pragma omp parallel for schedule(static) if (M * K >= 16384)
   for (int64_t i = 0; i < M * a.nb; ++i) {
@@ -171,25 +185,26 @@ void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
     // lo: the low byte as a signed value; hi = (q - lo) >> 8
     const __m512i l0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24), l1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
     const __m512i h0 = _mm512_srai_epi32(_mm512_sub_epi32(q0, l0), 8), h1 = _mm512_srai_epi32(_mm512_sub_epi32(q1, l1), 8);
-    int8_t* ho = a.hi.data() + m * K + b * 32;
-    int8_t* lw = a.lo.data() + m * K + b * 32;
+    int8_t* ho = a.hi.data() + a.at(m, b);
+    int8_t* lw = a.lo.data() + a.at(m, b);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(ho), _mm512_cvtepi32_epi8(h0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(ho + 16), _mm512_cvtepi32_epi8(h1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lw), _mm512_cvtepi32_epi8(l0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lw + 16), _mm512_cvtepi32_epi8(l1));
     const int32_t sl = _mm512_reduce_add_epi32(q0), s = sl + _mm512_reduce_add_epi32(q1);
-    a.dx[i] = d;
-    a.sx[i] = s;
-    a.sxl[i] = sl;
-    a.sxd[i] = d * static_cast<float>(s);
+    const int64_t j = a.j(m, b);
+    a.dx[j] = d;
+    a.sx[j] = s;
+    a.sxl[j] = sl;
+    a.sxd[j] = d * static_cast<float>(s);
   }
 }
 
 // acc (16 outputs of row i) += one block's contribution, from the block's high and low integer sums
 template <int F>
-inline __m512 epilogue(__m512i ih, __m512i il, const Acts& a, int64_t i, int64_t b, __m512 d, __m512 mn, __m512 acc) {
+inline __m512 epilogue(__m512i ih, __m512i il, const Acts::Nums& a, int64_t i, int64_t b, __m512 d, __m512 mn, __m512 acc) {
   constexpr Layout L = L_<F>;
-  const int64_t j = i * a.nb + b;
+  const int64_t j = a.j(i, b);
   __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(ih, 8), il);
   if constexpr (L.off != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(L.off * a.sx[j]));
   acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(a.dx[j]), d), _mm512_cvtepi32_ps(dot), acc);
@@ -211,9 +226,9 @@ inline __m512 u8x16(const uint8_t* p) {
 
 // block b's 16 scales and mins (0 where the format has none): d and m, or d sc and -(dmin m)
 // Q6_K: the two halves' sums (high and low bytes each) with scales da, db: two fmas, first half first
-inline __m512 epilogue6(__m512i iha, __m512i ila, __m512i ihb, __m512i ilb, const Acts& a, int64_t i, int64_t b,
+inline __m512 epilogue6(__m512i iha, __m512i ila, __m512i ihb, __m512i ilb, const Acts::Nums& a, int64_t i, int64_t b,
                         __m512 da, __m512 db, __m512 acc) {
-  const int64_t j = i * a.nb + b;
+  const int64_t j = a.j(i, b);
   const __m512i dot_a = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(iha, 8), ila), _mm512_set1_epi32(32 * a.sxl[j]));
   const __m512i dot_b = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(ihb, 8), ilb),
                                          _mm512_set1_epi32(32 * (a.sx[j] - a.sxl[j])));
@@ -247,6 +262,7 @@ inline void scales(const uint8_t* col, int64_t b, __m512& d, __m512& mn) {
 // Rows r0 .. r0 + R of x against the 16 outputs of tile column t, with VNNI byte dot products.
 template <int F, int R>
 void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t ldy, const float* bias) {
+  const Acts::Nums nm = a.nums();
   __m512 acc[R];
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
@@ -257,22 +273,22 @@ void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t 
     __m512 d, mn;
     scales<F>(col, b, d, mn);
     for (int i = 0; i < R; ++i) {
-      const int32_t* h = reinterpret_cast<const int32_t*>(a.hi.data() + (r0 + i) * a.K + b * 32);
-      const int32_t* l = reinterpret_cast<const int32_t*>(a.lo.data() + (r0 + i) * a.K + b * 32);
+      const int32_t* h = reinterpret_cast<const int32_t*>(a.hi.data() + a.at(r0 + i, b));
+      const int32_t* l = reinterpret_cast<const int32_t*>(a.lo.data() + a.at(r0 + i, b));
       if constexpr (L_<F>.halves) {
         __m512i ih[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, il[2] = {ih[0], ih[0]};
         for (int r = 0; r < 8; ++r) {
           ih[r / 4] = _mm512_dpbusd_epi32(ih[r / 4], B[r], _mm512_set1_epi32(h[r]));
           il[r / 4] = _mm512_dpbusd_epi32(il[r / 4], B[r], _mm512_set1_epi32(l[r]));
         }
-        acc[i] = epilogue6(ih[0], il[0], ih[1], il[1], a, r0 + i, b, d, mn, acc[i]);
+        acc[i] = epilogue6(ih[0], il[0], ih[1], il[1], nm, r0 + i, b, d, mn, acc[i]);
       } else {
         __m512i ih = _mm512_setzero_si512(), il = _mm512_setzero_si512();
         for (int r = 0; r < 8; ++r) {
           ih = _mm512_dpbusd_epi32(ih, B[r], _mm512_set1_epi32(h[r]));
           il = _mm512_dpbusd_epi32(il, B[r], _mm512_set1_epi32(l[r]));
         }
-        acc[i] = epilogue<F>(ih, il, a, r0 + i, b, d, mn, acc[i]);
+        acc[i] = epilogue<F>(ih, il, nm, r0 + i, b, d, mn, acc[i]);
       }
     }
   }
@@ -308,7 +324,7 @@ void amx_cols(const Acts& a, const uint8_t* col, int64_t col_bytes, float* y, in
               float* acc) {
   alignas(64) uint8_t stage[NT][512];
   alignas(64) int32_t ch[2][NT][256], cl[2][NT][256];
-  std::fill(acc, acc + a.Mp * 16 * NT, 0.0f);
+  const Acts::Nums nm = a.nums();
   for (int64_t b = 0; b < a.nb; ++b) {
     __m512 d[NT], mn[NT];
     for (int j = 0; j < NT; ++j) {
@@ -326,14 +342,15 @@ void amx_cols(const Acts& a, const uint8_t* col, int64_t col_bytes, float* y, in
       for (int j = 0; j < NT; ++j)
         for (int64_t i = 0; i < rows; ++i) {
           float* o = acc + ((m0 + i) * NT + j) * 16;
+          const __m512 sum = b > 0 ? _mm512_load_ps(o) : _mm512_setzero_ps();  // acc is not zeroed beforehand
           _mm512_store_ps(o, epilogue<F>(_mm512_load_si512(ch[p][j] + 16 * i), _mm512_load_si512(cl[p][j] + 16 * i),
-                                         a, m0 + i, b, d[j], mn[j], _mm512_load_ps(o)));
+                                         nm, m0 + i, b, d[j], mn[j], sum));
         }
     };
     for (int64_t m0 = 0; m0 < a.Mp; m0 += 16) {
       const int p = static_cast<int>((m0 / 16) & 1);
-      _tile_loadd(3, a.hi.data() + m0 * a.K + b * 32, a.K);
-      _tile_loadd(4, a.lo.data() + m0 * a.K + b * 32, a.K);
+      _tile_loadd(3, a.hi.data() + a.at(m0, b), 32);
+      _tile_loadd(4, a.lo.data() + a.at(m0, b), 32);
       _tile_zero(0);
       _tile_zero(1);
       _tile_dpbsud(0, 3, 2);
@@ -371,10 +388,10 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
   const int64_t tasks = amx ? (cols + 1) / 2 : cols;  // AMX: two tile columns a task
 #pragma omp parallel
   {
-    std::vector<float> acc;
+    thread_local std::vector<float> acc;  // kept between calls, never zeroed (see amx_cols)
     if (amx) {
       amx_config();
-      acc.resize(a.Mp * 32 + 16);
+      if (acc.size() < static_cast<size_t>(a.Mp * 32 + 16)) acc.resize(a.Mp * 32 + 16);
     }
     float* ap = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(acc.data()) + 63) & ~uintptr_t(63));
 #pragma omp for schedule(static)
