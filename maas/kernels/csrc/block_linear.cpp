@@ -311,6 +311,7 @@ void direct(const float* x, const uint8_t* w, int64_t row_bytes, int64_t K, floa
       auto put = [&wv](int j, VF v) { wv[j] = v; };
       const uint8_t* blk = w + c * row_bytes + i * Spec<F>::BYTES;
       _mm_prefetch(reinterpret_cast<const char*>(blk + 1024), _MM_HINT_T0);  // streams: ask ahead
+      _mm_prefetch(reinterpret_cast<const char*>(blk + 16384), _MM_HINT_T1);  // and far ahead into L2
       Block<F>::decode(blk, put);
       VF a = acc[c];
       for (int j = 0; j < V; ++j) a = Vec::fmadd(Vec::load(xb + W * j), wv[j], a);

@@ -33,6 +33,7 @@ namespace {
 
 enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
 constexpr int LEVELS = 32639;  // |q| <= LEVELS keeps hi = (q - lo) / 256 within a signed byte
+constexpr int PREFETCH_L2 = 16384;  // bytes ahead of the tile in use asked into L2 by the few-row products
 
 // A tile column (16 outputs) is a run of units: for the 32-weight formats one tile per block (codes, then 16
 // fp16 scales d and, with a min, 16 fp16 mins m); for Q4_K / Q5_K one unit per 256-weight super-block: its 8
@@ -268,6 +269,8 @@ void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t 
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* t = tile<F>(col, b);
     _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
+    for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // and far ahead into L2: one row's weights stream from memory
+      _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
     __m512i B[8];
     unpack<F>(t, B);
     __m512 d, mn;
