@@ -349,7 +349,17 @@ class Decoder {
     pv.resize(static_cast<size_t>(G * ldp));
     float* p = pv.data();
     int64_t j = 0;
-    for (; j + 4 <= len; j += 4) scores4<G>(q, kb + j * hd, scale, p + j, ldp);
+    for (; j + 4 <= len; j += 4) {
+      // the cache streams from memory: ask for the keys a few steps ahead, and this step's values into L2 for
+      // the weighted sum that follows
+      const char* kn = reinterpret_cast<const char*>(kb + (j + 16) * hd);
+      const char* vn = reinterpret_cast<const char*>(vb + j * hd);
+      for (int64_t o = 0; o < 4 * hd * static_cast<int64_t>(sizeof(C)); o += 64) {
+        _mm_prefetch(kn + o, _MM_HINT_T0);
+        _mm_prefetch(vn + o, _MM_HINT_T1);
+      }
+      scores4<G>(q, kb + j * hd, scale, p + j, ldp);
+    }
     for (; j < len; ++j)
       for (int h = 0; h < G; ++h) p[h * ldp + j] = dot(q + h * hd, kb + j * hd, hd) * scale;
     float sum[G];
