@@ -151,14 +151,13 @@ inline void unpack(const uint8_t* t, __m512i* B) {
 // numbers lie block by block, a row group's 16 side by side.
 struct Acts {
   int64_t M, Mp, K, nb;
-  int64_t at(int64_t m, int64_t b) const { return (b * Mp + m) * 32; }  // byte offset of row m's block b
-  int64_t j(int64_t m, int64_t b) const { return b * Mp + m; }           // index of its numbers
   struct Nums {  // the per-block numbers, as a kernel's local copy (its stores cannot alias these pointers)
     const float *dx, *sxd;
     const int32_t *sx, *sxl;
     int64_t Mp;
-    int64_t j(int64_t m, int64_t b) const { return b * Mp + m; }
+    int64_t j(int64_t m, int64_t b) const { return b * Mp + m; }  // index of row m's block b
   };
+  int64_t at(int64_t m, int64_t b) const { return nums().j(m, b) * 32; }  // byte offset of its 32 bytes
   Nums nums() const { return {dx.data(), sxd.data(), sx.data(), sxl.data(), Mp}; }
   std::vector<int8_t> hi, lo;
   std::vector<float> dx, sxd;
@@ -193,7 +192,7 @@ void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lw), _mm512_cvtepi32_epi8(l0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lw + 16), _mm512_cvtepi32_epi8(l1));
     const int32_t sl = _mm512_reduce_add_epi32(q0), s = sl + _mm512_reduce_add_epi32(q1);
-    const int64_t j = a.j(m, b);
+    const int64_t j = a.nums().j(m, b);
     a.dx[j] = d;
     a.sx[j] = s;
     a.sxl[j] = sl;
