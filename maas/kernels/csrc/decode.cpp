@@ -160,13 +160,9 @@ class Decoder {
       const Layer& L = layers[li];
       check_cache(kc[li], vc[li]);
       attention_inputs(L, x, kc[li], vc[li], sp, pp, cos_g, sin_g, cos_l, sin_l, w);
-      if (kc[li].scalar_type() == torch::kHalf)
-        attend(w.qkv.data(), NQKV, reinterpret_cast<const uint16_t*>(kc[li].data_ptr<at::Half>()),
-               reinterpret_cast<const uint16_t*>(vc[li].data_ptr<at::Half>()), kc[li].size(2), sp, pp, S, L.window,
-               w.att.data());
-      else
-        attend(w.qkv.data(), NQKV, kc[li].data_ptr<float>(), vc[li].data_ptr<float>(), kc[li].size(2), sp, pp, S,
-               L.window, w.att.data());
+      on_cache(kc[li], vc[li], [&](auto* k, auto* v) {
+        attend(w.qkv.data(), NQKV, k, v, kc[li].size(2), sp, pp, S, L.window, w.att.data());
+      });
       rest_of_layer(L, x, w.att.data(), w);
     }
     return normed(x);
@@ -179,10 +175,9 @@ class Decoder {
                             torch::Tensor sin_l) {
     check_x(x);
     check_cache(kc, vc);
-    TORCH_CHECK(li >= 0 && li < static_cast<int64_t>(layers.size()), "no such layer");
     const int64_t S = x.size(0), NQ = H * hd, NQKV = NQ + 2 * KV * hd;
     Work& w = work.size(S, D, NQKV, NQ, 0);
-    attention_inputs(layers[li], x, kc, vc, slots.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), cos_g, sin_g, cos_l,
+    attention_inputs(layer(li), x, kc, vc, slots.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), cos_g, sin_g, cos_l,
                      sin_l, w);
     return torch::from_blob(w.qkv.data(), {S, NQKV}, torch::kFloat32).narrow(1, 0, NQ).clone();
   }
@@ -192,9 +187,8 @@ class Decoder {
     check_x(x);
     TORCH_CHECK(att.dtype() == torch::kFloat32 && att.is_contiguous() && att.size(0) == x.size(0) &&
                     att.size(1) == H * hd, "att: (S, heads x head_dim) float32");
-    TORCH_CHECK(li >= 0 && li < static_cast<int64_t>(layers.size()), "no such layer");
     Work& w = work.size(x.size(0), D, 0, 0, I);
-    rest_of_layer(layers[li], x, att.data_ptr<float>(), w);
+    rest_of_layer(layer(li), x, att.data_ptr<float>(), w);
   }
 
   // x with the model's final norm (in place)
@@ -224,6 +218,26 @@ class Decoder {
                 "x: (S, hidden) float32");
   }
 
+  const Layer& layer(int64_t li) const {
+    TORCH_CHECK(li >= 0 && li < static_cast<int64_t>(layers.size()), "no such layer");
+    return layers[li];
+  }
+
+  // fn(k, v) with the cache's element pointers: uint16_t (float16 bits) or float
+  template <typename Fn>
+  static void on_cache(const torch::Tensor& k, const torch::Tensor& v, Fn&& fn) {
+    if (k.scalar_type() == torch::kHalf)
+      fn(reinterpret_cast<uint16_t*>(k.data_ptr<at::Half>()), reinterpret_cast<uint16_t*>(v.data_ptr<at::Half>()));
+    else
+      fn(k.data_ptr<float>(), v.data_ptr<float>());
+  }
+
+  // xr += ar, ar first through `norm` where the layer has one (Gemma 3's post-attention / post-MLP norms)
+  void add_residual(const Opt& norm, float* xr, float* ar) const {
+    if (norm.has_value()) rms_norm(ar, ptr(norm), ar, D, eps);
+    for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
+  }
+
   static void check_cache(const torch::Tensor& k, const torch::Tensor& v) {
     TORCH_CHECK((k.scalar_type() == torch::kFloat || k.scalar_type() == torch::kHalf) &&
                     v.scalar_type() == k.scalar_type() && k.is_contiguous() && v.is_contiguous(),
@@ -240,10 +254,8 @@ class Decoder {
     const float* sn = (L.local ? sin_l : sin_g).data_ptr<float>();
 #pragma omp parallel for schedule(static) if (S >= 16)
     for (int64_t s = 0; s < S; ++s) rms_norm(xp + s * D, ptr(L.in_norm), w.h.data() + s * D, D, eps);
-    if (L.qkv.size() == 1) {
-      apply(L.qkv[0], w.h.data(), S, w.qkv.data(), NQKV);
-    } else {
-      apply(L.qkv[0], w.h.data(), S, w.qkv.data(), NQKV);
+    apply(L.qkv[0], w.h.data(), S, w.qkv.data(), NQKV);
+    if (L.qkv.size() == 3) {
       apply(L.qkv[1], w.h.data(), S, w.qkv.data() + NQ, NQKV);
       apply(L.qkv[2], w.h.data(), S, w.qkv.data() + NQ + NKV, NQKV);
     }
@@ -259,11 +271,7 @@ class Decoder {
           for (int64_t i = 0; i < hd; ++i) v[i] *= q_scale;
       }
     }
-    if (kc.scalar_type() == torch::kHalf)
-      store_kv(reinterpret_cast<uint16_t*>(kc.data_ptr<at::Half>()), reinterpret_cast<uint16_t*>(vc.data_ptr<at::Half>()),
-               kc.size(2), w.qkv.data(), sp, pp, S);
-    else
-      store_kv(kc.data_ptr<float>(), vc.data_ptr<float>(), kc.size(2), w.qkv.data(), sp, pp, S);
+    on_cache(kc, vc, [&](auto* k, auto* v) { store_kv(k, v, kc.size(2), w.qkv.data(), sp, pp, S); });
   }
 
   // from the attention's output att (S, H hd): the output projection, residual, MLP and residual, on x in place
@@ -273,18 +281,11 @@ class Decoder {
     apply(L.o, att, S, w.a.data(), D);
 #pragma omp parallel for schedule(static) if (S >= 16)
     for (int64_t s = 0; s < S; ++s) {
-      float* xr = xp + s * D;
-      float* ar = w.a.data() + s * D;
-      if (L.attn_out_norm.has_value()) rms_norm(ar, ptr(L.attn_out_norm), ar, D, eps);
-      for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
-      rms_norm(xr, ptr(L.ff_norm), w.h.data() + s * D, D, eps);
+      add_residual(L.attn_out_norm, xp + s * D, w.a.data() + s * D);
+      rms_norm(xp + s * D, ptr(L.ff_norm), w.h.data() + s * D, D, eps);
     }
-    if (L.gate_up.size() == 1) {
-      apply(L.gate_up[0], w.h.data(), S, w.gu.data(), 2 * I);
-    } else {
-      apply(L.gate_up[0], w.h.data(), S, w.gu.data(), 2 * I);
-      apply(L.gate_up[1], w.h.data(), S, w.gu.data() + I, 2 * I);
-    }
+    apply(L.gate_up[0], w.h.data(), S, w.gu.data(), 2 * I);
+    if (L.gate_up.size() == 2) apply(L.gate_up[1], w.h.data(), S, w.gu.data() + I, 2 * I);
 #pragma omp parallel for schedule(static) if (S >= 4)
     for (int64_t s = 0; s < S; ++s) {
       const float* g = w.gu.data() + s * 2 * I;
@@ -292,12 +293,7 @@ class Decoder {
     }
     apply(L.down, w.mid.data(), S, w.a.data(), D);
 #pragma omp parallel for schedule(static) if (S >= 16)
-    for (int64_t s = 0; s < S; ++s) {
-      float* xr = xp + s * D;
-      float* ar = w.a.data() + s * D;
-      if (L.ff_out_norm.has_value()) rms_norm(ar, ptr(L.ff_out_norm), ar, D, eps);
-      for (int64_t i = 0; i < D; ++i) xr[i] += ar[i];
-    }
+    for (int64_t s = 0; s < S; ++s) add_residual(L.ff_out_norm, xp + s * D, w.a.data() + s * D);
   }
 
   // the rows' keys and values (in qkv, S rows of NQ + 2 NKV) into the cache (slots, KV, T, hd)
