@@ -32,10 +32,11 @@ def _restarts(server, model: str) -> tuple[int, float]:
 
 
 def test_engine_process_death_fails_its_requests_and_the_next_one_is_served():
-    server = start_server("--max-model-len", "256", "--max-num-seqs", "2")
+    server = start_server("--max-model-len", "2048", "--max-num-seqs", "2")
     try:
+        # long enough to still be decoding when the engine is killed (200 tokens took under a second)
         body = {"model": MODEL, "messages": [{"role": "user", "content": "Count to a thousand."}],
-                "max_tokens": 200, "ignore_eos": True}  # fmt: skip
+                "max_tokens": 1900, "ignore_eos": True}  # fmt: skip
         got: dict[str, httpx.Response] = {}
         t = threading.Thread(
             target=lambda: got.setdefault(
