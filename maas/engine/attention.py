@@ -74,25 +74,39 @@ class KVCache:
         self.block_size = block_size
 
     def copy_blocks(self, ops: list[CopyOp], released: list[int] | None = None) -> None:
-        """Saves (slot rows -> pool blocks), then the `released` slots' memory back to the system, then
-        loads (pool blocks -> slot rows), every layer; blocks at consecutive positions of one slot move in
-        one indexed copy."""
+        """Saves (slot rows -> pool blocks), each released slot's memory given back to the system once its
+        saves are done (so that a step in which many sequences finish does not hold their rows and their
+        saved copies at once), then loads (pool blocks -> slot rows), every layer; blocks at consecutive
+        positions of one slot move in one indexed copy."""
         saves = list({o.block: o for o in ops if o.save}.values())  # a block saved twice: the last wins
         loads = [o for o in ops if not o.save]
-        bs = self.block_size
-        for save, group in ((True, _runs(saves, bs)), (False, _runs(loads, bs))):
-            if not save:
-                self.release(released or [])
-            for slot, start, blocks in group:
-                m = len(blocks)
-                idx = torch.tensor(blocks, device=self.k[0].device)
-                rows = slice(start, start + m * bs)
-                for cache, pool in ((self.k, self.pool_k), (self.v, self.pool_v)):
-                    for c, p in zip(cache, pool, strict=True):
-                        if save:  # (kv, m*bs, hd) -> (m, kv, bs, hd)
-                            p.index_copy_(0, idx, c[slot, :, rows].unflatten(1, (m, bs)).transpose(0, 1))
-                        else:
-                            c[slot, :, rows] = p.index_select(0, idx).transpose(0, 1).flatten(1, 2)
+        pending = set(released or [])
+        runs = _runs(saves, self.block_size)  # sorted by slot: a slot's runs are consecutive
+        for i, (slot, start, blocks, _) in enumerate(runs):
+            self._copy(slot, start, blocks, save=True)
+            if slot in pending and (i + 1 == len(runs) or runs[i + 1][0] != slot):
+                pending.discard(slot)
+                self.release([slot])
+        self.release(sorted(pending))
+        for slot, start, blocks, src in _runs(loads, self.block_size):
+            self._copy(slot, start, blocks, save=False, src_slot=src)
+
+    def _copy(self, slot: int, start: int, blocks: list[int], save: bool, src_slot: int = -1) -> None:
+        """One run of blocks at consecutive positions of `slot`, every layer, into (save) or out of the pool,
+        or (src_slot >= 0) out of the same positions of another slot."""
+        m, bs = len(blocks), self.block_size
+        rows = slice(start, start + m * bs)
+        if src_slot >= 0:
+            for c in self.k + self.v:
+                c[slot, :, rows] = c[src_slot, :, rows]
+            return
+        idx = torch.tensor(blocks, device=self.k[0].device)
+        for cache, pool in ((self.k, self.pool_k), (self.v, self.pool_v)):
+            for c, p in zip(cache, pool, strict=True):
+                if save:  # (kv, m*bs, hd) -> (m, kv, bs, hd)
+                    p.index_copy_(0, idx, c[slot, :, rows].unflatten(1, (m, bs)).transpose(0, 1))
+                else:
+                    c[slot, :, rows] = p.index_select(0, idx).transpose(0, 1).flatten(1, 2)
 
     def release(self, slots: list[int]) -> None:
         """Give the pages of `slots` back to the system (they read as zeros until written again)."""
@@ -124,14 +138,19 @@ class KVCache:
         return sum(t.numel() * t.element_size() for t in self.k + self.v + self.pool_k + self.pool_v)
 
 
-def _runs(ops: list[CopyOp], block_size: int) -> list[tuple[int, int, list[int]]]:
-    """Ops grouped into (slot, first position, blocks) runs of consecutive positions."""
-    out: list[tuple[int, int, list[int]]] = []
+def _runs(ops: list[CopyOp], block_size: int) -> list[tuple[int, int, list[int], int]]:
+    """Ops grouped into (slot, first position, blocks, source slot) runs of consecutive positions."""
+    out: list[tuple[int, int, list[int], int]] = []
     for o in sorted(ops, key=lambda o: (o.slot, o.start)):
-        if out and out[-1][0] == o.slot and o.start == out[-1][1] + len(out[-1][2]) * block_size:
-            out[-1][2].append(o.block)
+        last = out[-1] if out else None
+        if (
+            last
+            and (last[0], last[3]) == (o.slot, o.src_slot)
+            and o.start == last[1] + len(last[2]) * block_size
+        ):
+            last[2].append(o.block)
         else:
-            out.append((o.slot, o.start, [o.block]))
+            out.append((o.slot, o.start, [o.block], o.src_slot))
     return out
 
 

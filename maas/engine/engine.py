@@ -26,6 +26,7 @@ from maas.engine.scheduler import Scheduler
 from maas.errors import InvalidRequestError, UnsupportedModelError
 from maas.kernels import blocks
 from maas.kernels.linear import pack_linears
+from maas.kernels.mapped import trim_heap
 
 log = logging.getLogger("maas.engine")
 
@@ -108,6 +109,7 @@ class Engine:
             if lm.files.release is not None:
                 lm.files.release()  # the weights were copied out of the file's pages
             log.info("%.0f MiB of weights kept in the file's block formats", stored / 2**20)
+            trim_heap()  # the file's tensors, freed once repacked
         elif lm.device.type == "cpu" and lm.dtype == torch.float32:
             mode = config.weights
             if mode in ("auto", "file"):  # the native 8-bit kernel where it builds, else fbgemm's fp16

@@ -6,10 +6,12 @@ free slot first so that a step's decodes sit in the first slots. Blocks are the 
 the prefix cache: a block id is held by a running sequence (its share of the budget), holds a cached
 prefix block in the cache's block pool, or is free.
 
-Prefix caching: when a sequence has computed its prompt, and when it leaves (finished, aborted,
-preempted), the full blocks it computed are saved into the pool, each keyed by a hash of its tokens and of every token before it (the chain), stored
-once however many sequences computed it. A new sequence whose prompt starts with cached blocks gets them
-copied into its slot instead of recomputing them. Cached blocks are given up least recently used first
+Prefix caching: when a sequence has computed its prompt, its full blocks become cached where they are, in
+its slot (live entries: no copy, no memory of their own); when it leaves (finished, aborted, preempted), the
+full blocks it computed are saved into the pool. Each block is keyed by a hash of its tokens and of every
+token before it (the chain), held once however many sequences computed it. A new sequence whose prompt
+starts with cached blocks gets them copied into its slot (from the pool, or from the live owner's slot)
+instead of recomputing them. Cached blocks are given up least recently used first
 when running sequences need the budget. A hit is verified token by token, so a hash collision can only
 cost a miss, never a wrong answer. The copies are ops the model runner executes before its next forward
 pass (`take_ops`).
@@ -38,20 +40,27 @@ class HasBlocks(Protocol):
 
 @dataclass(frozen=True)
 class CopyOp:
-    """Copy one block between the pool and a slot: save = slot rows -> pool block, else pool -> slot."""
+    """Copy one block between the pool and a slot: save = slot rows -> pool block, else pool -> slot (or,
+    from a live entry, the same rows of another slot -> slot)."""
 
     save: bool
-    block: int  # index in the block pool
+    block: int  # index in the block pool (-1 for a load from another slot)
     slot: int
     start: int  # first token position in the slot
+    src_slot: int = -1  # a load from this slot's rows at the same positions
 
 
 @dataclass
 class _Cached:
-    block: int  # its share of the budget
-    pool: int  # where its keys and values are, in the block pool
+    block: int  # its share of the budget (-1: live)
+    pool: int  # where its keys and values are, in the block pool (-1: live)
     tokens: tuple[int, ...]
     pins: int = 0  # loads scheduled this step that read it
+    slot: int = -1  # live: the running sequence's slot that holds it (at position index * block_size)
+
+    @property
+    def live(self) -> bool:
+        return self.pool < 0
 
 
 @dataclass
@@ -94,18 +103,24 @@ class KVCacheManager:
         self._ops: list[CopyOp] = []
         self._released: list[int] = []  # slots given up since the last take_released()
         self._pinned: list[_Cached] = []  # one entry per pin taken this step
-        self._n_pinned = 0  # cached blocks with a pin
+        self._n_pinned = 0  # cached blocks in the pool with a pin
+        self._live: dict[int, list[int]] = {}  # slot -> chain hashes of the live entries it holds
+        self._n_live = 0
 
     # -- the budget ---------------------------------------------------------------------------------
 
     @property
     def num_free_blocks(self) -> int:
         """Blocks not held by a running sequence (free, or holding a cached block that can be given up)."""
-        return len(self._free) + len(self._cache) - self._n_pinned
+        return len(self._free) + self._n_pooled - self._n_pinned
+
+    @property
+    def _n_pooled(self) -> int:
+        return len(self._cache) - self._n_live
 
     @property
     def num_cached_blocks(self) -> int:
-        """Blocks holding cached prefixes."""
+        """Blocks holding cached prefixes (in the pool, or live in a running sequence's slot)."""
         return len(self._cache)
 
     @property
@@ -136,9 +151,10 @@ class KVCacheManager:
         return self._evict().block
 
     def _evict(self) -> _Cached:
-        """Give up the least recently used cached block that no copy reads (its pool place is free again)."""
+        """Give up the least recently used cached block in the pool that no copy reads (its pool place is free
+        again)."""
         for h, c in self._cache.items():
-            if not c.pins:
+            if not c.pins and not c.live:
                 del self._cache[h]
                 self._free_pool.append(c.pool)
                 return c
@@ -177,45 +193,70 @@ class KVCacheManager:
             found = self.match(seq)
         for i, (h, c) in enumerate(found):
             self._cache.move_to_end(h)
-            if not c.pins:
+            if not c.pins and not c.live:
                 self._n_pinned += 1
             c.pins += 1
             self._pinned.append(c)
-            self._ops.append(CopyOp(False, c.pool, seq.slot, i * self.block_size))
+            self._ops.append(CopyOp(False, c.pool, seq.slot, i * self.block_size, c.slot))
         seq.num_computed_tokens = len(found) * self.block_size
         self.stats.hits += seq.num_computed_tokens
 
-    def _save(self, seq: HasBlocks, own: bool) -> None:
-        """Cache the full blocks `seq` computed that are not cached yet (own: into the sequence's own block
-        ids, as it leaves; else into free or evicted ones)."""
+    def _save(self, seq: HasBlocks) -> None:
+        """Copy the full blocks a leaving `seq` computed that are not cached yet into the pool (their share of
+        the budget: the sequence's own block ids, else free or evicted ones)."""
         full = seq.num_computed_tokens // self.block_size
         for i, (h, blk) in enumerate(_chain(seq.token_ids(0, full * self.block_size), self.block_size, full)):
             c = self._cache.get(h)
             if c is not None and c.tokens == blk:
                 self._cache.move_to_end(h)
                 continue
-            evictable = len(self._cache) > self._n_pinned
-            spare = (own and seq.block_table) or self._free or evictable
+            evictable = self._n_pooled > self._n_pinned
+            spare = seq.block_table or self._free or evictable
             if c is not None or not spare or not (self._free_pool or evictable):
                 break
             if not self._free_pool:  # the pool is full: its least recently used block makes room
                 self._free.append(self._evict().block)
-            block = seq.block_table.pop() if own and seq.block_table else self._take_block()
+            block = seq.block_table.pop() if seq.block_table else self._take_block()
             pool = self._free_pool.pop()
             self._cache[h] = _Cached(block, pool, blk)
             self._ops.append(CopyOp(True, pool, seq.slot, i * self.block_size))
 
     def prompt_done(self, seq: HasBlocks) -> None:
-        """A sequence finished computing its prompt: cache its full blocks now, so that requests with the
-        same prompt admitted from the next step on (n > 1, a burst sharing a system prompt) find them."""
-        if self.prefix_caching and seq.slot >= 0:
-            self._save(seq, own=False)
+        """A sequence finished computing its prompt: its full blocks become cached where they are (live, in
+        its slot), so that requests with the same prompt admitted from the next step on (n > 1, a burst
+        sharing a system prompt) find them without a copy of them being held twice."""
+        if not self.prefix_caching or seq.slot < 0:
+            return
+        full = seq.num_computed_tokens // self.block_size
+        for h, blk in _chain(seq.token_ids(0, full * self.block_size), self.block_size, full):
+            c = self._cache.get(h)
+            if c is not None:
+                if c.tokens != blk:
+                    break  # a hash collision: the later blocks' chain is not this one's
+                self._cache.move_to_end(h)
+                continue
+            self._cache[h] = _Cached(-1, -1, blk, slot=seq.slot)
+            self._live.setdefault(seq.slot, []).append(h)
+            self._n_live += 1
+
+    def _unlive(self, seq: HasBlocks) -> None:
+        """Drop the live entries `seq`'s slot holds (it is leaving: `_save` puts them into the pool). No load
+        can be pending on them: sequences leave after the step's copies ran, or (preempted) before any
+        sequence is admitted."""
+        for h in self._live.pop(seq.slot, []):
+            c = self._cache.get(h)
+            if c is not None and c.live and c.slot == seq.slot:
+                if c.pins:
+                    raise RuntimeError("a live prefix-cache block left while a copy of it was pending")
+                del self._cache[h]
+                self._n_live -= 1
 
     def free(self, seq: HasBlocks) -> None:
-        """A sequence leaves: its computed full blocks go into the prefix cache; its slot and blocks are
-        given back."""
+        """A sequence leaves: its computed full blocks go into the prefix cache's pool (those it held live
+        are copied there); its slot and blocks are given back."""
         if self.prefix_caching and seq.slot >= 0:
-            self._save(seq, own=True)
+            self._unlive(seq)
+            self._save(seq)
         self._free.extend(reversed(seq.block_table))
         seq.block_table = []
         if seq.slot >= 0:
@@ -236,7 +277,7 @@ class KVCacheManager:
         self._ops = []
         for c in self._pinned:
             c.pins -= 1
-            if not c.pins:
+            if not c.pins and not c.live:
                 self._n_pinned -= 1
         self._pinned = []
         return ops

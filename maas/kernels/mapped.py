@@ -7,6 +7,8 @@ for, advised into 2 MiB huge pages), which madvise can later give back.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import mmap
 import warnings
@@ -25,3 +27,13 @@ def anonymous(
     with warnings.catch_warnings():  # torch warns that frombuffer shares the writable buffer: it should
         warnings.simplefilter("ignore", UserWarning)
         return buf, torch.frombuffer(buf, dtype=dtype).view(shape)
+
+
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's malloc_trim; nothing elsewhere). Loading a model
+    frees large temporaries (a file's tensors once repacked) that the heap would otherwise keep resident."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

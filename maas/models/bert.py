@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maas.errors import UnsupportedModelError
+from maas.models.embedding import embedding
 from maas.models.fuse import cat_linears
 
 
@@ -73,9 +74,9 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.word_embeddings = embedding(c.vocab_size, c.hidden_size)
+        self.position_embeddings = embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 
 from maas.errors import UnsupportedModelError
 from maas.models.decoder import DecoderLM
+from maas.models.embedding import embedding
 from maas.models.fuse import cat_linears
 
 
@@ -143,8 +144,9 @@ class CausalAttention:
 
 def rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
     """Inverse frequencies (head_dim/2,), with Llama-3 or linear scaling when the config asks."""
-    d = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    d = cfg.head_dim  # on the CPU even while a model is built on the meta device (where arange's meta kernel
+    # imports torch._dynamo and sympy into the process: some 40 MiB resident, for nothing)
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device="cpu") / d))
     sc = dict(cfg.rope_scaling or ())
     kind = sc.get("rope_type") or sc.get("type")
     factor = float(sc.get("factor", 1.0))
@@ -286,7 +288,7 @@ class LlamaModel(nn.Module):
 
     def __init__(self, cfg: LlamaConfig, layer: Any = DecoderLayer):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(layer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 

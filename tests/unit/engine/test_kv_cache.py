@@ -129,3 +129,29 @@ def test_a_full_pool_gives_up_its_least_recently_used_block():
     assert kv.lookup(Seq([10, 11, 0])) == 0  # the oldest was given up
     assert kv.lookup(Seq([20, 21, 0])) == 2 and kv.lookup(Seq([30, 31, 0])) == 2
     assert kv.num_free_blocks == 16  # the budget ids came back
+
+
+def test_a_computed_prompt_is_cached_live_in_its_slot_and_moves_to_the_pool_when_it_leaves():
+    kv = KVCacheManager(4, num_blocks=16, block_size=4)
+    owner = Seq(list(range(11)))
+    kv.admit(owner)
+    kv.grow(owner, 11)
+    owner.num_computed_tokens = 11
+    kv.prompt_done(owner)
+    assert kv.take_ops() == []  # no copy: the two full blocks stay in the owner's slot
+    assert kv.num_cached_blocks == 2 and kv.num_free_blocks == 16 - 3  # and hold no budget of their own
+    twin = Seq(list(range(11)))
+    kv.admit(twin)
+    assert twin.num_computed_tokens == 8
+    loads = kv.take_ops()
+    assert [(o.save, o.slot, o.start, o.src_slot) for o in loads] == [
+        (False, twin.slot, 0, owner.slot), (False, twin.slot, 4, owner.slot)]  # fmt: skip
+    slot = owner.slot
+    kv.free(owner)  # leaving: its blocks are copied into the pool, then its slot is given back
+    saves = kv.take_ops()
+    assert [(o.save, o.slot, o.start) for o in saves] == [(True, slot, 0), (True, slot, 4)]
+    assert kv.take_released() == [slot]
+    third = Seq([*range(8), 70, 71])
+    kv.admit(third)
+    loads = kv.take_ops()
+    assert [(o.block, o.src_slot) for o in loads] == [(saves[0].block, -1), (saves[1].block, -1)]

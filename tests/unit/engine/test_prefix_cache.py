@@ -92,3 +92,28 @@ def test_block_copies_move_exactly_the_named_rows():
             pk[layer][5],
         )
         assert torch.equal(c.pool_k[layer], pk[layer]) and torch.equal(c.k[layer], k[layer])
+
+
+def test_a_slot_is_given_back_once_its_blocks_are_saved_and_live_blocks_copy_between_slots():
+    import torch
+
+    from maas.engine.attention import KVCache
+    from maas.engine.kv_cache import CopyOp
+
+    c = KVCache(2, 4, 64, 3, 8, torch.float32, torch.device("cpu"), pool_blocks=16, block_size=4)
+    for t in c.k + c.v:
+        t.normal_()
+    k = [t.clone() for t in c.k]
+    saves = [CopyOp(True, 5, 1, 0), CopyOp(True, 6, 1, 4)]  # slot 1 leaves
+    loads = [CopyOp(False, -1, 3, 0, src_slot=2), CopyOp(False, -1, 3, 4, src_slot=2), CopyOp(False, 5, 1, 0)]
+    released: list[tuple[int, bool]] = []  # each slot given back, and whether its rows were in the pool then
+    c.release = (
+        lambda slots: released.extend(  # type: ignore[method-assign]
+            (s, torch.equal(c.pool_k[1][6], k[1][s, :, 4:8])) for s in slots
+        )
+    )
+    c.copy_blocks(saves + loads, released=[1])
+    assert released == [(1, True)]
+    for layer in range(2):
+        assert torch.equal(c.pool_k[layer][5], k[layer][1, :, 0:4])
+        assert torch.equal(c.k[layer][3, :, 0:8], k[layer][2, :, 0:8])  # a live block, slot to slot
