@@ -179,6 +179,7 @@ def load_lm(path: str | Path, device: str = "auto", dtype: str = "auto", blocks:
     model.eval().requires_grad_(False)
     tok = Tokenizer.from_source(files.tokenizer)
     template = ChatTemplate(files.tokenizer.chat_template, tok.bos_token, tok.eos_token)
+    files.tokenizer.gguf_fields = None  # the vocabulary as Python objects, no longer needed
     log.info(
         "loaded %s (%s%s, %d layers, %.0fM params) on %s/%s in %.1fs",
         files.path.name,
