@@ -98,8 +98,8 @@ def _config(reader: GGUFFile, arch: str, row: Family, n_tokens: int) -> dict[str
 
 def _tokenizer_source(reader: GGUFFile) -> TokenizerSource:
     keys = [key for key in reader.fields if key.startswith("tokenizer.ggml.")]
-    # moved out of the reader, so that the vocabulary (a list of strings as long as it: some 30 MiB of Python
-    # objects for Gemma 3's 262,144 tokens) is freed once the tokenizer is built and the source dropped
+    # moved out of the reader, so that the vocabulary (a list of strings as long as it, as Python objects) is
+    # freed once the tokenizer is built and the source dropped
     fields = {key.removeprefix("tokenizer.ggml."): reader.fields.pop(key) for key in keys}
     tokens = fields.get("tokens") or []
     bos_id = fields.get("bos_token_id")

@@ -145,7 +145,7 @@ class CausalAttention:
 def rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
     """Inverse frequencies (head_dim/2,), with Llama-3 or linear scaling when the config asks."""
     d = cfg.head_dim  # on the CPU even while a model is built on the meta device (where arange's meta kernel
-    # imports torch._dynamo and sympy into the process: some 40 MiB resident, for nothing)
+    # imports torch._dynamo and sympy into the process, for nothing)
     inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device="cpu") / d))
     sc = dict(cfg.rope_scaling or ())
     kind = sc.get("rope_type") or sc.get("type")
