@@ -243,13 +243,10 @@ class KVCacheManager:
         """Drop the live entries `seq`'s slot holds (it is leaving: `_save` puts them into the pool). No load
         can be pending on them: sequences leave after the step's copies ran, or (preempted) before any
         sequence is admitted."""
-        for h in self._live.pop(seq.slot, []):
-            c = self._cache.get(h)
-            if c is not None and c.live and c.slot == seq.slot:
-                if c.pins:
-                    raise RuntimeError("a live prefix-cache block left while a copy of it was pending")
-                del self._cache[h]
-                self._n_live -= 1
+        for h in self._live.pop(seq.slot, []):  # only this removes a live entry: each is still cached
+            if self._cache.pop(h).pins:
+                raise RuntimeError("a live prefix-cache block left while a copy of it was pending")
+            self._n_live -= 1
 
     def free(self, seq: HasBlocks) -> None:
         """A sequence leaves: its computed full blocks go into the prefix cache's pool (those it held live
