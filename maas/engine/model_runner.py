@@ -11,7 +11,7 @@ from maas.engine.attention import AttentionMetadata, KVCache, PagedAttention, Pr
 from maas.engine.fused_decode import FusedDecoder
 from maas.engine.kv_cache import CopyOp
 from maas.engine.request import TokenLogprob
-from maas.engine.sampler import SampleRow, sample
+from maas.engine.sampler import SampleRow, argmax_only, sample
 from maas.engine.scheduler import Batch, ScheduledSeq
 from maas.models.decoder import DecoderLM
 
@@ -52,6 +52,10 @@ class ModelRunner:
             pool_blocks, block_size,
         )  # fmt: skip
         self._generators: dict[str, torch.Generator] = {}
+        # an LM head that can name the largest logit without computing them all (kernels/blocks.py, for rows
+        # that only need it: sampler.argmax_only)
+        head: Any = model.lm_head
+        self._argmax = head.argmax if getattr(head, "prepare_argmax", lambda: False)() else None
 
     def _prepare(
         self, batch: Batch
@@ -168,8 +172,30 @@ class ModelRunner:
         tokens: list[int | None] = [None] * len(batch.items)
         logprobs: list[TokenLogprob | None] = [None] * len(batch.items)
         if rows:
-            logits = self.model.lm_head(hidden[torch.tensor(ends, device=self.device)])  # (S, V)
-            toks, lps = sample(logits, rows)
+            toks, lps = self._sample(hidden[torch.tensor(ends, device=self.device)], rows)
             for j, i in enumerate(targets):
                 tokens[i], logprobs[i] = toks[j], lps[j]
         return RunnerOutput(tokens, logprobs)
+
+    def _sample(
+        self, hidden: torch.Tensor, rows: list[SampleRow]
+    ) -> tuple[list[int], list[TokenLogprob | None]]:
+        """The LM head and the sampler over the rows' last hidden states (S, d); rows that only need the largest
+        logit ask the head for its index where it can name it without computing every logit."""
+        toks: list[int] = [0] * len(rows)
+        lps: list[TokenLogprob | None] = [None] * len(rows)
+        fast = [i for i, r in enumerate(rows) if argmax_only(r)] if self._argmax is not None else []
+        named = self._argmax(hidden[fast]) if fast and self._argmax is not None else None
+        if named is not None:
+            for i, t in zip(fast, named.tolist(), strict=True):
+                toks[i] = t
+        rest = (
+            [i for i in range(len(rows)) if i not in set(fast)]
+            if named is not None
+            else list(range(len(rows)))
+        )
+        if rest:
+            logits = self.model.lm_head(hidden[rest] if len(rest) < len(rows) else hidden)  # (S, V)
+            for i, t, lp in zip(rest, *sample(logits, [rows[i] for i in rest]), strict=True):
+                toks[i], lps[i] = t, lp
+        return toks, lps

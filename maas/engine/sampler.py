@@ -40,6 +40,20 @@ def _apply_penalties(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tenso
     return logits
 
 
+def argmax_only(r: SampleRow) -> bool:
+    """Whether a row's token is the first largest of its raw logits: greedy, no penalties, no grammar and no
+    logprobs (the only rows an LM head may answer without computing every logit, ModelRunner)."""
+    p = r.params
+    return (
+        p.greedy
+        and p.logprobs is None
+        and r.matcher is None
+        and p.repetition_penalty == 1.0
+        and not p.presence_penalty
+        and not p.frequency_penalty
+    )
+
+
 _NUCLEUS_GUESS = 1024  # candidates tried first for a row with top_p alone (a full sort only if too few)
 
 

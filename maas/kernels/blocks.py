@@ -59,7 +59,7 @@ def native() -> Any | None:
     built (then the reference runs)."""
     sources = ("block_linear.cpp", "decode.cpp")
     if wide():
-        ext = build("maas_block_linear", *sources, avx512=True, extra=("int_linear.cpp",))
+        ext = build("maas_block_linear", *sources, avx512=True, extra=("int_linear.cpp", "int_greedy.cpp"))
         if ext is not None:
             return ext
     return build("maas_block_linear", *sources)
@@ -175,6 +175,7 @@ class BlockLinear(nn.Module):
         self.blocks: torch.Tensor
         self.register_buffer("blocks", raw)
         self.bias = None if bias is None else nn.Parameter(bias.float(), requires_grad=False)
+        self._norms: torch.Tensor | None = None  # argmax's bound, once asked for
 
     @property
     def repacked(self) -> bool:
@@ -200,6 +201,27 @@ class BlockLinear(nn.Module):
         else:
             w = dequantize(self.blocks[flat], self.fmt, self.in_features)
         return w.to(dtype).reshape(*ids.shape, self.in_features)
+
+    def prepare_argmax(self) -> bool:
+        """Get ready for `argmax` (the weights' norms its bound needs); False where it cannot run here."""
+        ext = native() if self.blocks.device.type == "cpu" else None
+        if ext is None or not self.repacked or self.bias is not None:
+            return False
+        if self._norms is None:
+            self._norms = ext.int_head_norms(self.blocks, self.code, self.in_features)
+        return True
+
+    def argmax(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Per row of x (S, K), the index of its largest output, the one `self(x).max(-1).indices` gives,
+        computing most outputs at half the integer work (csrc/int_greedy.cpp); None where it cannot (see
+        prepare_argmax; x not float32; an output that is not a number): compute the outputs instead."""
+        ext = native()
+        if ext is None or x.dtype != torch.float32 or not self.prepare_argmax():
+            return None
+        tokens, exact = ext.int_greedy(
+            x.reshape(-1, self.in_features).contiguous(), self.blocks, self.code, self._norms
+        )
+        return tokens if exact >= 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]

@@ -5,6 +5,7 @@ keeps the AVX2 build)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from functools import lru_cache
@@ -41,6 +42,14 @@ def wide() -> bool:
     return os.environ.get("MAAS_NATIVE_ISA", "auto") != "avx2" and cpu_has_avx512()
 
 
+@lru_cache(maxsize=1)
+def _headers_digest() -> str:
+    digest = hashlib.sha1()
+    for h in sorted((Path(__file__).parent / "csrc").glob("*.h")):
+        digest.update(h.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def build(name: str, *sources: str, avx512: bool = False, extra: tuple[str, ...] = ()) -> Any | None:
     """The compiled extension `name` from csrc/`sources` (with `avx512`, the AVX-512 build, named
     `name`_avx512; `extra`: sources of that build only, compiled with INT's flags), or None where it cannot
@@ -49,6 +58,7 @@ def build(name: str, *sources: str, avx512: bool = False, extra: tuple[str, ...]
         return None
     if avx512:
         name += "_avx512"
+    name += "_" + _headers_digest()  # torch's builder hashes only the sources: a changed header is a new name
     try:
         from torch.utils.cpp_extension import load
 

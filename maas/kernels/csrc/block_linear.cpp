@@ -478,13 +478,15 @@ torch::Tensor block_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_
 
 void register_decode(pybind11::module& m);  // decode.cpp
 #ifdef MAAS_INT
-void register_int(pybind11::module& m);  // int_linear.cpp
+void register_int(pybind11::module& m);     // int_linear.cpp
+void register_greedy(pybind11::module& m);  // int_greedy.cpp
 #endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_decode(m);
 #ifdef MAAS_INT
   register_int(m);
+  register_greedy(m);
 #endif
   m.def("block_linear", &block_linear, "x @ W^T for W in a GGUF block format (fp32 activations)");
   m.attr("lanes") = W;  // 8: the AVX2 build, 16: AVX-512

@@ -1,5 +1,4 @@
-// Small readers of GGUF block fields shared by block_linear.cpp and int_linear.cpp. (torch's extension
-// builder hashes only the .cpp sources: after editing this header, touch them or clear the build cache.)
+// Small readers of GGUF block fields shared by block_linear.cpp and int_linear.cpp.
 #pragma once
 
 #include <cstdint>

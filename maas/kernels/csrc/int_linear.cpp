@@ -19,61 +19,11 @@
 // is the same bits alone or in any batch.
 #include <torch/extension.h>
 
-#include "gguf_block.h"
-#include <immintrin.h>
-#include <omp.h>
+#include "int_tiles.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstring>
-#include <vector>
-
 namespace {
-
-enum Fmt : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
-constexpr int LEVELS = 32639;  // |q| <= LEVELS keeps hi = (q - lo) / 256 within a signed byte
-constexpr int PREFETCH_L2 = 16384;  // bytes ahead of the tile in use asked into L2 by the few-row products
-
-// A tile column (16 outputs) is a run of units: for the 32-weight formats one tile per block (codes, then 16
-// fp16 scales d and, with a min, 16 fp16 mins m); for Q4_K / Q5_K one unit per 256-weight super-block: its 8
-// sub-block tiles (codes, then the 16 outputs' 6-bit scales sc and mins m as bytes) and then the 16 fp16 d
-// and 16 fp16 dmin, for the weight d sc q - dmin m. Q6_K's sub-blocks hold two groups of 16 weights, each
-// with a signed 8-bit scale: its tiles carry the 16 outputs' two scales, the unit's end the 16 fp16 d, for
-// the weight d sc (q - 32).
-struct Layout {
-  int src_qk, src_bytes;  // weights and bytes of one file block
-  int code_bytes;         // bytes of a tile's codes: 256 (nibbles), 320 / 384 (+ fifth / sixth bits), 512 (bytes)
-  int off;                // the stored code minus off is the signed code
-  bool min;               // a min per block (Q4_1, Q5_1) or sub-block (Q4_K, Q5_K)
-  bool kq;                // K-quant super-blocks
-  bool halves;            // two scales a sub-block (Q6_K)
-  constexpr int sub_bytes() const { return code_bytes + (kq ? 32 : 32 + (min ? 32 : 0)); }
-  constexpr int group() const { return kq ? 8 : 1; }  // 32-weight blocks per unit
-  constexpr int unit_bytes() const { return group() * sub_bytes() + (kq ? (halves ? 32 : 64) : 0); }
-};
-
-template <int F>
-constexpr Layout L_ = Layout{};
-template <> constexpr Layout L_<Q4_0> = {32, 18, 256, 8, false, false, false};
-template <> constexpr Layout L_<Q4_1> = {32, 20, 256, 0, true, false, false};
-template <> constexpr Layout L_<Q5_0> = {32, 22, 320, 16, false, false, false};
-template <> constexpr Layout L_<Q5_1> = {32, 24, 320, 0, true, false, false};
-template <> constexpr Layout L_<Q8_0> = {32, 34, 512, 128, false, false, false};
-template <> constexpr Layout L_<Q4_K> = {256, 144, 256, 0, true, true, false};
-template <> constexpr Layout L_<Q5_K> = {256, 176, 320, 0, true, true, false};
-template <> constexpr Layout L_<Q6_K> = {256, 210, 384, 32, false, true, true};
-
-Layout layout(int64_t fmt) {
-  switch (fmt) {
-#define CASE(F) \
-  case F:       \
-    return L_<F>;
-    CASE(Q4_0) CASE(Q4_1) CASE(Q5_0) CASE(Q5_1) CASE(Q8_0) CASE(Q4_K) CASE(Q5_K) CASE(Q6_K)
-#undef CASE
-    default: TORCH_CHECK(false, "no integer kernel for block format ", fmt);
-  }
-}
 
 using gguf::scale_min_k4;
 using gguf::u32;
@@ -119,184 +69,6 @@ void block_codes(const uint8_t* b, int64_t fmt, uint8_t* u, int j = 0) {
   }
 }
 
-// The 8 rows of a tile's B matrix (16 outputs x 4 codes each) from its packed codes.
-template <int F>
-inline void unpack(const uint8_t* t, __m512i* B) {
-  constexpr int code_bytes = L_<F>.code_bytes;  // 256: nibbles, 320 / 384: + 1 or 2 bit masks, 512: bytes
-  if constexpr (code_bytes == 512) {
-    for (int r = 0; r < 8; ++r) B[r] = _mm512_loadu_si512(t + 64 * r);
-  } else {
-    const __m512i low = _mm512_set1_epi8(15);
-    for (int r = 0; r < 4; ++r) {
-      const __m512i v = _mm512_loadu_si512(t + 64 * r);
-      B[r] = _mm512_and_si512(v, low);
-      B[r + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-    }
-    if constexpr (code_bytes > 256) {
-      for (int bit = 4; bit < 4 + (code_bytes - 256) / 64; ++bit) {  // the fifth (and sixth) bits, a mask per row
-        const __m512i v = _mm512_set1_epi8(static_cast<char>(1 << bit));
-        for (int r = 0; r < 8; ++r) {
-          __mmask64 k;
-          std::memcpy(&k, t + 256 + 64 * (bit - 4) + 8 * r, 8);
-          B[r] = _mm512_mask_add_epi8(B[r], k, B[r], v);
-        }
-      }
-    }
-  }
-}
-
-// Rows of x as the kernels read them: per row and 32-block, the signed high and low bytes of q (rows padded to
-// a multiple of 16 with zeros), dx, sum q and dx * sum q. The bytes lie in AMX A-tile order, block by block and
-// within a block 16 rows (512 bytes) at a time, so that a tile load reads 512 consecutive bytes; the per-block
-// numbers lie block by block, a row group's 16 side by side.
-struct Acts {
-  int64_t M, Mp, K, nb;
-  struct Nums {  // the per-block numbers, as a kernel's local copy (its stores cannot alias these pointers)
-    const float *dx, *sxd;
-    const int32_t *sx, *sxl;
-    int64_t Mp;
-    int64_t j(int64_t m, int64_t b) const { return b * Mp + m; }  // index of row m's block b
-  };
-  int64_t at(int64_t m, int64_t b) const { return nums().j(m, b) * 32; }  // byte offset of its 32 bytes
-  Nums nums() const { return {dx.data(), sxd.data(), sx.data(), sxl.data(), Mp}; }
-  std::vector<int8_t> hi, lo;
-  std::vector<float> dx, sxd;
-  std::vector<int32_t> sx, sxl;  // sum q, and over the first 16 values (for Q6_K's halves)
-};
-
-void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
-  a.M = M, a.K = K, a.nb = K / 32, a.Mp = (M + 15) / 16 * 16;
-  a.hi.resize(a.Mp * K), a.lo.resize(a.Mp * K);  // reused between calls: only the padding rows are zeroed
-  a.dx.resize(a.Mp * a.nb), a.sxd.resize(a.Mp * a.nb), a.sx.resize(a.Mp * a.nb), a.sxl.resize(a.Mp * a.nb);
-  for (int64_t b = 0; b < a.nb && M < a.Mp; ++b) {
-    std::fill_n(a.hi.data() + a.at(M, b), (a.Mp - M) * 32, 0);
-    std::fill_n(a.lo.data() + a.at(M, b), (a.Mp - M) * 32, 0);
-  }
-  const __m512 sign = _mm512_set1_ps(-0.0f);
-#pragma omp parallel for schedule(static) if (M * K >= 16384)
-  for (int64_t i = 0; i < M * a.nb; ++i) {
-    const int64_t m = i / a.nb, b = i % a.nb;
-    const float* p = x + m * K + b * 32;
-    const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
-    const float d = amax / static_cast<float>(LEVELS);
-    const __m512 inv = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
-    const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
-    // lo: the low byte as a signed value; hi = (q - lo) >> 8
-    const __m512i l0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24), l1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
-    const __m512i h0 = _mm512_srai_epi32(_mm512_sub_epi32(q0, l0), 8), h1 = _mm512_srai_epi32(_mm512_sub_epi32(q1, l1), 8);
-    int8_t* ho = a.hi.data() + a.at(m, b);
-    int8_t* lw = a.lo.data() + a.at(m, b);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(ho), _mm512_cvtepi32_epi8(h0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(ho + 16), _mm512_cvtepi32_epi8(h1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(lw), _mm512_cvtepi32_epi8(l0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(lw + 16), _mm512_cvtepi32_epi8(l1));
-    const int32_t sl = _mm512_reduce_add_epi32(q0), s = sl + _mm512_reduce_add_epi32(q1);
-    const int64_t j = a.nums().j(m, b);
-    a.dx[j] = d;
-    a.sx[j] = s;
-    a.sxl[j] = sl;
-    a.sxd[j] = d * static_cast<float>(s);
-  }
-}
-
-// acc (16 outputs of row i) += one block's contribution, from the block's high and low integer sums
-template <int F>
-inline __m512 epilogue(__m512i ih, __m512i il, const Acts::Nums& a, int64_t i, int64_t b, __m512 d, __m512 mn, __m512 acc) {
-  constexpr Layout L = L_<F>;
-  const int64_t j = a.j(i, b);
-  __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(ih, 8), il);
-  if constexpr (L.off != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(L.off * a.sx[j]));
-  acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(a.dx[j]), d), _mm512_cvtepi32_ps(dot), acc);
-  if constexpr (L.min) acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(a.sxd[j]), acc);
-  return acc;
-}
-
-// block b's tile in a tile column
-template <int F>
-inline const uint8_t* tile(const uint8_t* col, int64_t b) {
-  constexpr Layout L = L_<F>;
-  return col + (b / L.group()) * L.unit_bytes() + (b % L.group()) * L.sub_bytes();
-}
-
-inline __m512 f16x16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-inline __m512 u8x16(const uint8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-
-// block b's 16 scales and mins (0 where the format has none): d and m, or d sc and -(dmin m)
-// Q6_K: the two halves' sums (high and low bytes each) with scales da, db: two fmas, first half first
-inline __m512 epilogue6(__m512i iha, __m512i ila, __m512i ihb, __m512i ilb, const Acts::Nums& a, int64_t i, int64_t b,
-                        __m512 da, __m512 db, __m512 acc) {
-  const int64_t j = a.j(i, b);
-  const __m512i dot_a = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(iha, 8), ila), _mm512_set1_epi32(32 * a.sxl[j]));
-  const __m512i dot_b = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(ihb, 8), ilb),
-                                         _mm512_set1_epi32(32 * (a.sx[j] - a.sxl[j])));
-  const __m512 dx = _mm512_set1_ps(a.dx[j]);
-  acc = _mm512_fmadd_ps(_mm512_mul_ps(dx, da), _mm512_cvtepi32_ps(dot_a), acc);
-  return _mm512_fmadd_ps(_mm512_mul_ps(dx, db), _mm512_cvtepi32_ps(dot_b), acc);
-}
-
-inline __m512 s8x16(const uint8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-
-template <int F>
-inline void scales(const uint8_t* col, int64_t b, __m512& d, __m512& mn) {
-  constexpr Layout L = L_<F>;
-  const uint8_t* t = tile<F>(col, b);
-  if constexpr (L.halves) {  // d sc of the two halves (in d and mn)
-    const __m512 dh = f16x16(col + (b / 8) * L.unit_bytes() + 8 * L.sub_bytes());
-    d = _mm512_mul_ps(dh, s8x16(t + L.code_bytes));
-    mn = _mm512_mul_ps(dh, s8x16(t + L.code_bytes + 16));
-  } else if constexpr (L.kq) {
-    const uint8_t* head = col + (b / 8) * L.unit_bytes() + 8 * L.sub_bytes();
-    d = _mm512_mul_ps(f16x16(head), u8x16(t + L.code_bytes));
-    mn = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(f16x16(head + 32), u8x16(t + L.code_bytes + 16)));
-  } else {
-    d = f16x16(t + L.code_bytes);
-    mn = L.min ? f16x16(t + L.code_bytes + 32) : _mm512_setzero_ps();
-  }
-}
-
-// Rows r0 .. r0 + R of x against the 16 outputs of tile column t, with VNNI byte dot products.
-template <int F, int R>
-void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t ldy, const float* bias) {
-  const Acts::Nums nm = a.nums();
-  __m512 acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < a.nb; ++b) {
-    const uint8_t* t = tile<F>(col, b);
-    _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
-    for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // and far ahead into L2: one row's weights stream from memory
-      _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
-    __m512i B[8];
-    unpack<F>(t, B);
-    __m512 d, mn;
-    scales<F>(col, b, d, mn);
-    for (int i = 0; i < R; ++i) {
-      const int32_t* h = reinterpret_cast<const int32_t*>(a.hi.data() + a.at(r0 + i, b));
-      const int32_t* l = reinterpret_cast<const int32_t*>(a.lo.data() + a.at(r0 + i, b));
-      if constexpr (L_<F>.halves) {
-        __m512i ih[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, il[2] = {ih[0], ih[0]};
-        for (int r = 0; r < 8; ++r) {
-          ih[r / 4] = _mm512_dpbusd_epi32(ih[r / 4], B[r], _mm512_set1_epi32(h[r]));
-          il[r / 4] = _mm512_dpbusd_epi32(il[r / 4], B[r], _mm512_set1_epi32(l[r]));
-        }
-        acc[i] = epilogue6(ih[0], il[0], ih[1], il[1], nm, r0 + i, b, d, mn, acc[i]);
-      } else {
-        __m512i ih = _mm512_setzero_si512(), il = _mm512_setzero_si512();
-        for (int r = 0; r < 8; ++r) {
-          ih = _mm512_dpbusd_epi32(ih, B[r], _mm512_set1_epi32(h[r]));
-          il = _mm512_dpbusd_epi32(il, B[r], _mm512_set1_epi32(l[r]));
-        }
-        acc[i] = epilogue<F>(ih, il, nm, r0 + i, b, d, mn, acc[i]);
-      }
-    }
-  }
-  const __m512 bv = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-  for (int i = 0; i < R; ++i) _mm512_storeu_ps(y + (r0 + i) * ldy, _mm512_add_ps(acc[i], bv));
-}
 
 bool amx_ready = false;
 
@@ -411,8 +183,8 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
       float* yt = y + t * 16;
       const float* bt = bias ? bias + t * 16 : nullptr;
       int64_t r = 0;
-      for (; r + 4 <= a.M; r += 4) vnni_rows<F, 4>(a, r, col, yt, ldy, bt);
-      for (; r < a.M; ++r) vnni_rows<F, 1>(a, r, col, yt, ldy, bt);
+      for (; r + 4 <= a.M; r += 4) vnni_rows<F, 4>(a, r, col, yt + r * ldy, ldy, bt);
+      for (; r < a.M; ++r) vnni_rows<F, 1>(a, r, col, yt + r * ldy, ldy, bt);
     }
     if (amx) _tile_release();
   }
@@ -426,17 +198,7 @@ void int_matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fm
   thread_local Acts a;
   quantize(xp, M, K, a);
   const uint8_t* wp = static_cast<const uint8_t*>(w);
-  switch (fmt - 100) {
-    case Q4_0: return run<Q4_0>(a, wp, N, bp, yp, ldy);
-    case Q4_1: return run<Q4_1>(a, wp, N, bp, yp, ldy);
-    case Q5_0: return run<Q5_0>(a, wp, N, bp, yp, ldy);
-    case Q5_1: return run<Q5_1>(a, wp, N, bp, yp, ldy);
-    case Q8_0: return run<Q8_0>(a, wp, N, bp, yp, ldy);
-    case Q4_K: return run<Q4_K>(a, wp, N, bp, yp, ldy);
-    case Q5_K: return run<Q5_K>(a, wp, N, bp, yp, ldy);
-    case Q6_K: return run<Q6_K>(a, wp, N, bp, yp, ldy);
-    default: TORCH_CHECK(false, "unknown repacked format ", fmt);
-  }
+  with_format(fmt, [&](auto f) { run<decltype(f)::value>(a, wp, N, bp, yp, ldy); });
 }
 
 // (N, row bytes) file blocks -> (N / 16, units, unit bytes) tile columns (see Layout)
@@ -508,49 +270,19 @@ torch::Tensor int_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_t 
   const Layout L = layout(fmt - 100);
   check_tiles(w, L, K);
   TORCH_CHECK(ids.dtype() == torch::kInt64 && ids.dim() == 1 && ids.is_contiguous(), "ids: 1-D int64");
-  const int64_t n = ids.size(0), N = w.size(0) * 16, nb = K / 32, ub = L.unit_bytes(), sb = L.sub_bytes();
+  const int64_t n = ids.size(0), N = w.size(0) * 16, nb = K / 32;
   const int64_t* ip = ids.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) TORCH_CHECK(ip[i] >= 0 && ip[i] < N, "row id out of range");
   auto out = torch::empty({n, K}, torch::dtype(torch::kFloat32));
   const uint8_t* wp = w.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
 #pragma omp parallel for schedule(static) if (n > 64)
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t t = ip[i] / 16, c = ip[i] % 16;
+  for (int64_t i = 0; i < n; ++i)
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* unit = wp + t * (nb / L.group()) * ub + (b / L.group()) * ub;
-      const uint8_t* o = unit + (b % L.group()) * sb;
-      float d, mn = 0.0f;
-      uint16_t h;
-      if (L.halves) {  // d sc of the half this k is in: set per k below
-        std::memcpy(&h, unit + 8 * sb + 2 * c, 2);
-        d = _cvtsh_ss(h);
-      } else if (L.kq) {
-        std::memcpy(&h, unit + 8 * sb + 2 * c, 2);
-        d = _cvtsh_ss(h) * static_cast<float>(o[L.code_bytes + c]);
-        std::memcpy(&h, unit + 8 * sb + 32 + 2 * c, 2);
-        mn = -(_cvtsh_ss(h) * static_cast<float>(o[L.code_bytes + 16 + c]));
-      } else {
-        std::memcpy(&h, o + L.code_bytes + 2 * c, 2);
-        d = _cvtsh_ss(h);
-        if (L.min) std::memcpy(&h, o + L.code_bytes + 32 + 2 * c, 2), mn = _cvtsh_ss(h);
-      }
-      for (int k = 0; k < 32; ++k) {
-        const int r = k / 4, e = static_cast<int>(4 * c + k % 4);
-        int code;
-        if (L.code_bytes == 512) {
-          code = o[64 * r + e];
-        } else {
-          code = (o[64 * (r % 4) + e] >> (r < 4 ? 0 : 4)) & 15;
-          if (L.code_bytes >= 320 && ((o[256 + 8 * r + e / 8] >> (e % 8)) & 1)) code |= 16;
-          if (L.code_bytes == 384 && ((o[320 + 8 * r + e / 8] >> (e % 8)) & 1)) code |= 32;
-        }
-        const float v = static_cast<float>(code - L.off);
-        const float dk = L.halves ? d * static_cast<float>(static_cast<int8_t>(o[L.code_bytes + 16 * (k / 16) + c])) : d;
-        op[i * K + b * 32 + k] = L.min ? std::fma(v, dk, mn) : v * dk;
-      }
+      BlockRow r;
+      block_row(wp, L, nb, ip[i], b, r);
+      for (int k = 0; k < 32; ++k) op[i * K + b * 32 + k] = L.min ? std::fma(r.code[k], r.d[k], r.mn) : r.code[k] * r.d[k];
     }
-  }
   return out;
 }
 

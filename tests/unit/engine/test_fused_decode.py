@@ -28,12 +28,12 @@ CASES = {  # family, GGUF block type or None for the HF directory (float32)
 }
 
 
-def model_path(family: str, qtype: str | None, tmp_path):
+def model_path(family: str, qtype: str | None, tmp_path, **overrides):
     from maas.engine.loader import load_lm
 
     six = dict(num_hidden_layers=6, layer_types=["sliding_attention"] * 5 + ["full_attention"],
                query_pre_attn_scalar=16)  # fmt: skip
-    model = hf_model(family, **(six if family == "gemma3" else {}))
+    model = hf_model(family, **(six if family == "gemma3" else {}), **overrides)
     model.save_pretrained(tmp_path / "hf")
     byte_tokenizer().hf.save(str(tmp_path / "hf" / "tokenizer.json"))
     if qtype is None:
@@ -119,3 +119,26 @@ def test_a_row_decodes_the_same_alone_or_next_to_a_prefill(tmp_path):
     path = model_path("llama", "Q4_1", tmp_path)
     alone, together = run(path, True, False), run(path, True, True)
     assert alone == together  # bit for bit: tokens and log-probabilities
+
+
+@pytest.mark.skipif(blocks.integer_kernel() is None, reason="no integer kernel here (AVX-512 VNNI)")
+def test_greedy_rows_get_the_heads_argmax_and_the_same_tokens(tmp_path):
+    """Greedy rows without logprobs take their token from the LM head's argmax (kernels/int_greedy.cpp) instead
+    of its logits: the same tokens as from the logits, next to a row that asks for logprobs in the same steps."""
+    path = model_path("gemma3", "Q8_0", tmp_path, vocab_size=272)  # a head repacked in sixteens
+    prompts = [list(range(3, 23)), [5, 9, 200, 7, 7, 1, 30, 31, 32, 33, 34, 2], [40] * 9]
+    plain = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+
+    def tokens(argmax: bool) -> tuple[dict[str, list[int]], int]:
+        engine = Engine.from_path(path, EngineConfig(max_model_len=128))
+        head = engine.runner._argmax
+        assert head is not None  # a repacked head
+        asked = []
+        engine.runner._argmax = (lambda x: asked.append(len(x)) or head(x)) if argmax else None
+        for i, ids in enumerate(prompts):
+            engine.add_request(f"r{i}", ids, plain.with_(logprobs=1) if i == 2 else plain)
+        return {k: v[0] for k, v in drain(engine).items()}, sum(asked)
+
+    (fast, asked), (slow, _) = tokens(True), tokens(False)
+    assert fast == slow
+    assert asked == 2 * 24  # the two plain rows, every token; the third row's came from its logits
