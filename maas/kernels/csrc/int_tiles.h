@@ -210,6 +210,13 @@ inline void scales(const uint8_t* col, int64_t b, __m512& d, __m512& mn) {
   }
 }
 
+// acc + the byte dot products of a's unsigned bytes with the 4 signed bytes at p, broadcast: one instruction with
+// the broadcast folded into its memory operand (compilers load the broadcast into a register first)
+inline __m512i dpbusd_1to16(__m512i acc, __m512i a, const int32_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*p));
+  return acc;
+}
+
 // Rows r0 .. r0 + R of x against the 16 outputs of tile column t (row r0 + i's stored at y + i ldy), with VNNI byte dot products (HI: the high
 // bytes' products alone, half the work: see epilogue).
 template <int F, int R, bool HI = false>
@@ -219,9 +226,11 @@ void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t 
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* t = tile<F>(col, b);
-    _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
-    for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // and far ahead into L2: one row's weights stream from memory
-      _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
+    if (r0 == 0) {  // the first rows stream the weights from memory; later ones find them in L1
+      _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
+      for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // and far ahead into L2
+        _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
+    }
     __m512i B[8];
     unpack<F>(t, B);
     __m512 d, mn;
@@ -232,15 +241,15 @@ void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t 
       if constexpr (L_<F>.halves) {
         __m512i ih[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, il[2] = {ih[0], ih[0]};
         for (int r = 0; r < 8; ++r) {
-          ih[r / 4] = _mm512_dpbusd_epi32(ih[r / 4], B[r], _mm512_set1_epi32(h[r]));
-          if constexpr (!HI) il[r / 4] = _mm512_dpbusd_epi32(il[r / 4], B[r], _mm512_set1_epi32(l[r]));
+          ih[r / 4] = dpbusd_1to16(ih[r / 4], B[r], h + r);
+          if constexpr (!HI) il[r / 4] = dpbusd_1to16(il[r / 4], B[r], l + r);
         }
         acc[i] = epilogue6<HI>(ih[0], il[0], ih[1], il[1], nm, r0 + i, b, d, mn, acc[i]);
       } else {
         __m512i ih = _mm512_setzero_si512(), il = _mm512_setzero_si512();
         for (int r = 0; r < 8; ++r) {
-          ih = _mm512_dpbusd_epi32(ih, B[r], _mm512_set1_epi32(h[r]));
-          if constexpr (!HI) il = _mm512_dpbusd_epi32(il, B[r], _mm512_set1_epi32(l[r]));
+          ih = dpbusd_1to16(ih, B[r], h + r);
+          if constexpr (!HI) il = dpbusd_1to16(il, B[r], l + r);
         }
         acc[i] = epilogue<F, HI>(ih, il, nm, r0 + i, b, d, mn, acc[i]);
       }
