@@ -5,8 +5,9 @@
 
 Measures, for each concurrency C: aggregate decode tokens/s (the sum over streams of each
 stream's tokens after the first divided by its time after the first token, like llama.cpp's
-S_TG), and end-to-end output tokens/s; then time to first token for one 512-token prompt and
-resident memory: the engine process's after loading (idle) and at its peak, and the whole server's peak.
+S_TG), and end-to-end output tokens/s; then time to first token for a 512-token prompt (the median of three
+prompts; llama.cpp's: its prompt time, the median of three runs) and resident memory: the engine process's
+after loading (idle) and at its peak, and the whole server's peak.
 
 llama.cpp comes from `../shared/tools/llamacpp-anchor` (llama.cpp's own batched bench, built
 once from the llama-cpp-python sources) or, failing that, from the `llama_cpp` Python package
@@ -44,11 +45,16 @@ class Row:
 
 class PeakRSS:
     """Samples a process tree's resident memory in a thread, in MiB: `peak` of the whole tree,
-    `peak_children` of its child processes (maas's engine), `idle_children` when sampling began."""
+    `peak_children` of its child processes (maas's engine), `idle_children` when sampling began.
+
+    The tree is listed once a second (listing scans every process on the machine); in between only the known
+    processes' memory is read, so that sampling takes next to no CPU from what it measures."""
 
     def __init__(self, pid: int):
         self.proc = psutil.Process(pid)
         self.peak = self.peak_children = 0.0
+        self._kids: list[psutil.Process] = []
+        self._listed = 0.0
         self.idle_children = self._children()
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -56,7 +62,15 @@ class PeakRSS:
 
     def _children(self) -> float:
         try:
-            return sum(p.memory_info().rss for p in self.proc.children(recursive=True)) / 2**20
+            if time.monotonic() - self._listed > 1.0:
+                self._kids, self._listed = self.proc.children(recursive=True), time.monotonic()
+            total = 0
+            for p in self._kids:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    self._listed = 0.0  # one has gone: list again next time
+            return total / 2**20
         except psutil.Error:
             return 0.0
 
@@ -238,12 +252,14 @@ def bench_anchor(args: argparse.Namespace, levels: list[int]) -> dict | None:
             tg, b = int(cells[1]), int(cells[2])
             t_total = float(cells[8])
             rows.append(Row(b, float(cells[7]), b * tg / t_total))
-    out2, _ = run("-npp", str(args.ttft_len), "-ntg", "1", "-npl", "1")
-    t = None
-    for line in out2.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 10 and cells[0].isdigit():
-            t = float(cells[4])
+    prefills = []  # three runs, the median, like maas's time to first token (one run varies by 30%)
+    for _ in range(3):
+        out2, _ = run("-npp", str(args.ttft_len), "-ntg", "1", "-npl", "1")
+        for line in out2.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 10 and cells[0].isdigit():
+                prefills.append(float(cells[4]))
+    t = statistics.median(prefills) if prefills else None
     if not rows:
         return None
     return {"rows": rows, "ttft": t, "peak_mib": peak, "source": "llama.cpp llama-batched-bench"}
