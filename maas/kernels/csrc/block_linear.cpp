@@ -405,13 +405,14 @@ Kernels check_blocks(const torch::Tensor& w, int64_t fmt, int64_t K) {
 // tiles and order, without decoding). Used by block_linear and by the fused decode (decode.cpp).
 #ifdef MAAS_INT
 void int_matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
-                float* yp, int64_t ldy);  // int_linear.cpp: layers repacked for 16-bit integer activations
+                float* yp, int64_t ldy, bool same_x);  // int_linear.cpp: layers repacked for 16-bit integer activations
 #endif
 
+// same_x: x holds the same values as in the previous call (the integer kernel reuses their rounding)
 void matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
-            float* yp, int64_t ldy) {
+            float* yp, int64_t ldy, bool same_x) {
 #ifdef MAAS_INT
-  if (fmt >= 100) return int_matmul(xp, M, K, w, fmt, N, bp, yp, ldy);
+  if (fmt >= 100) return int_matmul(xp, M, K, w, fmt, N, bp, yp, ldy, same_x);
 #endif
   const int64_t R = M >= 8 ? 16 : 4;  // rows per strip: more when many x rows share each decode
   const int64_t tasks = (N + R - 1) / R;
@@ -458,7 +459,7 @@ torch::Tensor block_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::o
   TORCH_CHECK(K % 16 == 0, "K must be a multiple of 16");
   auto y = torch::empty({M, N}, x.options());
   matmul(x.data_ptr<float>(), M, K, w.data_ptr<uint8_t>(), fmt, N,
-         bias.has_value() ? bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), N);
+         bias.has_value() ? bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), N, false);
   return y;
 }
 

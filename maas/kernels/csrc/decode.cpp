@@ -13,7 +13,7 @@
 #include <vector>
 
 void matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
-            float* yp, int64_t ldy);
+            float* yp, int64_t ldy, bool same_x);  // block_linear.cpp
 
 namespace {
 
@@ -22,10 +22,10 @@ using Opt = c10::optional<torch::Tensor>;
 
 const float* ptr(const Opt& t) { return t.has_value() ? t->data_ptr<float>() : nullptr; }
 
-// y (S rows, ldy apart) = x (S, K) @ W^T (+ b)
-void apply(const Lin& l, const float* x, int64_t S, float* y, int64_t ldy) {
+// y (S rows, ldy apart) = x (S, K) @ W^T (+ b); same_x: x is unchanged since the previous apply
+void apply(const Lin& l, const float* x, int64_t S, float* y, int64_t ldy, bool same_x = false) {
   const auto& [w, fmt, N, K, b] = l;
-  matmul(x, S, K, w.data_ptr(), fmt, N, ptr(b), y, ldy);
+  matmul(x, S, K, w.data_ptr(), fmt, N, ptr(b), y, ldy, same_x);
 }
 
 inline float sum8(__m256 v) {
@@ -256,8 +256,8 @@ class Decoder {
     for (int64_t s = 0; s < S; ++s) rms_norm(xp + s * D, ptr(L.in_norm), w.h.data() + s * D, D, eps);
     apply(L.qkv[0], w.h.data(), S, w.qkv.data(), NQKV);
     if (L.qkv.size() == 3) {
-      apply(L.qkv[1], w.h.data(), S, w.qkv.data() + NQ, NQKV);
-      apply(L.qkv[2], w.h.data(), S, w.qkv.data() + NQ + NKV, NQKV);
+      apply(L.qkv[1], w.h.data(), S, w.qkv.data() + NQ, NQKV, true);
+      apply(L.qkv[2], w.h.data(), S, w.qkv.data() + NQ + NKV, NQKV, true);
     }
 #pragma omp parallel for schedule(static) if (S >= 16)
     for (int64_t s = 0; s < S; ++s) {
@@ -285,7 +285,7 @@ class Decoder {
       rms_norm(xp + s * D, ptr(L.ff_norm), w.h.data() + s * D, D, eps);
     }
     apply(L.gate_up[0], w.h.data(), S, w.gu.data(), 2 * I);
-    if (L.gate_up.size() == 2) apply(L.gate_up[1], w.h.data(), S, w.gu.data() + I, 2 * I);
+    if (L.gate_up.size() == 2) apply(L.gate_up[1], w.h.data(), S, w.gu.data() + I, 2 * I, true);
 #pragma omp parallel for schedule(static) if (S >= 4)
     for (int64_t s = 0; s < S; ++s) {
       const float* g = w.gu.data() + s * 2 * I;

@@ -110,6 +110,7 @@ std::tuple<torch::Tensor, int64_t> int_greedy(torch::Tensor x, torch::Tensor w, 
   TORCH_CHECK(R.dtype() == torch::kFloat32 && R.dim() == 1 && R.size(0) == N, "R: one float32 per output");
   thread_local Acts a;
   quantize(x.data_ptr<float>(), M, K, a);
+  high_sums(a);
   std::vector<float> e(M);
   const double rounding = (4.0 * static_cast<double>(a.nb) + 24.0) * std::ldexp(1.0, -24);
   for (int64_t m = 0; m < M; ++m) {

@@ -192,11 +192,12 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
 
 }  // namespace
 
-// fmt codes of repacked layers: 100 + the GGUF type id
+// fmt codes of repacked layers: 100 + the GGUF type id. same_x: x is the previous call's (same pointer, same values:
+// the caller says so), whose rounding is reused
 void int_matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
-                float* yp, int64_t ldy) {
+                float* yp, int64_t ldy, bool same_x) {
   thread_local Acts a;
-  quantize(xp, M, K, a);
+  if (!same_x || a.src != xp || a.M != M || a.K != K) quantize(xp, M, K, a);
   const uint8_t* wp = static_cast<const uint8_t*>(w);
   with_format(fmt, [&](auto f) { run<decltype(f)::value>(a, wp, N, bp, yp, ldy); });
 }
@@ -292,7 +293,7 @@ torch::Tensor int_linear(torch::Tensor x, torch::Tensor w, int64_t fmt, c10::opt
   check_tiles(w, layout(fmt - 100), K);
   auto y = torch::empty({M, N}, x.options());
   int_matmul(x.data_ptr<float>(), M, K, w.data_ptr<uint8_t>(), fmt, N,
-             bias.has_value() ? bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), N);
+             bias.has_value() ? bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), N, false);
   return y;
 }
 

@@ -105,14 +105,17 @@ struct Acts {
   std::vector<int8_t> hi, lo;
   std::vector<float> dx, sxd;
   std::vector<int32_t> sx, sxl;    // sum q, and over the first 16 values (for Q6_K's halves)
-  std::vector<int32_t> shi, shil;  // the same sums of the high bytes
+  std::vector<int32_t> shi, shil;  // the same sums of the high bytes (high_sums: only the HI products read them)
+  const float* src = nullptr;      // the x these were rounded from
 };
 
 void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
-  a.M = M, a.K = K, a.nb = K / 32, a.Mp = (M + 15) / 16 * 16;
-  a.hi.resize(a.Mp * K), a.lo.resize(a.Mp * K);  // reused between calls: only the padding rows are zeroed
-  a.dx.resize(a.Mp * a.nb), a.sxd.resize(a.Mp * a.nb), a.sx.resize(a.Mp * a.nb), a.sxl.resize(a.Mp * a.nb);
-  a.shi.resize(a.Mp * a.nb), a.shil.resize(a.Mp * a.nb);
+  a.src = x, a.M = M, a.K = K, a.nb = K / 32, a.Mp = (M + 15) / 16 * 16;
+  auto fit = [](auto& v, int64_t n) {  // grown, never shrunk: no zero-filling when K or M alternate between calls
+    if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+  };
+  fit(a.hi, a.Mp * K), fit(a.lo, a.Mp * K);  // reused between calls: only the padding rows are zeroed
+  fit(a.dx, a.Mp * a.nb), fit(a.sxd, a.Mp * a.nb), fit(a.sx, a.Mp * a.nb), fit(a.sxl, a.Mp * a.nb);
   for (int64_t b = 0; b < a.nb && M < a.Mp; ++b) {
     std::fill_n(a.hi.data() + a.at(M, b), (a.Mp - M) * 32, 0);
     std::fill_n(a.lo.data() + a.at(M, b), (a.Mp - M) * 32, 0);
@@ -141,10 +144,23 @@ void quantize(const float* x, int64_t M, int64_t K, Acts& a) {
     a.dx[j] = d;
     a.sx[j] = s;
     a.sxl[j] = sl;
-    a.shil[j] = _mm512_reduce_add_epi32(h0);
-    a.shi[j] = a.shil[j] + _mm512_reduce_add_epi32(h1);
     a.sxd[j] = d * static_cast<float>(s);
   }
+}
+
+// Acts::shi and shil, for the HI products
+inline void high_sums(Acts& a) {
+  if (a.shi.size() < static_cast<size_t>(a.Mp * a.nb)) a.shi.resize(a.Mp * a.nb), a.shil.resize(a.Mp * a.nb);
+  for (int64_t m = 0; m < a.M; ++m)
+    for (int64_t b = 0; b < a.nb; ++b) {
+      const int8_t* h = a.hi.data() + a.at(m, b);
+      int32_t s = 0;
+      for (int k = 0; k < 16; ++k) s += h[k];
+      const int64_t j = a.nums().j(m, b);
+      a.shil[j] = s;
+      for (int k = 16; k < 32; ++k) s += h[k];
+      a.shi[j] = s;
+    }
 }
 
 // acc (16 outputs of row i) += one block's contribution, from the block's high and low integer sums. HI: from
