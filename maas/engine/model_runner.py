@@ -186,14 +186,12 @@ class ModelRunner:
         lps: list[TokenLogprob | None] = [None] * len(rows)
         fast = [i for i, r in enumerate(rows) if argmax_only(r)] if self._argmax is not None else []
         named = self._argmax(hidden[fast]) if fast and self._argmax is not None else None
-        if named is not None:
-            for i, t in zip(fast, named.tolist(), strict=True):
-                toks[i] = t
-        rest = (
-            [i for i in range(len(rows)) if i not in set(fast)]
-            if named is not None
-            else list(range(len(rows)))
-        )
+        if named is None:
+            fast = []
+        for i, t in zip(fast, named.tolist() if named is not None else [], strict=True):
+            toks[i] = t
+        done = set(fast)
+        rest = [i for i in range(len(rows)) if i not in done]
         if rest:
             logits = self.model.lm_head(hidden[rest] if len(rest) < len(rows) else hidden)  # (S, V)
             for i, t, lp in zip(rest, *sample(logits, [rows[i] for i in rest]), strict=True):

@@ -52,8 +52,8 @@ def _headers_digest() -> str:
 
 def build(name: str, *sources: str, avx512: bool = False, extra: tuple[str, ...] = ()) -> Any | None:
     """The compiled extension `name` from csrc/`sources` (with `avx512`, the AVX-512 build, named
-    `name`_avx512; `extra`: sources of that build only, compiled with INT's flags), or None where it cannot
-    be built."""
+    `name`_avx512; either name ends with a digest of csrc's headers; `extra`: sources of that build only,
+    compiled with INT's flags), or None where it cannot be built."""
     if os.environ.get("MAAS_NO_NATIVE") == "1":
         return None
     if avx512:
