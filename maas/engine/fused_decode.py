@@ -6,6 +6,8 @@ path, whether or not a prefill shares the step, so a row's answer does not depen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -116,14 +118,44 @@ class FusedDecoder:
         slots: torch.Tensor,
         cache: KVCache,
         chunks: list[PrefillChunk],
+        keep: list[int],
     ) -> torch.Tensor:
         """Prefill rows (`chunks` of them, offsets into these rows) a layer at a time: the native decoder's
-        norms, projections, RoPE, KV write and MLP around PyTorch's attention; final-normed hidden states."""
+        norms, projections, RoPE, KV write and MLP around the native prefill attention (PyTorch's where the
+        build has no BLAS). Only rows `keep` (each the last row of its chunk, ascending) are read afterwards, so
+        the last layer writes every row's keys and values but takes its attention and MLP for those rows alone;
+        their final-normed hidden states, (len(keep), hidden)."""
         x, ropes = self._inputs(ids, positions)
         cfg = self.model.config
-        att = x.new_empty(len(ids), cfg.num_attention_heads, cfg.head_dim)
+        T, H, hd = len(ids), cfg.num_attention_heads, cfg.head_dim
+        q, att = x.new_empty(T, H, hd), x.new_empty(T, H, hd)
+        attend = self._attention(chunks)
+        last = len(self.windows) - 1
         for li, window in enumerate(self.windows):
-            q = self.native.prefill_qkv(li, x, cache.k[li], cache.v[li], slots, positions, *ropes)
-            prefill_attention(q.view_as(att), cache.k[li], cache.v[li], chunks, window, att)
-            self.native.prefill_rest(li, x, att.view(len(ids), -1))
-        return self.native.normed(x)
+            self.native.prefill_qkv(li, x, cache.k[li], cache.v[li], slots, positions, *ropes, q)
+            if li == last:
+                break
+            attend(q, cache.k[li], cache.v[li], window, att)
+            self.native.prefill_rest(li, x, att.view(T, -1))
+        if not keep:
+            return x[:0]
+        by_end = {c.offset + c.n - 1: c for c in chunks}
+        tails = [
+            replace(by_end[r], offset=j, n=1, start=by_end[r].start + by_end[r].n - 1)
+            for j, r in enumerate(keep)
+        ]
+        rows = torch.tensor(keep, dtype=torch.long)
+        xk, att_k = x[rows], att[: len(keep)]
+        self._attention(tails)(q[rows], cache.k[last], cache.v[last], self.windows[last], att_k)
+        self.native.prefill_rest(last, xk, att_k.view(len(keep), -1))
+        return self.native.normed(xk)
+
+    def _attention(self, chunks: list[PrefillChunk]) -> Callable[..., None]:
+        """attend(q, k_cache, v_cache, window, out) for these chunks: the native kernel where the build has a
+        BLAS to call, else PyTorch's."""
+        ext = blocks.native()
+        if not getattr(ext, "has_blas", False):
+            return lambda q, kc, vc, window, out: prefill_attention(q, kc, vc, chunks, window, out)
+        table = torch.tensor([[c.offset, c.n, c.start, c.slot] for c in chunks], dtype=torch.long)
+        kernel = ext.prefill_attention
+        return lambda q, kc, vc, window, out: kernel(q, kc, vc, table, window or 0, out)

@@ -126,19 +126,31 @@ class ModelRunner:
         """Forget a finished sequence's seeded generator."""
         self._generators.pop(seq_id, None)
 
-    def _hidden_states(self, ids: torch.Tensor, pos: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Decode rows (first in the flat order) through the fused decoder and prefill rows through its
-        layer-by-layer prefill (PyTorch's attention) when there is one; else everything through the model."""
+    def _hidden_states(
+        self, ids: torch.Tensor, pos: torch.Tensor, meta: AttentionMetadata, ends: list[int]
+    ) -> torch.Tensor:
+        """The final hidden states of rows `ends` (flat indices, ascending), (len(ends), d). Decode rows (first
+        in the flat order) go through the fused decoder and prefill rows through its layer-by-layer prefill
+        (PyTorch's attention) when there is one, which takes the last layer for the `ends` rows only; else
+        everything goes through the model."""
         nd = meta.num_decodes
         if self.fused is None:
-            return self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))
+            hidden = self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))
+            return hidden[torch.tensor(ends, dtype=torch.long, device=self.device)]
         parts = []
         if nd:
-            parts.append(self.fused.hidden_states(ids[:nd], pos[:nd], meta.slots[:nd], self.cache))
+            dec = self.fused.hidden_states(ids[:nd], pos[:nd], meta.slots[:nd], self.cache)
+            keep = [e for e in ends if e < nd]
+            parts.append(
+                dec if len(keep) == nd else dec[torch.tensor(keep, dtype=torch.long, device=self.device)]
+            )
         if nd < len(ids):
             chunks = [replace(c, offset=c.offset - nd) for c in meta.prefills]
+            keep = [e - nd for e in ends if e >= nd]
             parts.append(
-                self.fused.prefill_hidden_states(ids[nd:], pos[nd:], meta.slots[nd:], self.cache, chunks)
+                self.fused.prefill_hidden_states(
+                    ids[nd:], pos[nd:], meta.slots[nd:], self.cache, chunks, keep
+                )
             )
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -148,7 +160,6 @@ class ModelRunner:
         if batch.copies or batch.released:
             self.cache.copy_blocks(batch.copies, batch.released)
         order, ids, pos, meta = self._prepare(batch)
-        hidden = self._hidden_states(ids, pos, meta)  # (T, d)
         where = {id(it): i for i, it in enumerate(batch.items)}  # flat order -> the batch's order
         ends: list[int] = []
         rows: list[SampleRow] = []
@@ -169,10 +180,11 @@ class ModelRunner:
                     )
                 )
                 targets.append(where[id(it)])
+        hidden = self._hidden_states(ids, pos, meta, ends)  # (len(ends), d)
         tokens: list[int | None] = [None] * len(batch.items)
         logprobs: list[TokenLogprob | None] = [None] * len(batch.items)
         if rows:
-            toks, lps = self._sample(hidden[torch.tensor(ends, device=self.device)], rows)
+            toks, lps = self._sample(hidden, rows)
             for j, i in enumerate(targets):
                 tokens[i], logprobs[i] = toks[j], lps[j]
         return RunnerOutput(tokens, logprobs)

@@ -57,7 +57,7 @@ FORMATS = {
 def native() -> Any | None:
     """The compiled extension (the AVX-512 build where the CPU has it, else AVX2), or None where it cannot be
     built (then the reference runs)."""
-    sources = ("block_linear.cpp", "decode.cpp")
+    sources = ("block_linear.cpp", "decode.cpp", "prefill_attention.cpp")
     if wide():
         ext = build("maas_block_linear", *sources, avx512=True, extra=("int_linear.cpp", "int_greedy.cpp"))
         if ext is not None:

@@ -477,7 +477,8 @@ torch::Tensor block_rows(torch::Tensor w, torch::Tensor ids, int64_t fmt, int64_
   return out;
 }
 
-void register_decode(pybind11::module& m);  // decode.cpp
+void register_decode(pybind11::module& m);             // decode.cpp
+void register_prefill_attention(pybind11::module& m);  // prefill_attention.cpp
 #ifdef MAAS_INT
 void register_int(pybind11::module& m);     // int_linear.cpp
 void register_greedy(pybind11::module& m);  // int_greedy.cpp
@@ -485,6 +486,7 @@ void register_greedy(pybind11::module& m);  // int_greedy.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_decode(m);
+  register_prefill_attention(m);
 #ifdef MAAS_INT
   register_int(m);
   register_greedy(m);

@@ -12,6 +12,8 @@
 #include <cmath>
 #include <vector>
 
+#include "vec_math.h"
+
 void matmul(const float* xp, int64_t M, int64_t K, const void* w, int64_t fmt, int64_t N, const float* bp,
             float* yp, int64_t ldy, bool same_x);  // block_linear.cpp
 
@@ -65,25 +67,6 @@ inline float dot(const float* a, const T* b, int64_t n) {  // n a multiple of 8
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
   return sum8(acc);
-}
-
-// e^x for 8 lanes: 2^n e^r with n = round(x log2 e), r = x - n ln 2 (ln 2 in two parts), e^r by Cephes' degree-6
-// polynomial; x clamped to [-87.3, 88.3] (e^x then runs from the smallest normal float to the largest).
-inline __m256 exp8(__m256 x) {
-  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-87.3365447505531f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 // m = act(g) * u over n values (a multiple of 8): SiLU g / (1 + e^-g), or GELU's tanh form with
@@ -169,17 +152,20 @@ class Decoder {
   }
 
   // Prefill rows, a layer at a time around PyTorch's attention: layer li's norm, projections, q/k norms and RoPE
-  // for x (S, D), its keys and values written into the cache at (slots, pos); returns the queries (S, H hd).
-  torch::Tensor prefill_qkv(int64_t li, torch::Tensor x, torch::Tensor kc, torch::Tensor vc, torch::Tensor slots,
-                            torch::Tensor pos, torch::Tensor cos_g, torch::Tensor sin_g, torch::Tensor cos_l,
-                            torch::Tensor sin_l) {
+  // for x (S, D), its keys and values written into the cache at (slots, pos), its queries into q (S, H hd).
+  void prefill_qkv(int64_t li, torch::Tensor x, torch::Tensor kc, torch::Tensor vc, torch::Tensor slots,
+                   torch::Tensor pos, torch::Tensor cos_g, torch::Tensor sin_g, torch::Tensor cos_l,
+                   torch::Tensor sin_l, torch::Tensor q) {
     check_x(x);
     check_cache(kc, vc);
     const int64_t S = x.size(0), NQ = H * hd, NQKV = NQ + 2 * KV * hd;
+    TORCH_CHECK(q.dtype() == torch::kFloat32 && q.is_contiguous() && q.numel() == S * NQ, "q: (S, heads x head_dim) float32");
     Work& w = work.size(S, D, NQKV, NQ, 0);
     attention_inputs(layer(li), x, kc, vc, slots.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), cos_g, sin_g, cos_l,
                      sin_l, w);
-    return torch::from_blob(w.qkv.data(), {S, NQKV}, torch::kFloat32).narrow(1, 0, NQ).clone();
+    float* qp = q.data_ptr<float>();
+#pragma omp parallel for schedule(static) if (S >= 16)
+    for (int64_t s = 0; s < S; ++s) std::copy_n(w.qkv.data() + s * NQKV, NQ, qp + s * NQ);
   }
 
   // ... then, with the attention's output att (S, H hd): the rest of layer li on x (in place)
@@ -203,11 +189,13 @@ class Decoder {
   void set_final_norm(torch::Tensor w) { final_norm = w; }
 
  private:
-  struct Work {  // a call's buffers, kept between calls (every element is written before it is read)
+  struct Work {  // a call's buffers, kept between calls and grown, never shrunk: a prefill's call after a
+                // decode's does not zero megabytes (every element is written before it is read)
     std::vector<float> h, qkv, att, a, gu, mid;
     Work& size(int64_t S, int64_t D, int64_t NQKV, int64_t NQ, int64_t I) {
-      h.resize(S * D), qkv.resize(S * NQKV), att.resize(S * NQ), a.resize(S * D), gu.resize(S * 2 * I);
-      mid.resize(S * I);
+      for (auto [v, n] : {std::pair{&h, S * D}, {&qkv, S * NQKV}, {&att, S * NQ}, {&a, S * D}, {&gu, S * 2 * I},
+                          {&mid, S * I}})
+        if (v->size() < static_cast<size_t>(n)) v->resize(n);
       return *this;
     }
   };
