@@ -154,7 +154,7 @@ class FusedDecoder:
         """attend(q, k_cache, v_cache, window, out) for these chunks: the native kernel where the build has a
         BLAS to call, else PyTorch's."""
         ext = blocks.native()
-        if not getattr(ext, "has_blas", False):
+        if ext is None or not getattr(ext, "has_blas", False):
             return lambda q, kc, vc, window, out: prefill_attention(q, kc, vc, chunks, window, out)
         table = torch.tensor([[c.offset, c.n, c.start, c.slot] for c in chunks], dtype=torch.long)
         kernel = ext.prefill_attention
