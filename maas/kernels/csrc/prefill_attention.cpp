@@ -121,7 +121,7 @@ void prefill_attention(torch::Tensor q, torch::Tensor kc, torch::Tensor vc, torc
   std::stable_sort(tasks.begin(), tasks.end(), [&](const Task& x, const Task& y) {
     return ch[4 * x.chunk + 2] + x.i0 > ch[4 * y.chunk + 2] + y.i0;
   });
-#pragma omp parallel if (tasks.size() > 1)
+#pragma omp parallel  // even for one task: BLAS called inside a parallel region runs on its caller's thread alone
   {
     std::vector<float> qb(BLOCK * G * hd), ob(BLOCK * G * hd), s, sums(BLOCK * G);
 #pragma omp for schedule(dynamic, 1)
