@@ -53,16 +53,18 @@ FORMATS = {
 }
 
 
+SOURCES = ("block_linear.cpp", "decode.cpp", "prefill_attention.cpp")  # csrc/ files of either build
+
+
 @lru_cache(maxsize=1)
 def native() -> Any | None:
     """The compiled extension (the AVX-512 build where the CPU has it, else AVX2), or None where it cannot be
     built (then the reference runs)."""
-    sources = ("block_linear.cpp", "decode.cpp", "prefill_attention.cpp")
     if wide():
-        ext = build("maas_block_linear", *sources, avx512=True, extra=("int_linear.cpp", "int_greedy.cpp"))
+        ext = build("maas_block_linear", *SOURCES, avx512=True, extra=("int_linear.cpp", "int_greedy.cpp"))
         if ext is not None:
             return ext
-    return build("maas_block_linear", *sources)
+    return build("maas_block_linear", *SOURCES)
 
 
 # formats the integer kernel (csrc/int_linear.cpp) takes, by 32-weight blocks or K-quant sub-blocks, and the

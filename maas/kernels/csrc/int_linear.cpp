@@ -152,6 +152,7 @@ void amx_cols(const Acts& a, const uint8_t* col, int64_t col_bytes, float* y, in
   }
 }
 
+constexpr int64_t DECODE_ONCE_ROWS = 8;  // from this many rows a tile column is decoded once for all of them
 int64_t amx_min_rows = 10;  // fewer rows go through VNNI (the same bits either way); set by int_use_amx
 
 template <int F>
@@ -163,6 +164,7 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
 #pragma omp parallel
   {
     thread_local std::vector<float> acc;  // kept between calls, never zeroed (see amx_cols)
+    thread_local std::vector<__m512i> decoded;  // a tile column decoded once for many rows (64-byte aligned)
     if (amx) {
       amx_config();
       if (acc.size() < static_cast<size_t>(a.Mp * 32 + 16)) acc.resize(a.Mp * 32 + 16);
@@ -182,9 +184,15 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
       const uint8_t* col = w + t * col_bytes;
       float* yt = y + t * 16;
       const float* bt = bias ? bias + t * 16 : nullptr;
+      const __m512i* U = nullptr;
+      if (a.M >= DECODE_ONCE_ROWS) {
+        if (decoded.size() < static_cast<size_t>(a.nb * DECODED)) decoded.resize(a.nb * DECODED);
+        decode_column<F>(col, a.nb, decoded.data());
+        U = decoded.data();
+      }
       int64_t r = 0;
-      for (; r + 4 <= a.M; r += 4) vnni_rows<F, 4>(a, r, col, yt + r * ldy, ldy, bt);
-      for (; r < a.M; ++r) vnni_rows<F, 1>(a, r, col, yt + r * ldy, ldy, bt);
+      for (; r + 4 <= a.M; r += 4) vnni_rows<F, 4>(a, r, col, yt + r * ldy, ldy, bt, U);
+      for (; r < a.M; ++r) vnni_rows<F, 1>(a, r, col, yt + r * ldy, ldy, bt, U);
     }
     if (amx) _tile_release();
   }

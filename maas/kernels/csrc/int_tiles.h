@@ -233,24 +233,51 @@ inline __m512i dpbusd_1to16(__m512i acc, __m512i a, const int32_t* p) {
   return acc;
 }
 
+constexpr int DECODED = 10;  // vectors a decoded block takes: its 8 code vectors, then d and mn (see scales)
+
+// A tile column's nb blocks decoded once (codes to bytes, scales to floats) into U, DECODED vectors a block, for
+// products of many rows: each group of rows then loads them instead of decoding every block again
+template <int F>
+void decode_column(const uint8_t* col, int64_t nb, __m512i* U) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* t = tile<F>(col, b);
+    _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
+    for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // the weights stream from memory: ask far ahead into L2
+      _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
+    unpack<F>(t, U + DECODED * b);
+    __m512 d, mn;
+    scales<F>(col, b, d, mn);
+    U[DECODED * b + 8] = _mm512_castps_si512(d);
+    U[DECODED * b + 9] = _mm512_castps_si512(mn);
+  }
+}
+
 // Rows r0 .. r0 + R of x against the 16 outputs of tile column t (row r0 + i's stored at y + i ldy), with VNNI byte dot products (HI: the high
-// bytes' products alone, half the work: see epilogue).
+// bytes' products alone, half the work: see epilogue). U: the column as decode_column left it, or null (each
+// block decoded here).
 template <int F, int R, bool HI = false>
-void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t ldy, const float* bias) {
+void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t ldy, const float* bias,
+               const __m512i* U = nullptr) {
   const Acts::Nums nm = a.nums();
   __m512 acc[R];
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
-    const uint8_t* t = tile<F>(col, b);
-    if (r0 == 0) {  // the first rows stream the weights from memory; later ones find them in L1
-      _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
-      for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // and far ahead into L2
-        _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
-    }
     __m512i B[8];
-    unpack<F>(t, B);
     __m512 d, mn;
-    scales<F>(col, b, d, mn);
+    if (U) {
+      for (int r = 0; r < 8; ++r) B[r] = _mm512_load_si512(U + DECODED * b + r);
+      d = _mm512_castsi512_ps(_mm512_load_si512(U + DECODED * b + 8));
+      mn = _mm512_castsi512_ps(_mm512_load_si512(U + DECODED * b + 9));
+    } else {
+      const uint8_t* t = tile<F>(col, b);
+      if (r0 == 0) {  // the first rows stream the weights from memory; later ones find them in L1
+        _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
+        for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // and far ahead into L2
+          _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
+      }
+      unpack<F>(t, B);
+      scales<F>(col, b, d, mn);
+    }
     for (int i = 0; i < R; ++i) {
       const int32_t* h = reinterpret_cast<const int32_t*>(a.hi.data() + a.at(r0 + i, b));
       [[maybe_unused]] const int32_t* l = reinterpret_cast<const int32_t*>(a.lo.data() + a.at(r0 + i, b));

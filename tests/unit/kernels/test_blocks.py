@@ -59,7 +59,7 @@ needs_native = pytest.mark.skipif(blocks.native() is None, reason="no native ker
 
 @lru_cache
 def _build(isa: str) -> Any | None:
-    return native.build("maas_block_linear", "block_linear.cpp", "decode.cpp", avx512=isa == "avx512")
+    return native.build("maas_block_linear", *blocks.SOURCES, avx512=isa == "avx512")
 
 
 @pytest.fixture(params=["avx2", "avx512"])
