@@ -3,9 +3,12 @@ and PyTorch's float32 matmul on the same (dequantized) weights, and the machine'
 
     python benchmarks/block_kernels.py                       # SmolLM2-135M's shapes, Q4_1 (its file's format)
     python benchmarks/block_kernels.py --formats Q4_K,Q6_K,Q5_0,Q8_0 --shapes 1024x640,2048x640,640x2048
+    python benchmarks/block_kernels.py --integer --formats Q5_0,Q4_K,Q6_K --shapes 4096x640,640x2048 --rows 1,32,256
 
-Prints milliseconds per call at 1, 32 and 512 rows, and for one row the weight bytes read per second
-(the block kernel reads the file's bytes; q8 reads 1.06 bytes a weight, float32 4).
+Prints milliseconds per call at 1, 32 and 512 rows, for one row the weight bytes read per second (the
+block kernel reads the file's bytes; q8 reads 1.06 bytes a weight, float32 4) and for more the multiply-adds
+per second. `--integer`: the block layers repacked for the integer kernel (16-bit activations, where the CPU
+has AVX-512 VNNI), as `maas serve` runs them by default there.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maas.kernels.blocks import FORMATS, BlockLinear, dequantize  # noqa: E402
+from maas.kernels.blocks import FORMATS, BlockLinear, dequantize, integer_kernel, pack  # noqa: E402
 from maas.kernels.q8_linear import Q8Linear  # noqa: E402
 
 
@@ -62,16 +65,21 @@ def main() -> None:
     p.add_argument("--formats", default="Q4_1")
     p.add_argument("--shapes", default="576x576,1536x576,576x1536,49152x576", help="NxK (outputs x inputs)")
     p.add_argument("--rows", default="1,32,512")
+    p.add_argument("--integer", action="store_true", help="the integer kernel (needs AVX-512 VNNI)")
     args = p.parse_args()
+    if args.integer and integer_kernel() is None:
+        sys.exit("no integer kernel on this CPU (AVX-512 VNNI) or no compiler")
     bw = bandwidth()
     print(f"memory bandwidth (large copy, read + write): {bw:.1f} GB/s; threads {torch.get_num_threads()}")
-    head = ["format", "N x K", "rows", "block ms", "block GB/s", "q8 ms", "fp32 ms", "block / q8"]
+    head = ["format", "N x K", "rows", "block ms", "GB/s | GMAC/s", "q8 ms", "fp32 ms", "block / q8"]
     print(" | ".join(f"{h:>11}" for h in head))
     for fmt in args.formats.split(","):
         for shape in args.shapes.split(","):
             n, k = map(int, shape.split("x"))
             raw = random_blocks(fmt, n, k)
             block = BlockLinear(raw, fmt, k)
+            if args.integer:
+                pack(block, integer=True)
             lin = torch.nn.Linear(k, n, bias=False)
             lin.weight.data = dequantize(raw, fmt, k)
             q8 = Q8Linear(lin)
@@ -81,7 +89,7 @@ def main() -> None:
                 x = torch.randn(m, k)
                 with torch.inference_mode():
                     tb, tq, tf = per_call(block, x), per_call(q8, x), per_call(lin, x)
-                gbs = f"{raw.numel() / tb / 1e9:.1f}" if m == 1 else "-"
+                gbs = f"{raw.numel() / tb / 1e9:.1f}" if m == 1 else f"{m * n * k / tb / 1e9:.0f}"
                 cells = [
                     fmt,
                     shape,
