@@ -57,7 +57,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         dest="fused_decode",
         action="store_false",
         help="run decode and prefill through the PyTorch modules instead of the native decoder (decode: one "
-        "call for all layers, prefill: two a layer around PyTorch's attention; used for GGUF-block and "
+        "call for all layers, prefill: three a layer, the attention native too; used for GGUF-block and "
         "float32 models on the CPU)",
     )
     g.add_argument(

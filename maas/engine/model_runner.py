@@ -131,8 +131,8 @@ class ModelRunner:
     ) -> torch.Tensor:
         """The final hidden states of rows `ends` (flat indices, ascending), (len(ends), d). Decode rows (first
         in the flat order) go through the fused decoder and prefill rows through its layer-by-layer prefill
-        (PyTorch's attention) when there is one, which takes the last layer for the `ends` rows only; else
-        everything goes through the model."""
+        when there is one, which takes the last layer for the `ends` rows only; else everything goes through
+        the model."""
         nd = meta.num_decodes
         if self.fused is None:
             hidden = self.model.hidden_states(ids, pos, PagedAttention(self.cache, meta))

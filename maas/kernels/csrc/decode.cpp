@@ -151,7 +151,7 @@ class Decoder {
     return normed(x);
   }
 
-  // Prefill rows, a layer at a time around PyTorch's attention: layer li's norm, projections, q/k norms and RoPE
+  // Prefill rows, a layer at a time around the prefill attention: layer li's norm, projections, q/k norms and RoPE
   // for x (S, D), its keys and values written into the cache at (slots, pos), its queries into q (S, H hd).
   void prefill_qkv(int64_t li, torch::Tensor x, torch::Tensor kc, torch::Tensor vc, torch::Tensor slots,
                    torch::Tensor pos, torch::Tensor cos_g, torch::Tensor sin_g, torch::Tensor cos_l,
