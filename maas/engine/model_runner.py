@@ -200,8 +200,9 @@ class ModelRunner:
         named = self._argmax(hidden[fast]) if fast and self._argmax is not None else None
         if named is None:
             fast = []
-        for i, t in zip(fast, named.tolist() if named is not None else [], strict=True):
-            toks[i] = t
+        else:
+            for i, t in zip(fast, named.tolist(), strict=True):
+                toks[i] = t
         done = set(fast)
         rest = [i for i in range(len(rows)) if i not in done]
         if rest:

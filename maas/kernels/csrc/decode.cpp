@@ -30,13 +30,6 @@ void apply(const Lin& l, const float* x, int64_t S, float* y, int64_t ldy, bool 
   matmul(x, S, K, w.data_ptr(), fmt, N, ptr(b), y, ldy, same_x);
 }
 
-inline float sum8(__m256 v) {
-  __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-  t = _mm_add_ss(t, _mm_movehdup_ps(t));
-  return _mm_cvtss_f32(t);
-}
-
 // 8 cache values as float32: the cache holds float32 or float16 (uint16_t bits)
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {

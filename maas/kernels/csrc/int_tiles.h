@@ -235,15 +235,21 @@ inline __m512i dpbusd_1to16(__m512i acc, __m512i a, const int32_t* p) {
 
 constexpr int DECODED = 10;  // vectors a decoded block takes: its 8 code vectors, then d and mn (see scales)
 
+// the tile at t streams from memory: ask for the next tiles into L1 and far ahead into L2
+template <int F>
+inline void prefetch_ahead(const uint8_t* t) {
+  _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
+  for (int o = 0; o < L_<F>.sub_bytes(); o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
+}
+
 // A tile column's nb blocks decoded once (codes to bytes, scales to floats) into U, DECODED vectors a block, for
 // products of many rows: each group of rows then loads them instead of decoding every block again
 template <int F>
 void decode_column(const uint8_t* col, int64_t nb, __m512i* U) {
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* t = tile<F>(col, b);
-    _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
-    for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // the weights stream from memory: ask far ahead into L2
-      _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
+    prefetch_ahead<F>(t);
     unpack<F>(t, U + DECODED * b);
     __m512 d, mn;
     scales<F>(col, b, d, mn);
@@ -270,11 +276,7 @@ void vnni_rows(const Acts& a, int64_t r0, const uint8_t* col, float* y, int64_t 
       mn = _mm512_castsi512_ps(_mm512_load_si512(U + DECODED * b + 9));
     } else {
       const uint8_t* t = tile<F>(col, b);
-      if (r0 == 0) {  // the first rows stream the weights from memory; later ones find them in L1
-        _mm_prefetch(reinterpret_cast<const char*>(t + 4 * L_<F>.sub_bytes()), _MM_HINT_T0);
-        for (int o = 0; o < L_<F>.sub_bytes(); o += 64)  // and far ahead into L2
-          _mm_prefetch(reinterpret_cast<const char*>(t + PREFETCH_L2 + o), _MM_HINT_T1);
-      }
+      if (r0 == 0) prefetch_ahead<F>(t);  // the first rows stream the weights; later ones find them in L1
       unpack<F>(t, B);
       scales<F>(col, b, d, mn);
     }

@@ -48,9 +48,7 @@ float softmax_row(float* p, int64_t len, int64_t a, int64_t b) {
     _mm256_storeu_ps(p + i, e);
     acc = _mm256_add_ps(acc, e);
   }
-  alignas(32) float t[8];
-  _mm256_store_ps(t, acc);
-  float sum = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  float sum = sum8(acc);
   if (i < b) {
     alignas(32) float r[8] = {};
     std::copy(p + i, p + b, r);

@@ -6,6 +6,14 @@
 
 namespace {
 
+// the sum of 8 lanes
+inline float sum8(__m256 v) {
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
 // e^x for 8 lanes: 2^n e^r with n = round(x log2 e), r = x - n ln 2 (ln 2 in two parts), e^r by Cephes' degree-6
 // polynomial; x clamped to [-87.3, 88.3] (e^x then runs from the smallest normal float to the largest).
 inline __m256 exp8(__m256 x) {
