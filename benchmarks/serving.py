@@ -5,8 +5,8 @@
 
 Measures, for each concurrency C: aggregate decode tokens/s (the sum over streams of each
 stream's tokens after the first divided by its time after the first token, like llama.cpp's
-S_TG), and end-to-end output tokens/s; then time to first token for a 512-token prompt (the median of three
-prompts; llama.cpp's: its prompt time, the median of three runs) and resident memory: the engine process's
+S_TG), and end-to-end output tokens/s; then time to first token for a 512-token prompt (the median of five
+prompts, `--ttft-repeats`; llama.cpp's: its prompt time, the median of as many runs) and resident memory: the engine process's
 after loading (idle) and at its peak, and the whole server's peak.
 
 llama.cpp comes from `../shared/tools/llamacpp-anchor` (llama.cpp's own batched bench, built
@@ -151,7 +151,7 @@ async def run_level(url: str, model: str, c: int, prompt_len: int, gen: int) -> 
     return Row(c, decode, sum(r[2] for r in res) / wall)
 
 
-async def ttft(url: str, model: str, prompt_len: int, repeats: int = 3) -> float:
+async def ttft(url: str, model: str, prompt_len: int, repeats: int) -> float:
     async with httpx.AsyncClient(timeout=600) as client:
         times = []
         for i in range(repeats):
@@ -184,7 +184,7 @@ def bench_maas(args: argparse.Namespace, levels: list[int]) -> dict:
         for c in levels:
             rows.append(asyncio.run(run_level(url, model, c, args.prompt_len, args.gen)))
             print(f"  maas C={c}: decode {rows[-1].decode_tps:.1f} tok/s", file=sys.stderr)
-        t = asyncio.run(ttft(url, model, args.ttft_len))
+        t = asyncio.run(ttft(url, model, args.ttft_len, args.ttft_repeats))
         peak = mem.stop()
         return {"rows": rows, "ttft": t, "peak_mib": peak, "engine_idle_mib": mem.idle_children,
                 "engine_peak_mib": mem.peak_children}  # fmt: skip
@@ -252,8 +252,8 @@ def bench_anchor(args: argparse.Namespace, levels: list[int]) -> dict | None:
             tg, b = int(cells[1]), int(cells[2])
             t_total = float(cells[8])
             rows.append(Row(b, float(cells[7]), b * tg / t_total))
-    prefills = []  # three runs, the median, like maas's time to first token (one run varies by 30%)
-    for _ in range(3):
+    prefills = []  # several runs, the median, like maas's time to first token (one run varies by 30%)
+    for _ in range(args.ttft_repeats):
         out2, _ = run("-npp", str(args.ttft_len), "-ntg", "1", "-npl", "1")
         for line in out2.splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -304,6 +304,9 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per stream")
     p.add_argument("--gen", type=int, default=64, help="generated tokens per stream")
     p.add_argument("--ttft-len", type=int, default=512, help="prompt tokens for the time-to-first-token run")
+    p.add_argument(
+        "--ttft-repeats", type=int, default=5, help="prompts (and llama.cpp runs) whose median it is"
+    )
     p.add_argument("--llamacpp", choices=["auto", "anchor", "python", "none"], default="auto")
     p.add_argument("--maas-args", default="", help="extra flags for `maas serve` (e.g. '--weights float32')")
     args = p.parse_args()

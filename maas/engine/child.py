@@ -3,6 +3,7 @@ its side of loading, and its resident memory."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 from collections.abc import Callable
@@ -49,7 +50,9 @@ def load_in_child(build: Callable[[], T], conn: Any, log_level: int) -> T | None
         level=log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     try:
-        return build()
+        built = build()
+        gc.freeze()  # the model's objects leave the collector's scans: no full scan of them in the middle of a step
+        return built
     except MaasError as e:
         conn.send(("failed", e.message))
     except Exception as e:  # a bug while loading: report it rather than hang the parent
