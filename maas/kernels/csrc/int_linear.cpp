@@ -161,9 +161,11 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
   const int64_t cols = N / 16, col_bytes = a.nb / L.group() * L.unit_bytes();
   const bool amx = amx_ready && a.M >= amx_min_rows && !L.halves;  // Q6_K: VNNI only (16-weight halves)
   const int64_t tasks = amx ? (cols + 1) / 2 : cols;  // AMX: two tile columns a task
-  // many rows: a column at a time to whichever thread is free (the two cores of a VM can run at different
-  // speeds); few rows stream the weights from memory, an even contiguous share each
-  const int chunk = a.M >= DECODE_ONCE_ROWS ? 1 : static_cast<int>((tasks + omp_get_max_threads() - 1) / omp_get_max_threads());
+  // many rows through VNNI: a column at a time to whichever thread is free (the two cores of a VM can run at
+  // different speeds); few rows stream the weights from memory, an even contiguous share each, and so does
+  // AMX (handed out one at a time, its tasks measured slower)
+  const int64_t threads = omp_get_max_threads();
+  const int chunk = a.M >= DECODE_ONCE_ROWS && !amx ? 1 : static_cast<int>((tasks + threads - 1) / threads);
 #pragma omp parallel
   {
     thread_local std::vector<float> acc;  // kept between calls, never zeroed (see amx_cols)
