@@ -15,6 +15,7 @@
 #include <torch/extension.h>
 
 #include "gguf_block.h"
+#include "vec_math.h"
 #include <immintrin.h>
 #include <omp.h>
 
@@ -41,11 +42,7 @@ struct Vec {
   static F from_s8(__m128i c) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c)); }
   static __m128i codes(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
   static float hsum(F v) {  // a fixed tree: 16 -> 8 -> 4 -> 2 -> 1
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_add_ss(t, _mm_movehdup_ps(t));
-    return _mm_cvtss_f32(t);
+    return sum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
   }
 };
 #else
@@ -61,12 +58,7 @@ struct Vec {
   static F from_u8(__m128i c) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)); }
   static F from_s8(__m128i c) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c)); }
   static __m128i codes(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
-  static float hsum(F s) {
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-    t = _mm_add_ss(t, _mm_movehdup_ps(t));
-    return _mm_cvtss_f32(t);
-  }
+  static float hsum(F s) { return sum8(s); }
 };
 #endif
 constexpr int W = Vec::W;
