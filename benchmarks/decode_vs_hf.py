@@ -1,0 +1,174 @@
+"""Decode speed of maas's engine next to Hugging Face `generate` on the same model, in one run.
+
+    python benchmarks/decode_vs_hf.py                                  # GPU when present (bf16), else CPU
+    python benchmarks/decode_vs_hf.py --model gemma-3-270m --streams 1,32 --gen 128
+    python benchmarks/decode_vs_hf.py --device cpu --gen 16           # a quick check of the harness
+
+For each number of streams C, both sides get the same C prompts of `--prompt-len` synthetic token ids and
+generate `--gen` tokens each, greedy, ignoring end-of-sequence. Decode tokens/s counts only the tokens after
+the first, over the time after the prompts are in (llama.cpp's S_TG split):
+- maas: the engine in this process; every prompt prefilled, then decode steps timed.
+- transformers: `generate` of all C rows at once (one batch, no padding: the prompts are the same length),
+  timed with `max_new_tokens=gen` and with 1; decode time is the difference.
+
+A GGUF is loaded by transformers dequantized (`gguf_file`), so both sides compute with the file's values
+(bf16 on a GPU: maas dequantizes block formats there too). Peak GPU memory is reported for each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def synthetic_prompt(n: int, seed: int) -> list[int]:
+    """n token ids of ordinary vocabulary (ids 1000..20000), different per stream (as serving.py's)."""
+    return [1000 + (seed * 7919 + i * 104729) % 19000 for i in range(n)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_mib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def bench_maas(
+    args: argparse.Namespace, path: Path, levels: list[int]
+) -> tuple[dict[int, float], str, float | None]:
+    from maas.engine.engine import Engine, EngineConfig
+    from maas.engine.sampling_params import SamplingParams
+
+    cfg = EngineConfig(
+        device=args.device, max_num_seqs=max(levels), max_model_len=args.prompt_len + args.gen + 16
+    )
+    engine = Engine.from_path(path, cfg)
+    device = engine.runner.device
+    reset_peak(device)
+    params = SamplingParams(temperature=0, max_tokens=args.gen, ignore_eos=True)
+    out: dict[int, float] = {}
+    for c in [levels[0], *levels]:  # the first level twice: the first pass warms up (CUDA kernels, allocator)
+        for i in range(c):
+            engine.add_request(
+                f"s{c}-{i}-{time.monotonic_ns()}", synthetic_prompt(args.prompt_len, i), params
+            )
+        while (
+            any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running)
+            or engine.num_waiting
+        ):
+            engine.step()
+        sync(device)
+        steps, t0 = 0, time.perf_counter()
+        while engine.has_unfinished():
+            engine.step()
+            steps += 1
+        sync(device)
+        out[c] = c * steps / (time.perf_counter() - t0)
+    desc = (
+        "cpu, the default weights"
+        if device.type == "cpu"
+        else f"{device}, {cfg.dtype} dtype (bf16 where supported)"
+    )
+    peak = peak_mib(device)
+    del engine
+    gc.collect()
+    return out, desc, peak
+
+
+def load_hf(path: Path, device: torch.device):
+    import transformers
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if path.is_file():  # a GGUF: transformers dequantizes it
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=dtype
+        )
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device).eval()
+
+
+def bench_hf(
+    args: argparse.Namespace, path: Path, device: torch.device, levels: list[int]
+) -> tuple[dict[int, float], float | None]:
+    model = load_hf(path, device)
+    reset_peak(device)
+
+    def run(c: int, new: int) -> float:
+        ids = torch.tensor([synthetic_prompt(args.prompt_len, i) for i in range(c)], device=device)
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                do_sample=False, pad_token_id=0,
+            )  # fmt: skip
+        sync(device)
+        return time.perf_counter() - t0
+
+    out: dict[int, float] = {}
+    for c in [levels[0], *levels]:  # warm-up pass first, as for maas
+        prefill = min(run(c, 1) for _ in range(2))
+        out[c] = c * (args.gen - 1) / max(run(c, args.gen) - prefill, 1e-9)
+    return out, peak_mib(device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="a built-in name or a local path (GGUF or HF directory)",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--streams", default="1,32", help="comma-separated stream counts (default %(default)s)")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--gen", type=int, default=128, help="tokens generated per stream (default %(default)s)")
+    p.add_argument("--no-hf", action="store_true", help="maas only")
+    args = p.parse_args()
+    if args.gen < 2:
+        p.error("--gen must be at least 2 (decode is timed after the first token)")
+    from maas.engine.loader import pick_device
+    from maas.errors import MaasError
+    from maas.store.locate import resolve
+
+    try:
+        name, path = resolve(args.model)
+        device = pick_device(args.device)
+    except MaasError as e:
+        sys.exit(f"error: {e}")
+    levels = [int(c) for c in args.streams.split(",")]
+    print(f"# {name} ({path.name}), {args.prompt_len}-token prompts, {args.gen} tokens each, device {device}")
+    ours, desc, our_peak = bench_maas(args, path, levels)
+    gc.collect()  # maas's engine, before transformers loads
+    theirs, their_peak = ({}, None) if args.no_hf else bench_hf(args, path, device, levels)
+    print(f"maas: {desc}; transformers {__import__('transformers').__version__}")
+    print(f"{'streams':>7} {'maas tok/s':>11} {'HF tok/s':>9} {'ratio':>6}")
+    for c in levels:
+        hf = theirs.get(c)
+        ratio = f"{ours[c] / hf:.2f}x" if hf else "-"
+        print(f"{c:>7} {ours[c]:>11.1f} {hf if hf else float('nan'):>9.1f} {ratio:>6}")
+    if our_peak is not None:
+        print(
+            f"peak GPU memory allocated: maas {our_peak:.0f} MiB, transformers {their_peak or float('nan'):.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
