@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from maas.engine.kv_cache import CopyOp
+from maas.errors import MaasError
 from maas.kernels.mapped import anonymous
 
 
@@ -65,6 +66,15 @@ class KVCache:
         block_size: int = 16,
     ):
         shape = (num_slots, n_kv, max_len, head_dim)
+        if device.type == "cuda":  # allocated (and zeroed) whole there: say so before the allocator fails
+            need = 2 * num_layers * (num_slots * max_len + pool_blocks * block_size) * n_kv * head_dim
+            need *= torch.empty((), dtype=dtype).element_size()
+            free = torch.cuda.mem_get_info(device)[0]
+            if need > free:
+                raise MaasError(
+                    f"the KV cache needs {need / 2**30:.1f} GiB on {device} and {free / 2**30:.1f} GiB are free: "
+                    "lower --max-num-seqs or --max-model-len"
+                )
         self._maps: list[mmap.mmap] = []
         self.k = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
         self.v = [self._zeros(shape, dtype, device) for _ in range(num_layers)]
@@ -187,20 +197,21 @@ class PagedAttention:
         nd = m.num_decodes
         if nd:
             assert m.decode_slots is not None
-            S, L = m.decode_rows, m.decode_len
+            S, L, KV = m.decode_rows, m.decode_len, kc.shape[1]
+            # a slot's query heads that share a key head are that head's queries (S, KV, H / KV, hd): no
+            # `enable_gqa`, which with a mask leaves CUDA's fused kernels for one that copies K and V per head
             if m.decode_in_order:  # decodes fill slots 0..S-1 in order: no scatter/gather
-                qq = q[:nd].unsqueeze(2)
+                qq = q[:nd].reshape(S, KV, H // KV, D)
             else:
-                qq = q.new_zeros(S, H, 1, D)
-                qq[m.decode_slots, :, 0] = q[:nd]
+                qq = q.new_zeros(S, KV, H // KV, D)
+                qq[m.decode_slots] = q[:nd].reshape(nd, KV, H // KV, D)
             o = F.scaled_dot_product_attention(
                 qq,
                 kc[:S, :, :L].to(q.dtype),
                 vc[:S, :, :L].to(q.dtype),
                 attn_mask=self._decode_mask(window),
-                enable_gqa=True,
-            )  # (S, H, 1, hd)
-            out[:nd] = o[:, :, 0] if m.decode_in_order else o[m.decode_slots, :, 0]
+            ).view(S, H, D)
+            out[:nd] = o if m.decode_in_order else o[m.decode_slots]
         prefill_attention(q, kc, vc, m.prefills, window, out)
         return out.view(T, H * D)
 

@@ -17,7 +17,7 @@ import torch
 from maas.engine.guided import GrammarCompiler, consume
 from maas.engine.kv_cache import KVCacheManager
 from maas.engine.limits import check_prompt, check_token_ids
-from maas.engine.loader import LoadedLM, load_lm, pick_kv_dtype
+from maas.engine.loader import LoadedLM, load_lm, pick_device, pick_kv_dtype
 from maas.engine.model_runner import ModelRunner
 from maas.engine.output import OutputProcessor
 from maas.engine.request import RequestOutput, Sequence, Status, TokenLogprob
@@ -94,14 +94,21 @@ class Engine:
         config = config or EngineConfig()
         if config.activations not in ("auto", "int16", "float32"):
             raise UnsupportedModelError(f"unknown activations {config.activations!r} (auto, int16, float32)")
-        if config.activations == "int16" and blocks.integer_kernel() is None:
+        on_cpu = pick_device(config.device).type == "cpu"  # the native kernels are built only there
+        if not on_cpu and config.weights != "auto":
             raise UnsupportedModelError(
-                "--activations int16 needs the native integer kernel and a CPU with AVX-512 VNNI"
+                f"--weights {config.weights} applies on the CPU; on a GPU weights load in the model's dtype (--dtype)"
+            )
+        if config.activations == "int16" and (not on_cpu or blocks.integer_kernel() is None):
+            raise UnsupportedModelError(
+                "--activations int16 needs the CPU, the native integer kernel and AVX-512 VNNI"
             )
         if config.threads:
             torch.set_num_threads(config.threads)
         # GGUF block formats run as stored (exact values) where the native kernel builds
-        keep = config.weights == "file" or (config.weights == "auto" and blocks.native() is not None)
+        keep = config.weights == "file" or (
+            config.weights == "auto" and on_cpu and blocks.native() is not None
+        )
         lm = load_lm(path, config.device, config.dtype, blocks=keep)
         lm.model.fuse_projections()
         stored = blocks.pack(lm.model, integer=config.activations != "float32")

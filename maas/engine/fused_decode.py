@@ -53,13 +53,10 @@ class FusedDecoder:
     def build(cls, model: nn.Module, device: torch.device, dtype: torch.dtype) -> FusedDecoder | None:
         """The fused decoder for `model` (its KV cache float32 or float16), or None where it does not
         apply."""
-        ext = blocks.native()
-        if (
-            ext is None
-            or device.type != "cpu"
-            or dtype != torch.float32
-            or not isinstance(model, LlamaForCausalLM)
-        ):
+        if device.type != "cpu" or dtype != torch.float32 or not isinstance(model, LlamaForCausalLM):
+            return None
+        ext = blocks.native()  # built (once) only where it can run
+        if ext is None:
             return None
         cfg = model.config
         if cfg.head_dim % 16 or cfg.hidden_size % 16 or cfg.intermediate_size % 16:

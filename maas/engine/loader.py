@@ -20,6 +20,7 @@ from maas.kernels.blocks import BlockEmbedding, BlockLinear
 from maas.kernels.quantized import convert, parameter_count, prepare, quantization_spec
 from maas.models.architectures import build_decoder
 from maas.models.decoder import DecoderLM
+from maas.models.llama import RMSNorm
 from maas.text.chat_template import ChatTemplate
 from maas.text.tokenizer import Tokenizer
 
@@ -58,7 +59,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` -> bf16 on CUDA (fp16 where bf16 is missing), fp32 on CPU."""
     if dtype == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.cuda.device(device):  # the GPU asked for; bf16 only where it is native (not emulated)
+                native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            return torch.bfloat16 if native_bf16 else torch.float16
         return torch.float32
     try:
         return DTYPES[dtype]
@@ -85,6 +88,8 @@ def load_weights(
     keep = blocks and device.type == "cpu" and dtype == torch.float32
     tensors = (files.iter_stored if keep and files.iter_stored else files.iter_tensors)()
     wanted = dict(model.state_dict())
+    # norm scales stay float32 in a bf16 / fp16 model (Gemma 3's 1 + w near 1 would lose its last digits)
+    norms = {f"{n}.weight" for n, mod in model.named_modules() if isinstance(mod, RMSNorm)}
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     state: dict[str, torch.Tensor] = {}
     kept: dict[str, StoredBlocks] = {}
@@ -106,9 +111,8 @@ def load_weights(
         if isinstance(tensor, StoredBlocks):
             kept[name.removesuffix(".weight")] = tensor
             continue
-        cast = (
-            dtype if tensor.is_floating_point() and wanted[name].is_floating_point() else wanted[name].dtype
-        )
+        floating = tensor.is_floating_point() and wanted[name].is_floating_point()
+        cast = (torch.float32 if name in norms else dtype) if floating else wanted[name].dtype
         state[name] = tensor.to(device=device, dtype=cast).contiguous()
     bar.close()
     if "lm_head.weight" in wanted and "lm_head.weight" not in state and "lm_head" not in kept:

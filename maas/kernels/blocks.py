@@ -280,6 +280,8 @@ def pack(model: nn.Module, integer: bool = False) -> int:
     sixteens are repacked into the integer kernel's tiles (the same bytes rearranged; Q4_K and Q5_K 3%
     more): they then compute with activations rounded to 16-bit blocks of 32."""
     layers = [m for m in model.modules() if isinstance(m, BlockLinear) and m.blocks.device.type == "cpu"]
+    if not layers:
+        return 0
     ext = integer_kernel() if integer else None
     sources = []
     for m in layers:
@@ -289,8 +291,6 @@ def pack(model: nn.Module, integer: bool = False) -> int:
         else:
             sources.append(m.blocks)
     sizes = [-(-b.numel() // 64) * 64 for b in sources]  # each layer 64-byte aligned
-    if not layers:
-        return 0
     arena, flat = anonymous((sum(sizes),), torch.uint8, huge=True)
     offset = 0
     for m, src, size in zip(layers, sources, sizes, strict=True):

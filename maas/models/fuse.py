@@ -20,10 +20,10 @@ def cat_linears(parts: list[Any]) -> nn.Module:
         return out
     bias = first.bias is not None
     w = first.weight
-    fused = nn.Linear(first.in_features, sum(p.out_features for p in parts), bias=bias)
-    fused = fused.to(device=w.device, dtype=w.dtype)
+    with torch.device("meta"):  # no initialisation: the parts' values are assigned below
+        fused = nn.Linear(first.in_features, sum(p.out_features for p in parts), bias=bias, dtype=w.dtype)
     with torch.no_grad():
-        fused.weight.copy_(torch.cat([p.weight for p in parts]))
+        fused.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=w.requires_grad)
         if bias:
-            fused.bias.copy_(torch.cat([p.bias for p in parts]))
+            fused.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=w.requires_grad)
     return fused

@@ -125,3 +125,19 @@ def test_a_request_the_cache_cannot_hold_ends_with_length_instead_of_hanging(lm)
             break
     assert outs and outs[-1].finished and outs[-1].finish_reason == "length"
     assert not eng.has_unfinished()
+
+
+def test_cpu_only_modes_are_refused_on_a_gpu(monkeypatch):
+    """`--weights` modes and 16-bit integer activations exist on the CPU only: on a GPU they are refused, not
+    silently dropped (no GPU here: the device choice is stubbed; the refusal comes before any loading)."""
+    import torch
+
+    import maas.engine.engine as engine_module
+    from maas.engine.engine import Engine, EngineConfig
+    from maas.errors import UnsupportedModelError
+
+    monkeypatch.setattr(engine_module, "pick_device", lambda *a: torch.device("cuda"))
+    with pytest.raises(UnsupportedModelError, match="--weights q8 applies on the CPU"):
+        Engine.from_path("unused", EngineConfig(device="cuda", weights="q8"))
+    with pytest.raises(UnsupportedModelError, match="--activations int16 needs the CPU"):
+        Engine.from_path("unused", EngineConfig(device="cuda", activations="int16"))

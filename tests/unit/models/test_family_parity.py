@@ -123,3 +123,23 @@ def test_a_gguf_sliding_window_caps_the_context(tmp_path):
     assert LlamaConfig.from_hf(open_gguf(plain).config).max_position_embeddings == 256
     windowed = write_gguf(tmp_path / "w.gguf", ours, "F32", arch="phi3", sliding_window=64)
     assert LlamaConfig.from_hf(open_gguf(windowed).config).max_position_embeddings == 64
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_bf16_logits_match_transformers_in_bf16(family, tmp_path):
+    """What a GPU loads (bf16, here on the CPU): the norm scales stay float32, as transformers computes
+    Gemma 3's 1 + w; the logits stay as close to transformers' bf16 model as its own rounding allows."""
+    model = hf_model(family)
+    model.save_pretrained(tmp_path)
+    byte_tokenizer().hf.save(str(tmp_path / "tokenizer.json"))
+    lm = load_lm(tmp_path, device="cpu", dtype="bfloat16")
+    dtypes = {n: p.dtype for n, p in lm.model.named_parameters()}
+    assert all(d == torch.float32 for n, d in dtypes.items() if "norm" in n)
+    assert {d for n, d in dtypes.items() if "norm" not in n} == {torch.bfloat16}
+    exact = hf_logits(model)
+    with torch.no_grad():
+        got = lm.model(ids())[0].float()
+    theirs = hf_logits(model.to(torch.bfloat16))
+    ours_err, their_err = float((got - exact).abs().max()), float((theirs - exact).abs().max())
+    print(f"{family}: bf16 max |logit error| maas {ours_err:.3f}, transformers {their_err:.3f}")
+    assert ours_err < 2 * their_err + 0.05
