@@ -13,6 +13,11 @@ the first, over the time after the prompts are in (llama.cpp's S_TG split):
 
 A GGUF is loaded by transformers dequantized (`gguf_file`), so both sides compute with the file's values
 (bf16 on a GPU: maas dequantizes block formats there too). Peak GPU memory is reported for each side.
+
+`--random-weights` needs no model file: an HF directory of the model's shape (SHAPES: SmolLM2-135M,
+Gemma 3 270M) with random weights and a placeholder tokenizer is written to a temporary folder and both
+sides load it. Speed does not depend on the values, and the folder is built where the benchmark runs (a
+machine that cannot fetch or be sent the model files can still be measured).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +33,42 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+# the two default models' configurations, as transformers reads them from their GGUF files
+SHAPES: dict[str, dict] = {
+    "smollm2-135m-instruct": dict(
+        model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+    ),
+    "gemma-3-270m": dict(
+        model_type="gemma3_text", vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=256, hidden_activation="gelu_pytorch_tanh",
+        max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True, query_pre_attn_scalar=256,
+        sliding_window=512, layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+        },
+    ),
+}  # fmt: skip
+
+
+def random_model_dir(shape: dict, out: Path) -> Path:
+    """An HF directory of `shape` with random weights (transformers' initialisation) and a tokenizer of one
+    placeholder word per id."""
+    import tokenizers
+    import transformers
+
+    cfg = transformers.AutoConfig.for_model(**shape)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
+    vocab = {f"t{i}": i for i in range(shape["vocab_size"])}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="t0"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(out / "tokenizer.json"))
+    return out
 
 
 def synthetic_prompt(n: int, seed: int) -> list[int]:
@@ -141,6 +183,11 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--gen", type=int, default=128, help="tokens generated per stream (default %(default)s)")
     p.add_argument("--no-hf", action="store_true", help="maas only")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help=f"random weights of the model's shape ({', '.join(SHAPES)})",
+    )
     args = p.parse_args()
     if args.gen < 2:
         p.error("--gen must be at least 2 (decode is timed after the first token)")
@@ -148,13 +195,23 @@ def main() -> None:
     from maas.errors import MaasError
     from maas.store.locate import resolve
 
+    tmp = tempfile.TemporaryDirectory(prefix="maas-random-")
     try:
-        name, path = resolve(args.model)
         device = pick_device(args.device)
+        if args.random_weights:
+            if args.model not in SHAPES:
+                raise MaasError(
+                    f"--random-weights knows the shapes of {', '.join(SHAPES)}, not {args.model!r}"
+                )
+            name = f"{args.model}'s shape, random weights"
+            path = random_model_dir(SHAPES[args.model], Path(tmp.name))
+        else:
+            name, path = resolve(args.model)
+            name += f" ({path.name})"
     except MaasError as e:
         sys.exit(f"error: {e}")
     levels = [int(c) for c in args.streams.split(",")]
-    print(f"# {name} ({path.name}), {args.prompt_len}-token prompts, {args.gen} tokens each, device {device}")
+    print(f"# {name}, {args.prompt_len}-token prompts, {args.gen} tokens each, device {device}")
     ours, desc, our_peak = bench_maas(args, path, levels)
     gc.collect()  # maas's engine, before transformers loads
     theirs, their_peak = ({}, None) if args.no_hf else bench_hf(args, path, device, levels)
@@ -163,7 +220,7 @@ def main() -> None:
     for c in levels:
         hf = theirs.get(c)
         ratio = f"{ours[c] / hf:.2f}x" if hf else "-"
-        print(f"{c:>7} {ours[c]:>11.1f} {hf if hf else float('nan'):>9.1f} {ratio:>6}")
+        print(f"{c:>7} {ours[c]:>11.1f} {f'{hf:.1f}' if hf else '-':>9} {ratio:>6}")
     if our_peak is not None:
         print(
             f"peak GPU memory allocated: maas {our_peak:.0f} MiB, transformers {their_peak or float('nan'):.0f} MiB"
