@@ -22,6 +22,10 @@ namespace {
 using Lin = std::tuple<torch::Tensor, int64_t, int64_t, int64_t, c10::optional<torch::Tensor>>;  // w, fmt, N, K, b
 using Opt = c10::optional<torch::Tensor>;
 
+// the cost per head of a task attending for all the query heads of one key head (each key and value converted
+// and loaded once for them), relative to a task for one head (measured on SmolLM2's groups of 3; see attend)
+constexpr double GROUPED_HEAD_COST = 0.65;
+
 const float* ptr(const Opt& t) { return t.has_value() ? t->data_ptr<float>() : nullptr; }
 
 // y (S rows, ldy apart) = x (S, K) @ W^T (+ b); same_x: x is unchanged since the previous apply
@@ -289,15 +293,20 @@ class Decoder {
       }
   }
 
-  // softmax(q k^T / sqrt(hd)) v for each row and query head over the row's positions (the last `window`). With
-  // enough rows a task takes all the query heads that share a key head (each key and value converted and
-  // loaded once for them), else one head (more tasks to spread). Each head's sums run in the same order either
+  // softmax(q k^T / sqrt(hd)) v for each row and query head over the row's positions (the last `window`). A
+  // task takes all the query heads that share a key head (each key and value converted and loaded once for
+  // them) where that leaves the busiest thread less to do, else one head (more tasks to spread). Each head's sums run in the same order either
   // way, so the result does not depend on which.
   template <typename C>
   void attend(const float* qkv, int64_t ld, const C* kc, const C* vc, int64_t T, const int64_t* sp,
               const int64_t* pp, int64_t S, int64_t window, float* out) const {
     const int64_t group = H / KV;
-    const bool grouped = S * KV >= 8 && group <= 4;
+    // grouped when the busiest thread then has less to do, as for one SmolLM2 row (3 tasks of 3 heads instead
+    // of 9 of 1 on two threads)
+    const int64_t threads = omp_get_max_threads();
+    const auto busiest = [&](int64_t n) { return static_cast<double>((n + threads - 1) / threads); };
+    const bool grouped =
+        group <= 4 && (S * KV >= 8 || busiest(S * KV) * static_cast<double>(group) * GROUPED_HEAD_COST < busiest(S * H));
     const int64_t tasks = grouped ? S * KV : S * H;
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int64_t t = 0; t < tasks; ++t) {
