@@ -295,18 +295,17 @@ class Decoder {
 
   // softmax(q k^T / sqrt(hd)) v for each row and query head over the row's positions (the last `window`). A
   // task takes all the query heads that share a key head (each key and value converted and loaded once for
-  // them) where that leaves the busiest thread less to do, else one head (more tasks to spread). Each head's sums run in the same order either
-  // way, so the result does not depend on which.
+  // them) where that leaves the busiest thread less to do, else one head (more tasks to spread). Each head's
+  // sums run in the same order either way, so the result does not depend on which.
   template <typename C>
   void attend(const float* qkv, int64_t ld, const C* kc, const C* vc, int64_t T, const int64_t* sp,
               const int64_t* pp, int64_t S, int64_t window, float* out) const {
     const int64_t group = H / KV;
-    // grouped when the busiest thread then has less to do, as for one SmolLM2 row (3 tasks of 3 heads instead
-    // of 9 of 1 on two threads)
+    // e.g. one SmolLM2 row: 3 tasks of 3 heads instead of 9 of 1 on two threads
     const int64_t threads = omp_get_max_threads();
     const auto busiest = [&](int64_t n) { return static_cast<double>((n + threads - 1) / threads); };
-    const bool grouped =
-        group <= 4 && (S * KV >= 8 || busiest(S * KV) * static_cast<double>(group) * GROUPED_HEAD_COST < busiest(S * H));
+    const double grouped_cost = busiest(S * KV) * static_cast<double>(group) * GROUPED_HEAD_COST;
+    const bool grouped = group <= 4 && (S * KV >= 8 || grouped_cost < busiest(S * H));
     const int64_t tasks = grouped ? S * KV : S * H;
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int64_t t = 0; t < tasks; ++t) {
