@@ -34,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from serving import engine_decode_rate, synthetic_prompt  # noqa: E402  (this script's folder is on the path)
 
 # the two default models' configurations, as transformers reads them from their GGUF files
 SHAPES: dict[str, dict] = {
@@ -71,11 +72,6 @@ def random_model_dir(shape: dict, out: Path) -> Path:
     return out
 
 
-def synthetic_prompt(n: int, seed: int) -> list[int]:
-    """n token ids of ordinary vocabulary (ids 1000..20000), different per stream (as serving.py's)."""
-    return [1000 + (seed * 7919 + i * 104729) % 19000 for i in range(n)]
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -106,22 +102,7 @@ def bench_maas(
     params = SamplingParams(temperature=0, max_tokens=args.gen, ignore_eos=True)
     out: dict[int, float] = {}
     for c in [levels[0], *levels]:  # the first level twice: the first pass warms up (CUDA kernels, allocator)
-        for i in range(c):
-            engine.add_request(
-                f"s{c}-{i}-{time.monotonic_ns()}", synthetic_prompt(args.prompt_len, i), params
-            )
-        while (
-            any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running)
-            or engine.num_waiting
-        ):
-            engine.step()
-        sync(device)
-        steps, t0 = 0, time.perf_counter()
-        while engine.has_unfinished():
-            engine.step()
-            steps += 1
-        sync(device)
-        out[c] = c * steps / (time.perf_counter() - t0)
+        out[c] = engine_decode_rate(engine, c, args.prompt_len, params)  # each step ends on the host
     desc = (
         "cpu, the default weights"
         if device.type == "cpu"

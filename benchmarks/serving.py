@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -208,20 +209,26 @@ def bench_engine(args: argparse.Namespace, levels: list[int]) -> dict[int, float
     params = SamplingParams(temperature=0, max_tokens=args.gen, ignore_eos=True)
     out = {}
     for c in levels:
-        for i in range(c):
-            engine.add_request(f"b{c}-{i}", synthetic_prompt(args.prompt_len, i), params)
-        while (
-            any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running)
-            or engine.num_waiting
-        ):
-            engine.step()
-        steps, t0 = 0, time.perf_counter()
-        while engine.has_unfinished():
-            engine.step()
-            steps += 1
-        out[c] = c * steps / (time.perf_counter() - t0)
+        out[c] = engine_decode_rate(engine, c, args.prompt_len, params)
         print(f"  maas engine C={c}: decode {out[c]:.1f} tok/s", file=sys.stderr)
     return out
+
+
+def engine_decode_rate(engine: Any, c: int, prompt_len: int, params: Any) -> float:
+    """Decode tokens/s of `engine` (in this process) over c synthetic prompts: every prompt prefilled first,
+    then the decode steps timed until all finish."""
+    for i in range(c):
+        engine.add_request(f"b{c}-{i}-{time.monotonic_ns()}", synthetic_prompt(prompt_len, i), params)
+    while (
+        any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running)
+        or engine.num_waiting
+    ):
+        engine.step()
+    steps, t0 = 0, time.perf_counter()
+    while engine.has_unfinished():
+        engine.step()
+        steps += 1
+    return c * steps / (time.perf_counter() - t0)
 
 
 def _model_path(name: str) -> Path:

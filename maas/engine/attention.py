@@ -67,8 +67,14 @@ class KVCache:
     ):
         shape = (num_slots, n_kv, max_len, head_dim)
         if device.type == "cuda":  # allocated (and zeroed) whole there: say so before the allocator fails
-            need = 2 * num_layers * (num_slots * max_len + pool_blocks * block_size) * n_kv * head_dim
-            need *= torch.empty((), dtype=dtype).element_size()
+            need = (
+                2
+                * num_layers
+                * (num_slots * max_len + pool_blocks * block_size)
+                * n_kv
+                * head_dim
+                * dtype.itemsize
+            )
             free = torch.cuda.mem_get_info(device)[0]
             if need > free:
                 raise MaasError(

@@ -42,6 +42,12 @@ def hf_model(family: str, seed: int = 0, **overrides):
     return model
 
 
+def save_hf(model, path) -> None:
+    """`model` as an HF directory with the byte tokenizer."""
+    model.save_pretrained(path)
+    byte_tokenizer().hf.save(str(path / "tokenizer.json"))
+
+
 def ids() -> torch.Tensor:
     return torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(1))
 
@@ -60,8 +66,7 @@ def maas_logits(path) -> torch.Tensor:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_hf_directory_logits_match_transformers(family, tmp_path):
     model = hf_model(family)
-    model.save_pretrained(tmp_path)
-    byte_tokenizer().hf.save(str(tmp_path / "tokenizer.json"))
+    save_hf(model, tmp_path)
     want, got = hf_logits(model), maas_logits(tmp_path)
     diff = float((want - got).abs().max())
     print(f"{family}: max |logit difference| {diff:.2e} (logits up to {float(want.abs().max()):.1f})")
@@ -130,8 +135,7 @@ def test_bf16_logits_match_transformers_in_bf16(family, tmp_path):
     """What a GPU loads (bf16, here on the CPU): the norm scales stay float32, as transformers computes
     Gemma 3's 1 + w; the logits stay as close to transformers' bf16 model as its own rounding allows."""
     model = hf_model(family)
-    model.save_pretrained(tmp_path)
-    byte_tokenizer().hf.save(str(tmp_path / "tokenizer.json"))
+    save_hf(model, tmp_path)
     lm = load_lm(tmp_path, device="cpu", dtype="bfloat16")
     dtypes = {n: p.dtype for n, p in lm.model.named_parameters()}
     assert all(d == torch.float32 for n, d in dtypes.items() if "norm" in n)
