@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maas.engine.engine import Engine, EngineConfig  # noqa: E402
+from maas.engine.llm.engine import Engine, EngineConfig  # noqa: E402
 from maas.kernels.blocks import BlockLinear  # noqa: E402
 from maas.store.builtin import builtin_path  # noqa: E402
 from tests.conftest import engine_greedy, hf_greedy  # noqa: E402

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from maas.engine.engine import Engine, EngineConfig  # noqa: E402
-from maas.engine.sampling_params import SamplingParams  # noqa: E402
+from maas.engine.llm.engine import Engine, EngineConfig  # noqa: E402
+from maas.engine.llm.sampling_params import SamplingParams  # noqa: E402
 from maas.kernels import blocks  # noqa: E402
 from maas.store.builtin import builtin_path  # noqa: E402
 

@@ -90,8 +90,8 @@ def reset_peak(device: torch.device) -> None:
 def bench_maas(
     args: argparse.Namespace, path: Path, levels: list[int]
 ) -> tuple[dict[int, float], str, float | None]:
-    from maas.engine.engine import Engine, EngineConfig
-    from maas.engine.sampling_params import SamplingParams
+    from maas.engine.llm.engine import Engine, EngineConfig
+    from maas.engine.llm.sampling_params import SamplingParams
 
     cfg = EngineConfig(
         device=args.device, max_num_seqs=max(levels), max_model_len=args.prompt_len + args.gen + 16
@@ -172,7 +172,7 @@ def main() -> None:
     args = p.parse_args()
     if args.gen < 2:
         p.error("--gen must be at least 2 (decode is timed after the first token)")
-    from maas.engine.loader import pick_device
+    from maas.engine.device import pick_device
     from maas.errors import MaasError
     from maas.store.locate import resolve
 

@@ -74,7 +74,7 @@ def bench_st(texts: list[str], model_dir: Path, sizes: list[int], n_single: int)
 
 
 def bench_engine(texts: list[str], model_dir: Path, sizes: list[int], n_single: int) -> dict[str, float]:
-    from maas.engine.embedder import Embedder
+    from maas.engine.embedding.embedder import Embedder
 
     e = Embedder(model_dir)
     out = {}

@@ -1,5 +1,5 @@
 """Prefill attention: the native kernel (maas/kernels/csrc/prefill_attention.cpp) next to PyTorch's SDPA path
-(maas.engine.attention.prefill_attention) on a model's head shapes, for a 512-token prompt's two chunks of
+(maas.engine.llm.attention.prefill_attention) on a model's head shapes, for a 512-token prompt's two chunks of
 256 (the first from position 0, the second after it) over a float16 cache, and their largest difference.
 
     python benchmarks/prefill_attention.py                  # Gemma 3 270M's heads (4 query heads, 1 key head, 256)
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maas.engine.attention import PrefillChunk, prefill_attention  # noqa: E402
+from maas.engine.llm.attention import PrefillChunk, prefill_attention  # noqa: E402
 from maas.kernels import blocks  # noqa: E402
 
 

@@ -197,8 +197,8 @@ def bench_maas(args: argparse.Namespace, levels: list[int]) -> dict:
 def bench_engine(args: argparse.Namespace, levels: list[int]) -> dict[int, float]:
     """The engine in this process, no HTTP: prefill every stream, then time decode steps only
     (the same split as llama-batched-bench's S_TG)."""
-    from maas.engine.engine import Engine, EngineConfig
-    from maas.engine.sampling_params import SamplingParams
+    from maas.engine.llm.engine import Engine, EngineConfig
+    from maas.engine.llm.sampling_params import SamplingParams
 
     extra = args.maas_args.split()
     weights = extra[extra.index("--weights") + 1] if "--weights" in extra else "auto"

@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
-from maas.engine.engine import Engine, EngineConfig
-from maas.engine.loader import LoadedLM
-from maas.engine.sampling_params import SamplingParams
+from maas.engine.llm.engine import Engine, EngineConfig
+from maas.engine.llm.loader import LoadedLM
+from maas.engine.llm.sampling_params import SamplingParams
 from maas.formats.base import ModelFiles, TokenizerSource
 from maas.models.llama import LlamaConfig, LlamaForCausalLM
 from maas.text.chat_template import ChatTemplate

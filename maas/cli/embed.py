@@ -39,7 +39,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the encoder, embed, print."""
-    from maas.engine.embedder import Embedder
+    from maas.engine.embedding.embedder import Embedder
     from maas.errors import InvalidRequestError
     from maas.store.locate import local_path, locate
 

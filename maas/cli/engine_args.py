@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from maas.config import get_settings
 
 if TYPE_CHECKING:
-    from maas.engine.engine import EngineConfig
+    from maas.engine.llm.engine import EngineConfig
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -94,7 +94,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """EngineConfig from parsed flags."""
-    from maas.engine.engine import EngineConfig
+    from maas.engine.llm.engine import EngineConfig
 
     return EngineConfig(
         max_num_seqs=args.max_num_seqs,

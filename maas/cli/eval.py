@@ -63,7 +63,7 @@ def _text(args: argparse.Namespace, kind: str) -> str:
 
 def _perplexity(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], str]:
     from maas.compress.evaluate import perplexity
-    from maas.engine.loader import load_lm
+    from maas.engine.llm.loader import load_lm
     from maas.errors import InvalidRequestError
 
     if args.limit is not None and args.limit < 2:
@@ -78,7 +78,7 @@ def _perplexity(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], s
 
 def _cosine(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str, Any], str]:
     from maas.compress.evaluate import cosine, sentences
-    from maas.engine.embedder import Embedder
+    from maas.engine.embedding.embedder import Embedder
     from maas.errors import InvalidRequestError
     from maas.store.locate import local_path, locate
 
@@ -104,8 +104,8 @@ def _cosine(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str,
 
 def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str, Any], str]:
     from maas.compress.evaluate import accuracy, onnx_classifier
-    from maas.engine.tensor_backends import model_format
     from maas.errors import InvalidRequestError
+    from maas.formats.detect import model_format
     from maas.models.exported import load_exported
 
     if found.origin != "registry":
@@ -158,8 +158,8 @@ def trained_data(ref: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, score it, print (and record) the result."""
-    from maas.engine.tensor_backends import model_format
     from maas.errors import InvalidRequestError
+    from maas.formats.detect import model_format
     from maas.store.builtin import ensure_builtins_imported
     from maas.store.locate import local_path, locate
 

@@ -82,7 +82,7 @@ def read_inputs(path: Path, sig: Any) -> dict[str, np.ndarray]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, check and run the inputs, print predictions."""
-    from maas.engine.tensor_engine import TensorEngine, TensorOptions
+    from maas.engine.tensor.engine import TensorEngine, TensorOptions
     from maas.errors import InvalidRequestError
     from maas.store.locate import local_path, locate
 

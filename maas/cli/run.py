@@ -49,8 +49,8 @@ def _answer(engine: Any, messages: list[dict[str, str]], params: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and answer."""
-    from maas.engine.engine import Engine
-    from maas.engine.sampling_params import SamplingParams
+    from maas.engine.llm.engine import Engine
+    from maas.engine.llm.sampling_params import SamplingParams
     from maas.store.locate import resolve
 
     _, path = resolve(args.model)

@@ -166,8 +166,8 @@ def _options(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Check the models, then serve until interrupted (they load as the server starts)."""
-    from maas.engine.embed_batcher import EmbedOptions
-    from maas.engine.tensor_engine import TensorOptions
+    from maas.engine.embedding.engine import EmbedOptions
+    from maas.engine.tensor.engine import TensorOptions
     from maas.errors import InvalidRequestError
     from maas.server.launch import build_pool, serve
     from maas.store.builtin import ensure_builtins_imported

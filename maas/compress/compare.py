@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from maas.engine.tensor_backends import model_format
 from maas.errors import InvalidRequestError, MaasError
+from maas.formats.detect import model_format
 from maas.kernels.quantized import QuantLinear, parameter_count
 from maas.store.locate import local_path, locate
 
@@ -73,11 +73,11 @@ def onnx_parameters(path: Path) -> tuple[int, int]:
 
 def _load(path: Path, kind: str) -> nn.Module:
     if kind == "llm":
-        from maas.engine.loader import load_lm
+        from maas.engine.llm.loader import load_lm
 
         return load_lm(path, "cpu", "float32").model
     if kind == "embedding":
-        from maas.engine.embedder import Embedder
+        from maas.engine.embedding.embedder import Embedder
 
         return Embedder(path, weights="float32").model
     from maas.models.exported import load_exported

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from maas.engine.loader import LoadedLM
+from maas.engine.llm.loader import LoadedLM
 from maas.errors import InvalidRequestError
 
 

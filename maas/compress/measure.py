@@ -22,8 +22,8 @@ import torch
 
 
 def _lm(path: Path, tokens: int, most: int) -> tuple[str, Callable[[int], float]]:
-    from maas.engine.engine import Engine, EngineConfig
-    from maas.engine.sampling_params import SamplingParams
+    from maas.engine.llm.engine import Engine, EngineConfig
+    from maas.engine.llm.sampling_params import SamplingParams
 
     engine = Engine.from_path(path, EngineConfig(max_num_seqs=most, max_model_len=256))
     prompt = engine.tokenizer.encode("The history of the city begins in the early middle ages, when")
@@ -47,7 +47,7 @@ def _lm(path: Path, tokens: int, most: int) -> tuple[str, Callable[[int], float]
 
 
 def _encoder(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
-    from maas.engine.embedder import Embedder
+    from maas.engine.embedding.embedder import Embedder
 
     e = Embedder(path)
     text = ["Compression trades a little quality for a smaller and faster model."]
@@ -63,7 +63,7 @@ def _encoder(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
 
 def _classifier(path: Path, rounds: int) -> tuple[str, Callable[[int], float]]:
     from maas.compress.evaluate import onnx_classifier
-    from maas.engine.tensor_backends import model_format
+    from maas.formats.detect import model_format
     from maas.models.exported import load_exported, read_meta
 
     if model_format(path) == "onnx":  # the graph on ONNX Runtime, fed the shape its signature declares

@@ -39,7 +39,7 @@ def load_float(files: ModelFiles) -> nn.Module:
         raise InvalidRequestError("the model is quantized; compress its float parent instead")
     model, _ = skeleton(files)
     if isinstance(model, DecoderLM):
-        from maas.engine.loader import load_weights
+        from maas.engine.llm.loader import load_weights
 
         load_weights(model, files, torch.float32, torch.device("cpu"))
     else:

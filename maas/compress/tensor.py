@@ -30,8 +30,8 @@ from torch import nn
 
 from maas.compress import AUTO_GROUP, DEFAULT_GROUP
 from maas.compress.quantize import METHODS
-from maas.engine.tensor_backends import model_format
 from maas.errors import InvalidRequestError
+from maas.formats.detect import model_format
 from maas.kernels.quantized import Scheme, eligible, in_features, quantize_weight
 from maas.store.locate import Located, local_path
 from maas.store.registry import Registry, VersionInfo, parse_ref

@@ -1,7 +1,7 @@
 """The contracts the server relies on, one per model kind: what it may call on a loaded engine.
 
-The LLM engine (engine/client.py's EngineClient, over a thread: AsyncEngine, or a child process:
-ProcessEngine; typed messages in engine/messages.py, one step loop in engine/loop.py), the embedding
+The LLM engine (engine/llm/client.py's EngineClient, over a thread: ThreadEngine, or a child process:
+ProcessEngine; typed messages in engine/llm/messages.py, one step loop in engine/llm/loop.py), the embedding
 engine and the tensor engine each satisfy one; the server never reaches past them.
 """
 
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:  # the contract itself costs no torch import
-    from maas.engine.request import RequestOutput
-    from maas.engine.sampling_params import SamplingParams
-    from maas.engine.tensor_engine import TensorOptions
+    from maas.engine.llm.request import RequestOutput
+    from maas.engine.llm.sampling_params import SamplingParams
+    from maas.engine.tensor.engine import TensorOptions
     from maas.models.signature import Signature
     from maas.text.chat_template import ChatTemplate
     from maas.text.tokenizer import Tokenizer

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from maas.errors import ModelFormatError
 from maas.formats.base import ModelFiles
+from maas.models.families import FILE_FAMILIES
 
 
 def open_model_files(path: str | Path) -> ModelFiles:
@@ -34,3 +36,18 @@ def open_model_files(path: str | Path) -> ModelFiles:
     raise ModelFormatError(
         f"{str(p)!r} is neither a GGUF file (bad magic {magic!r}) nor an HF model directory"
     )
+
+
+def model_format(path: Path) -> str:
+    """One of "onnx", "torch-export", "torchscript" (a file, or a directory's config.json model_type),
+    or "maas" (a `maas train` export)."""
+    if path.is_file():
+        return FILE_FAMILIES.get(path.suffix, "maas")
+    meta = path / "config.json"
+    if meta.exists():
+        try:
+            kind = json.loads(meta.read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError):
+            kind = None
+        return kind if kind in FILE_FAMILIES.values() else "maas"
+    return next((FILE_FAMILIES[f.suffix] for f in path.iterdir() if f.suffix in FILE_FAMILIES), "maas")

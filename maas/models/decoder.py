@@ -19,7 +19,7 @@ class DecoderLM(nn.Module):
         self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, attn: Any = None
     ) -> torch.Tensor:
         """input_ids (*lead,) -> final-normed hidden states (*lead, hidden); `attn` is the attention
-        implementation (engine.attention's paged one when serving; plain causal by default)."""
+        implementation (engine/llm/attention.py's slot attention when serving; plain causal by default)."""
         raise NotImplementedError
 
     def share_embeddings(self) -> None:

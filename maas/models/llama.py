@@ -2,7 +2,7 @@
 
 Covers Llama 2/3, Mistral, Qwen2 (qkv bias) and SmolLM. Attention over past tokens is delegated
 to an `Attention` backend so that the same module serves training (plain causal attention) and
-the serving engine (a paged KV cache).
+the serving engine (a KV cache of one slot per sequence).
 
     cfg = LlamaConfig.tiny(); model = LlamaForCausalLM(cfg)
     logits = model(torch.randint(0, cfg.vocab_size, (2, 8)))   # (2, 8, vocab)

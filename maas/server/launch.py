@@ -10,10 +10,10 @@ from typing import Any
 
 import uvicorn
 
-from maas.engine.embed_batcher import EmbedOptions
-from maas.engine.engine import EngineConfig
+from maas.engine.embedding.engine import EmbedOptions
+from maas.engine.llm.engine import EngineConfig
 from maas.engine.protocol import EmbeddingClient, LLMClient, TensorClient
-from maas.engine.tensor_engine import TensorOptions
+from maas.engine.tensor.engine import TensorOptions
 from maas.errors import MaasError, UnsupportedModelError
 from maas.models.families import kind_of
 from maas.server.app import create_app
@@ -58,19 +58,19 @@ class ModelLoader:
         found = Located(spec.name, spec.kind, spec.origin, spec.source, 0)
         path = local_path(found, self.registry() if spec.origin == "registry" else None)
         if spec.kind == "llm":
-            from maas.engine.process_engine import ProcessEngine
+            from maas.engine.llm.process_engine import ProcessEngine
 
             llm: LLMClient = ProcessEngine(path, self.config)  # typed: mypy checks each contract
             return ServedModel(spec.name, "llm", llm)
         if spec.kind == "embedding":
-            from maas.engine.embed_batcher import EmbeddingEngine
+            from maas.engine.embedding.engine import EmbeddingEngine
 
             emb: EmbeddingClient = EmbeddingEngine.from_path(
                 str(path), self.embed, self.config.threads, self.config.device
             )
             return ServedModel(spec.name, "embedding", emb)
         if spec.kind == "tensor":
-            from maas.engine.tensor_engine import TensorEngine
+            from maas.engine.tensor.engine import TensorEngine
 
             o = replace(self.tensor, threads=self.config.threads, device=self.config.device)
             tensor: TensorClient = TensorEngine.from_path(str(path), o)

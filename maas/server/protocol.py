@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from maas.engine.sampling_params import SamplingParams
+from maas.engine.llm.sampling_params import SamplingParams
 from maas.errors import InvalidRequestError
 from maas.server.tools import ToolRequest, check_messages, check_tools
 from maas.text import grammar

@@ -13,10 +13,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from maas.engine.async_engine import request_id
+from maas.engine.llm.request import RequestOutput, TokenLogprob, request_id
+from maas.engine.llm.sampling_params import SamplingParams
 from maas.engine.protocol import LLMClient
-from maas.engine.request import RequestOutput, TokenLogprob
-from maas.engine.sampling_params import SamplingParams
 from maas.errors import MaasError, OverloadedError, RequestTimeoutError
 from maas.server.errors import error_body, status_of
 from maas.server.metrics import RequestTimer

@@ -31,7 +31,7 @@ def load_teacher(name: str, device: torch.device, task: str) -> nn.Module:
                         "teacher and student must do the same task")  # fmt: skip
     path = local_path(found)
     if found.kind == "llm":
-        from maas.engine.loader import load_lm
+        from maas.engine.llm.loader import load_lm
 
         model: nn.Module = load_lm(path, device="cpu", dtype="float32").model
     elif found.kind == "tensor" and (path / "model.safetensors").exists():

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from maas.engine.loader import pick_device
+from maas.engine.device import pick_device
 from maas.errors import MaasError
 from maas.train.config import TrainConfig
 

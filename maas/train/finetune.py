@@ -19,7 +19,7 @@ log = logging.getLogger("maas.train")
 
 def load_base(cfg: TrainConfig, data: Data) -> nn.Module:
     """The base model named by model.base, trainable (all weights, or LoRA adapters only)."""
-    from maas.engine.loader import load_lm
+    from maas.engine.llm.loader import load_lm
     from maas.store.locate import local_path, locate
 
     base = cfg.model.base or ""

@@ -25,7 +25,7 @@ import torch.distributed.rpc as rpc
 from torch import nn
 from torch.futures import Future
 
-from maas.engine.loader import pick_device
+from maas.engine.device import pick_device
 from maas.errors import MaasError
 from maas.train import checkpoint
 from maas.train.config import TrainConfig

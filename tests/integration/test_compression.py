@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from maas.compress.evaluate import perplexity
-from maas.engine.embedder import Embedder
-from maas.engine.loader import load_lm
+from maas.engine.embedding.embedder import Embedder
+from maas.engine.llm.loader import load_lm
 from maas.kernels.quantized import QuantLinear
 from maas.store.registry import Registry
 from tests.conftest import reference_greedy

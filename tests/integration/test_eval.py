@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maas.compress.evaluate import perplexity
-from maas.engine.loader import load_lm
+from maas.engine.llm.loader import load_lm
 from maas.store.registry import Registry
 
 TEST = Path(__file__).resolve().parents[3] / "shared/data/wikitext-2/test.txt"

@@ -5,7 +5,7 @@ same file: its SentencePiece tokenizer, and 32 greedy tokens on 20 varied prompt
 import pytest
 import torch
 
-from maas.engine.engine import Engine, EngineConfig
+from maas.engine.llm.engine import Engine, EngineConfig
 from maas.errors import ModelNotFoundError
 from maas.kernels import blocks
 from maas.store.builtin import builtin_path

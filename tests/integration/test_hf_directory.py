@@ -5,9 +5,9 @@ import json
 import torch
 from safetensors.torch import save_file
 
-from maas.engine.engine import Engine, EngineConfig
-from maas.engine.loader import load_lm
-from maas.engine.sampling_params import SamplingParams
+from maas.engine.llm.engine import Engine, EngineConfig
+from maas.engine.llm.loader import load_lm
+from maas.engine.llm.sampling_params import SamplingParams
 from maas.store.builtin import builtin_path
 
 

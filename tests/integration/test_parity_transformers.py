@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from maas.engine.engine import Engine, EngineConfig
-from maas.engine.loader import load_lm
+from maas.engine.llm.engine import Engine, EngineConfig
+from maas.engine.llm.loader import load_lm
 from maas.kernels import blocks
 from maas.store.builtin import builtin_path
 from tests.conftest import engine_greedy, hf_greedy

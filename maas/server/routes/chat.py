@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from maas.engine.llm.sampling_params import SamplingParams
 from maas.engine.protocol import LLMClient
-from maas.engine.sampling_params import SamplingParams
 from maas.server.deps import Models
 from maas.server.pool import Lease
 from maas.server.protocol import ChatCompletionRequest, ChatMessage

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from maas.engine.async_engine import request_id
-from maas.engine.sampling_params import SamplingParams
+from maas.engine.llm.request import request_id
+from maas.engine.llm.sampling_params import SamplingParams
 from maas.errors import InvalidRequestError
 from maas.server.deps import Models
 from maas.server.pool import Lease

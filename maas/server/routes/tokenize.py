@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from maas.engine.limits import check_token_ids
+from maas.engine.llm.limits import check_token_ids
 from maas.server.deps import Models
 from maas.server.protocol import DetokenizeRequest, TokenizeRequest
 from maas.server.routes.chat import render_chat

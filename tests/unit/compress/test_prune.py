@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from maas.compress.prune import keep_n_of_m, keep_smallest_out, prunable, prune, prune_layers
-from maas.engine.loader import load_lm
+from maas.engine.llm.loader import load_lm
 from maas.errors import InvalidRequestError
 
 

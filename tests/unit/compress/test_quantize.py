@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from maas.compress.output import write_tokenizer
 from maas.compress.quantize import quantize, quantize_files
-from maas.engine.loader import load_lm
+from maas.engine.llm.loader import load_lm
 from maas.errors import InvalidRequestError
 from maas.formats import open_model_files
 from maas.kernels.quantized import QuantLinear, TiedQuantEmbedding

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from maas.engine.batcher import DynamicBatcher
-from maas.engine.tensor_backends import TorchBackend
-from maas.engine.tensor_engine import TensorEngine, TensorOptions
+from maas.engine.tensor.backends import TorchBackend
+from maas.engine.tensor.engine import TensorEngine, TensorOptions
 from maas.errors import EngineDeadError, InvalidRequestError, OverloadedError
 from maas.models.cnn import CNN
 from maas.models.signature import Signature, TensorSpec, classifier_signature

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from maas.engine.loader import load_lm
+from maas.engine.llm.loader import load_lm
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats import open_model_files
 from tests.gguf_util import tiny_model, write_gguf

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from maas.engine.loader import load_lm
+from maas.engine.llm.loader import load_lm
 from maas.errors import ModelFormatError, UnsupportedModelError
 from maas.formats import open_model_files
 from tests.conftest import byte_tokenizer

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from maas.engine.tensor_backends import open_backend
+from maas.engine.tensor.backends import open_backend
 from maas.errors import InvalidRequestError, ModelFormatError
 from maas.models.signature import Signature
 from maas.store.registry import Registry

@@ -113,7 +113,7 @@ def test_layers_repack_at_load_and_keep_their_values() -> None:
 
 @pytest.mark.parametrize("value", ["int8", "bogus"])
 def test_the_engine_refuses_unknown_activations_before_loading(value: str, tmp_path) -> None:
-    from maas.engine.engine import Engine, EngineConfig
+    from maas.engine.llm.engine import Engine, EngineConfig
     from maas.errors import UnsupportedModelError
 
     with pytest.raises(UnsupportedModelError, match="unknown activations"):

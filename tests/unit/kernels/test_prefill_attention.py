@@ -1,4 +1,4 @@
-"""The native prefill attention (csrc/prefill_attention.cpp) against PyTorch's (maas.engine.attention):
+"""The native prefill attention (csrc/prefill_attention.cpp) against PyTorch's (maas.engine.llm.attention):
 chunks that start at 0 or later in their slot, several chunks in one call, grouped query heads, sliding
 windows shorter and longer than a chunk, float32 and float16 caches, one-query chunks and blocks that do not
 fill; bad arguments are refused."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maas.engine.attention import PrefillChunk, prefill_attention
+from maas.engine.llm.attention import PrefillChunk, prefill_attention
 from maas.kernels import blocks
 
 ext = blocks.native()

@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from maas.engine.loader import load_lm
+from maas.engine.llm.loader import load_lm
 from tests.conftest import byte_tokenizer
 from tests.gguf_util import write_gguf
 

@@ -15,8 +15,8 @@ import torch
 import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
-from maas.engine.tensor_backends import TorchBackend
-from maas.engine.tensor_engine import TensorEngine
+from maas.engine.tensor.backends import TorchBackend
+from maas.engine.tensor.engine import TensorEngine
 from maas.models.signature import Signature, TensorSpec, classifier_signature
 from maas.server.app import ServerOptions
 from maas.server.auth import KeyRing

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from maas.engine.loader import load_lm
+from maas.engine.llm.loader import load_lm
 from maas.errors import ModelNotFoundError
 from maas.store.blobs import BlobStore, CorruptBlobError
 from maas.store.registry import Registry

@@ -1,0 +1,1 @@
+"""The embedding engine: sentence encoders behind the dynamic batcher, in process or in a child."""

@@ -1,0 +1,1 @@
+"""Tensor models: backends (PyTorch, ONNX Runtime) behind the dynamic batcher, signatures checked."""
