@@ -62,6 +62,15 @@ def add_parser(sub: Any) -> None:
         help="how tool calls are read from LLM output: <tool_call> tags (hermes), Llama 3's JSON, or a "
         "whole-answer JSON call; auto (default) follows each model's chat template",
     )
+    _add_access_args(p)
+    _add_embedding_args(p)
+    _add_tensor_args(p)
+    add_engine_args(p)
+    p.set_defaults(func=run)
+
+
+def _add_access_args(p: argparse.ArgumentParser) -> None:
+    """Keys, limits, timeouts and logs."""
     a = p.add_argument_group("access and limits")
     a.add_argument("--api-key", action="append", default=[], metavar="KEY",
                    help="require `Authorization: Bearer KEY` on /v1, /v2/models, gRPC model calls and /admin (repeatable; also MAAS_API_KEYS)")  # fmt: skip
@@ -85,6 +94,10 @@ def add_parser(sub: Any) -> None:
                    "(default %(default)s; 0 = stop at once)")  # fmt: skip
     a.add_argument("--access-log-json", action="store_true",
                    help="one JSON line per request on the maas.access logger (id, model, key id, tokens, latency)")  # fmt: skip
+
+
+def _add_embedding_args(p: argparse.ArgumentParser) -> None:
+    """How encoders batch and run."""
     g = p.add_argument_group("embeddings")
     g.add_argument(
         "--embed-max-batch-size",
@@ -102,9 +115,9 @@ def add_parser(sub: Any) -> None:
         "--embed-weights",
         choices=["auto", "float32"],
         default="auto",
-        help="linear weights for small batches (up to 192 tokens): auto = float16 copies (about 2x "
-        "faster for one sentence; cosine >= 0.99999 with float32), float32 = float32 everywhere; "
-        "larger batches always run in float32 (default %(default)s)",
+        help="linear weights for small batches (up to 192 tokens): auto = float16 copies (faster for "
+        "short inputs, see docs/benchmarks.md), float32 = float32 everywhere; larger batches always run "
+        "in float32 (default %(default)s)",
     )
     g.add_argument(
         "--embed-process",
@@ -112,6 +125,10 @@ def add_parser(sub: Any) -> None:
         help="run each encoder in its own process (a crash there cannot take the server down; its "
         "forward passes never wait on the server's GIL) instead of a thread of the server",
     )
+
+
+def _add_tensor_args(p: argparse.ArgumentParser) -> None:
+    """How tensor models batch and run, and the gRPC port."""
     t = p.add_argument_group("tensor models (Open Inference Protocol v2: /v2/models/NAME/infer)")
     t.add_argument("--tensor-backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="auto = onnxruntime for ONNX versions, torch for `maas train` exports (default %(default)s)")  # fmt: skip
@@ -128,8 +145,6 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--grpc-port", type=int, default=0, metavar="PORT",
                    help="also serve the Open Inference Protocol v2 over gRPC (KServe / Triton clients, e.g. "
                    "tritonclient.grpc) on this port, at --host; default 0 = no gRPC")  # fmt: skip
-    add_engine_args(p)
-    p.set_defaults(func=run)
 
 
 def _options(args: argparse.Namespace) -> Any:

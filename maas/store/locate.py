@@ -70,7 +70,7 @@ def locate(name_or_path: str) -> Located:
     """What a command-line argument names: an existing path first, then the registry, then built-ins."""
     p = Path(name_or_path).expanduser()
     if p.exists():
-        from maas.store.registry import describe_files
+        from maas.store.describe import describe_files
 
         family, _, files = describe_files(p)
         stem = p.name.removesuffix(".gguf") if p.is_file() else p.name

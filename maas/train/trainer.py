@@ -84,6 +84,20 @@ class _Samples(torch.utils.data.Dataset[int]):
         return i
 
 
+@dataclass
+class _Window:
+    """What the training steps since the last log line add up to."""
+
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    seen: int = 0  # examples (or tokens)
+    busy: float = 0.0  # seconds spent in training steps
+
+    def reset(self) -> None:
+        """Start the next window."""
+        self.loss_sum, self.loss_n, self.seen, self.busy = 0.0, 0, 0, 0.0
+
+
 class Trainer:
     """Trains `model` on `data.train` per `cfg`; evaluates on `data.val`; checkpoints to `out`."""
 
@@ -227,19 +241,17 @@ class Trainer:
         `final_eval`, the result carries final_metrics()."""
         from tqdm import tqdm
 
-        cfg, t, ctx = self.cfg, self.cfg.train, self.ctx
+        t, ctx = self.cfg.train, self.ctx
         self.out.mkdir(parents=True, exist_ok=True)
         self.model.train()
         bar = tqdm(
             total=self.total_steps,
             initial=self.pos.step,
-            desc=f"training {cfg.name}",
+            desc=f"training {self.cfg.name}",
             unit="step",
             disable=None if ctx.is_main else True,
         )
-        loss_sum, loss_n = 0.0, 0  # training loss over the logging window
-        regularize = bool(cfg.optim.l1 or cfg.optim.l2)
-        seen, busy = 0, 0.0  # examples (or tokens) and seconds spent in training steps since the last log
+        window = _Window()
         while self.pos.step < self.total_steps:
             self.sampler.set_epoch(self.pos.epoch)
             order = torch.tensor(list(self.sampler), dtype=torch.long)
@@ -247,31 +259,8 @@ class Trainer:
             while self.pos.micro < micro_in_epoch and self.pos.step < self.total_steps:
                 t0 = time.perf_counter()
                 lr = self.schedule.apply(self.opt, self.pos.step)
-                for a in range(t.grad_accum):
-                    m = self.pos.micro + a
-                    j = order[m * t.batch_size : (m + 1) * t.batch_size]
-                    x, y = self.data.train.x[j].to(ctx.device), self.data.train.y[j].to(ctx.device)
-                    with no_sync(self.net, a < t.grad_accum - 1), autocast(ctx.device, self.precision):
-                        logits = self.net(x)
-                        loss = loss_fn(logits, y)  # logged: the hard-label loss, as without a teacher
-                        total = loss
-                        if self.teacher is not None:
-                            with torch.no_grad():
-                                taught = self.teacher(x)
-                            total = distill_loss(
-                                logits, taught, y, cfg.distill.temperature, cfg.distill.alpha
-                            )
-                        if regularize and (reg := penalty(self.model, cfg.optim)) is not None:
-                            total = total + reg
-                        (total / t.grad_accum if t.grad_accum > 1 else total).backward()
-                    loss_sum += loss.item()
-                    loss_n += 1
-                    seen += y.numel()
-                if t.clip_grad_norm:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
-                busy += time.perf_counter() - t0
+                self._step(order, window)
+                window.busy += time.perf_counter() - t0
                 self.pos.micro += t.grad_accum
                 self.pos.step += 1
                 epoch_done = self.pos.micro >= micro_in_epoch
@@ -279,49 +268,74 @@ class Trainer:
                     self.pos.epoch, self.pos.micro = self.pos.epoch + 1, 0
                 if not bar.disable:
                     bar.update(1)
-                step = self.pos.step
-                last = step == self.total_steps
-                if step % t.log_every == 0 or last:
-                    window = ctx.all_reduce_sum(torch.tensor([loss_sum, loss_n], dtype=torch.float64))
-                    rate = seen * ctx.world / busy if busy > 0 else 0.0
-                    row = {
-                        "time": time.time(),
-                        "step": step,
-                        "epoch": self.pos.epoch,
-                        "train_loss": float(window[0] / max(1.0, float(window[1]))),
-                        "lr": lr,
-                        f"{self.unit}_per_s": rate,
-                    }
-                    self._record(row)
-                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{lr:.2e}")
-                    if bar.disable and ctx.is_main:  # no progress bar (not a terminal): log lines
-                        log.info(
-                            "step %d/%d loss %.4f lr %.2e %.0f %s/s",
-                            step,
-                            self.total_steps,
-                            row["train_loss"],
-                            lr,
-                            rate,
-                            self.unit,
-                        )
-                    loss_sum, loss_n = 0.0, 0
-                    seen, busy = 0, 0.0
-                if step % t.eval_every == 0 or last:
-                    ev = self.evaluate(self.data.val, "val")
-                    self.last_val = (step, ev)
-                    if ev:
-                        self._record({"step": step, **ev})
-                        if ctx.is_main:
-                            log.info("step %d: %s", step, _fmt(ev))
-                        self.schedule.observe(ev["val_loss"])
-                if step % t.checkpoint_every == 0 or last:
-                    self.save()
+                self._after_step(window, lr, bar)
                 if epoch_done:
                     break
         bar.close()
         if ctx.is_main:
-            plot_curves(self.history, self.out / "loss.png", cfg.name)
+            plot_curves(self.history, self.out / "loss.png", self.cfg.name)
         return Result(self.pos.step, self.final_metrics() if final_eval else {}, self.history)
+
+    def _step(self, order: torch.Tensor, window: _Window) -> None:
+        """One optimizer step over `grad_accum` micro-batches of the epoch's `order`."""
+        cfg, t, ctx = self.cfg, self.cfg.train, self.ctx
+        regularize = bool(cfg.optim.l1 or cfg.optim.l2)
+        for a in range(t.grad_accum):
+            m = self.pos.micro + a
+            j = order[m * t.batch_size : (m + 1) * t.batch_size]
+            x, y = self.data.train.x[j].to(ctx.device), self.data.train.y[j].to(ctx.device)
+            with no_sync(self.net, a < t.grad_accum - 1), autocast(ctx.device, self.precision):
+                logits = self.net(x)
+                loss = loss_fn(logits, y)  # logged: the hard-label loss, as without a teacher
+                total = loss
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        taught = self.teacher(x)
+                    total = distill_loss(logits, taught, y, cfg.distill.temperature, cfg.distill.alpha)
+                if regularize and (reg := penalty(self.model, cfg.optim)) is not None:
+                    total = total + reg
+                (total / t.grad_accum if t.grad_accum > 1 else total).backward()
+            window.loss_sum += loss.item()
+            window.loss_n += 1
+            window.seen += y.numel()
+        if t.clip_grad_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def _after_step(self, window: _Window, lr: float, bar: Any) -> None:
+        """Log the window, evaluate and checkpoint when their intervals (or the last step) come."""
+        t, ctx, step = self.cfg.train, self.ctx, self.pos.step
+        last = step == self.total_steps
+        if step % t.log_every == 0 or last:
+            sums = ctx.all_reduce_sum(torch.tensor([window.loss_sum, window.loss_n], dtype=torch.float64))
+            rate = window.seen * ctx.world / window.busy if window.busy > 0 else 0.0
+            row = {
+                "time": time.time(),
+                "step": step,
+                "epoch": self.pos.epoch,
+                "train_loss": float(sums[0] / max(1.0, float(sums[1]))),
+                "lr": lr,
+                f"{self.unit}_per_s": rate,
+            }
+            self._record(row)
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{lr:.2e}")
+            if bar.disable and ctx.is_main:  # no progress bar (not a terminal): log lines
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e %.0f %s/s",
+                    step, self.total_steps, row["train_loss"], lr, rate, self.unit,
+                )  # fmt: skip
+            window.reset()
+        if step % t.eval_every == 0 or last:
+            ev = self.evaluate(self.data.val, "val")
+            self.last_val = (step, ev)
+            if ev:
+                self._record({"step": step, **ev})
+                if ctx.is_main:
+                    log.info("step %d: %s", step, _fmt(ev))
+                self.schedule.observe(ev["val_loss"])
+        if step % t.checkpoint_every == 0 or last:
+            self.save()
 
     def final_metrics(self, reuse_val: bool = True) -> dict[str, float]:
         """Validation (the last step's evaluation when `reuse_val` and there was one) and test
