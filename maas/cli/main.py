@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from maas import __version__
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="maas",
-        description="maas: model as a service (serve, run, embed, predict, train, export, eval, models, bench)",
+        description="maas: model as a service. Serve, train, compress, store and measure models.",
     )
     p.add_argument("--version", action="version", version=f"maas {__version__}")
     p.add_argument(
@@ -77,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`maas models list | head`): stop quietly
+        _quiet_stdout()
+        return 141
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

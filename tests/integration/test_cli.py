@@ -1,5 +1,6 @@
 """The `maas` command as a user runs it."""
 
+import os
 import subprocess
 import sys
 
@@ -11,9 +12,27 @@ def run(*args, input=None, timeout=300):
 
 
 def test_help_on_every_verb():
-    for args in ([], ["serve"], ["run"]):
-        r = run(*args, "--help")
-        assert r.returncode == 0 and "usage: maas" in r.stdout
+    top = run("--help")
+    verbs = top.stdout.split("positional arguments:")[1].split("options:")[0].split()
+    listed = [v for v in verbs if v.isalpha() and v.islower()]
+    assert {"serve", "run", "train", "quantize", "prune", "distill", "models", "bench"} <= set(listed)
+    for verb in ["serve", "run", "embed", "predict", "train", "export", "eval", "quantize", "prune", "compare",
+                 "distill", "models", "bench"]:  # fmt: skip
+        r = run(verb, "--help")
+        assert r.returncode == 0 and "usage: maas" in r.stdout, verb
+        assert verb in top.stdout, f"`maas --help` does not list {verb}"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`maas models list --json | head`: no BrokenPipeError traceback when the pipe's reader is gone."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line is written
+    try:
+        p = subprocess.run([*MAAS, "models", "list", "--json"], stdout=w, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 141
+    assert b"Traceback" not in p.stderr and b"BrokenPipe" not in p.stderr
 
 
 def test_run_answers_a_prompt():
