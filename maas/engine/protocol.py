@@ -8,7 +8,7 @@ engine and the tensor engine each satisfy one; the server never reaches past the
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -76,12 +76,28 @@ class LLMClient(ModelEngine, Protocol):
         ...
 
 
+class EncoderTokens(Protocol):
+    """An encoder's texts -> token ids, checked against its limits (engine/embedding/embedder.py's EncoderInputs)."""
+
+    def tokenize(self, texts: list[str], truncate: bool = False, param: str = "input") -> list[list[int]]:
+        """Token ids with the model's special tokens; too long -> truncated or ContextLengthError."""
+        ...
+
+    def fit(self, ids: list[int], truncate: bool, param: str = "input") -> list[int]:
+        """Check one sequence's length and ids (truncated when asked)."""
+        ...
+
+
 class EmbeddingClient(ModelEngine, Protocol):
     """An encoder: token-id sequences in, pooled vectors out, batched across requests."""
 
     dim: int
     max_model_len: int
-    embedder: Any  # engine.embedder.EncoderInputs: tokenize / fit
+
+    @property
+    def embedder(self) -> EncoderTokens:
+        """The encoder's tokenizer and limits."""
+        ...
     on_batch: Callable[[int, list[float]], None] | None
 
     async def embed(self, seqs: list[list[int]], dimensions: int | None = None) -> np.ndarray:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from maas.models.families import Kind
 
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
 
@@ -63,7 +66,7 @@ class Metrics:
         """The text exposition format."""
         return bytes(generate_latest(self.registry))
 
-    def batch_hook(self, model: str, kind: str) -> Callable[[int, list[float]], None] | None:
+    def batch_hook(self, model: str, kind: Kind) -> Callable[[int, list[float]], None] | None:
         """What a batching engine calls after each forward pass: batch size (and queue times)."""
         if kind == "embedding":
             observe = self.embed_batch.labels(model).observe

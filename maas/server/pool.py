@@ -14,10 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maas.errors import InvalidRequestError, ModelNotFoundError
 from maas.server.state import ModelSpec, ServedModel
+
+if TYPE_CHECKING:
+    from maas.models.families import Kind
 
 STABLE_S = 60.0  # an engine that ran this long before dying restarts at once
 MAX_BACKOFF_S = 30.0
@@ -128,7 +131,7 @@ class ModelPool:
 
     # -- leases --------------------------------------------------------------------------------
 
-    async def acquire(self, name: str, kind: str | None = "llm") -> Lease:
+    async def acquire(self, name: str, kind: Kind | None = "llm") -> Lease:
         """A lease on the model `name` (of `kind`, any when None), loading it first if needed."""
         e = self._entry(name)
         if kind is not None and e.spec.kind != kind:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from maas.engine.protocol import EmbeddingClient, LLMClient, ModelEngine, TensorClient
+    from maas.models.families import Kind
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class ModelSpec:
     """A model the server can load: its API name, kind, and where it comes from."""
 
     name: str
-    kind: str  # "llm" | "embedding" | "tensor"
+    kind: Kind
     origin: str  # "path" | "registry" | "builtin"
     source: str  # the path given on the command line, the registry name:tag, or the built-in name
     estimate: int = 1 << 30  # bytes expected once loaded (before it has been measured)
@@ -26,7 +27,7 @@ class ServedModel:
     """A loaded model behind an API name; `llm()`, `embedding()`, `tensor()` give its engine's contract."""
 
     name: str
-    kind: str
+    kind: Kind
     engine: ModelEngine
     created: int = field(default_factory=lambda: int(time.time()))
     owned_by: str = "maas"

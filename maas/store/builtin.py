@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maas.errors import ModelNotFoundError
+from maas.models.families import Kind
 
 if TYPE_CHECKING:
     from maas.store.registry import Registry
@@ -25,7 +26,7 @@ class BuiltinModel:
     name: str
     package: str
     relpath: str
-    kind: str  # "llm" | "embedding"
+    kind: Kind
     pip: str
     # the package ships the file in chunks and an `assemble(path)` that joins them (checksum checked)
     assembled: bool = False

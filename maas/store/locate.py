@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maas.errors import InvalidRequestError, ModelNotFoundError
-from maas.models.families import kind_of
+from maas.models.families import Kind, kind_of
 from maas.store.builtin import BUILTINS, builtin_path
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ class Located:
     """A model found but not loaded."""
 
     name: str  # the API name it is served under
-    kind: str  # "llm" | "embedding" | "tensor"
+    kind: Kind
     origin: str  # "path" | "registry" | "builtin"
     source: str  # the path, the registry reference name:tag, or the built-in name
     size: int  # bytes on disk

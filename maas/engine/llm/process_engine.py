@@ -14,8 +14,9 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from maas.engine.child import load_in_child, resident_bytes, spawn_and_wait
 from maas.engine.llm.client import EngineClient
@@ -25,10 +26,13 @@ from maas.formats import open_model_files
 from maas.text.chat_template import ChatTemplate
 from maas.text.tokenizer import Tokenizer
 
+if TYPE_CHECKING:
+    from maas.engine.llm.engine import EngineConfig
+
 log = logging.getLogger("maas.engine")
 
 
-def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> None:
+def _engine_main(path: str, config: EngineConfig, cmd: Connection, out: Connection, log_level: int) -> None:
     """Child process: load the model, say so, then run the loop over the pipes."""
     from maas.engine.llm.engine import Engine
     from maas.engine.llm.loop import run_loop
@@ -53,7 +57,7 @@ def _engine_main(path: str, config: Any, cmd: Any, out: Any, log_level: int) -> 
 class ProcessEngine(EngineClient):
     """engine/llm/client.py's client with the loop in a spawned child process."""
 
-    def __init__(self, path: str | Path, config: Any, load_timeout: float = 900.0):
+    def __init__(self, path: str | Path, config: EngineConfig, load_timeout: float = 900.0):
         super().__init__()
         files = open_model_files(path)  # reads metadata only: fails fast on a bad file
         self.tokenizer = Tokenizer.from_source(files.tokenizer)
