@@ -1,11 +1,7 @@
 """Faster CPU linear layers: weights packed by fbgemm as fp16 or int8 (dynamic activation scale).
 
 A transformation applied to an ordinary model (every nn.Linear is swapped), not a flag inside it.
-Measured on a 2-core AVX2 CPU with SmolLM2-135M's shapes (30 layers + LM head, ms per decode step):
-
-    batch    float32   float16   int8   q8
-    1        55        17-24     17     11
-    32       133       66-89     46     66
+Their speeds are in docs/benchmarks.md.
 
 `q8` (kernels/q8_linear.py) keeps 8-bit weights in blocks of 32 and runs a native AVX2 kernel.
 `float16` computes in fp32 from fp16 weights and gives each row the same result at any batch

@@ -7,13 +7,7 @@ call); with many rows it is bound by arithmetic, where MKL's float32 kernel is t
 - `float32`: oneDNN's pre-packed float32 weights: the same arithmetic, no re-packing per call;
 - `float16`: fbgemm's packed float16 weights (half the bytes to read), float32 arithmetic.
 
-Measured on a 2-core AVX2 CPU with all-MiniLM-L6-v2's 24 layers (ms per forward pass of the
-linear layers alone, `python benchmarks/small_batch_linear.py`):
-
-    rows      3      34     128    256    1088
-    MKL       7.9    11.7   24.8   39.6   146.6
-    float32   3.6    7.4    21.7   38.0   161.5
-    float16   2.1    6.3    19.5   38.9   161.5
+Their speeds: `python benchmarks/small_batch_linear.py` (docs/benchmarks.md).
 
 A transformation applied to an ordinary float32 model (every nn.Linear is swapped).
 """

@@ -2,8 +2,8 @@
 
 Isolation: a crash in the encoder's process cannot take the server down, and its forward passes
 never wait on the server's GIL (in one process, every torch op gives the GIL up and must win it
-back from the event loop). On a 2-core machine it measured no faster than the in-process thread
-(the default): the CPU, not the GIL, is what the two share. The server keeps the tokenizer
+back from the event loop). It is the CPU, not the GIL, that the two share, so it
+is not the default (docs/benchmarks.md). The server keeps the tokenizer
 (EncoderInputs) and sends batches of token ids down a pipe; vectors come back.
 One caller at a time (the batcher's worker thread). If the child dies, `embed` raises
 EngineDeadError and `alive` turns False.

@@ -23,7 +23,8 @@ using Lin = std::tuple<torch::Tensor, int64_t, int64_t, int64_t, c10::optional<t
 using Opt = c10::optional<torch::Tensor>;
 
 // the cost per head of a task attending for all the query heads of one key head (each key and value converted
-// and loaded once for them), relative to a task for one head (measured on SmolLM2's groups of 3; see attend)
+// and loaded once for them), relative to a task for one head (set from SmolLM2's decode steps, groups of 3:
+// docs/cpu-inference.md; see attend)
 constexpr double GROUPED_HEAD_COST = 0.65;
 
 const float* ptr(const Opt& t) { return t.has_value() ? t->data_ptr<float>() : nullptr; }

@@ -163,7 +163,7 @@ void run(const Acts& a, const uint8_t* w, int64_t N, const float* bias, float* y
   const int64_t tasks = amx ? (cols + 1) / 2 : cols;  // AMX: two tile columns a task
   // many rows through VNNI: a column at a time to whichever thread is free (the two cores of a VM can run at
   // different speeds); few rows stream the weights from memory, an even contiguous share each, and so does
-  // AMX (handed out one at a time, its tasks measured slower)
+  // AMX (handed out one at a time, its tasks ran slower: docs/cpu-inference.md)
   const int64_t threads = omp_get_max_threads();
   const int chunk = a.M >= DECODE_ONCE_ROWS && !amx ? 1 : static_cast<int>((tasks + threads - 1) / threads);
 #pragma omp parallel
