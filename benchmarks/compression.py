@@ -54,7 +54,7 @@ def smollm2(env: dict[str, str], a: argparse.Namespace) -> list[str]:
     steps = [
         ("quantize", ref, "--method", "int8"),
         ("quantize", ref, "--method", "int4"),
-        ("quantize", ref, "--method", "int4", *calib, "--calibration-tokens", str(a.gptq_tokens)),
+        ("quantize", ref, "--method", "gptq", *calib, "--calibration-tokens", str(a.gptq_tokens)),
         ("prune", ref, "--method", "magnitude", "--sparsity", "0.5"),
         ("prune", ref, "--method", "wanda", "--sparsity", "0.5", *calib),
         ("prune", ref, "--method", "2:4", *calib),
@@ -143,7 +143,7 @@ def minilm(env: dict[str, str], a: argparse.Namespace) -> list[str]:
     """Quantized MiniLM versions, evaluated as cosine to the float model."""
     calib = ["--calibration", str(DATA / "valid.txt"), "--calibration-tokens", str(a.gptq_tokens)]
     refs = [ENCODER]
-    for args in (["--method", "int8"], ["--method", "int4"], ["--method", "int4", *calib]):
+    for args in (["--method", "int8"], ["--method", "int4"], ["--method", "gptq", *calib]):
         refs.append(f"{ENCODER}:{json.loads(maas(env, 'quantize', ENCODER, *args, '--json'))['tag']}")
     for r in refs:  # the float model against itself: cosine 1, the table's reference row
         maas(env, "eval", r, "--data", str(DATA / "test.txt"), "--limit", "1000", "--reference", ENCODER)

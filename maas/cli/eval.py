@@ -103,6 +103,8 @@ def _cosine(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str,
 
 
 def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[str, Any], str]:
+    from maas.cli.compress_args import load_trained
+    from maas.compress.calibration import served_inputs, trained_data
     from maas.compress.evaluate import accuracy, onnx_classifier
     from maas.errors import InvalidRequestError
     from maas.formats.detect import model_format
@@ -110,7 +112,7 @@ def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[st
 
     if found.origin != "registry":
         raise InvalidRequestError(f"{args.model!r} is not in the registry: its test split is unknown")
-    data = trained_data(found.source)
+    data = trained_data(found.source, load_trained)
     if data.task != "classify":
         raise InvalidRequestError(f"{args.model!r} is not a classifier (its training task is {data.task!r})")
     x, y = data.test.x, data.test.y
@@ -120,40 +122,6 @@ def _accuracy(args: argparse.Namespace, found: Any, path: Path) -> tuple[dict[st
         r = accuracy(load_exported(path), x, y)
     line = f"accuracy {r.accuracy:.4f}, loss {r.loss:.4f} over {r.examples} test examples"
     return r.as_dict(), line
-
-
-def served_inputs(data: Any, x: Any) -> Any:
-    """Rows of a training split as the served model takes them: CSV columns un-standardised (a served graph
-    standardises inside), anything else as it is."""
-    import torch
-
-    s = data.info.get("standardize")
-    if s is None:
-        return x
-    return x * torch.tensor(s["std"], dtype=x.dtype) + torch.tensor(s["mean"], dtype=x.dtype)
-
-
-def trained_data(ref: str) -> Any:
-    """The data (splits, task) the version (or the nearest ancestor) was trained on, as the training
-    lineage records it."""
-    from maas.errors import InvalidRequestError
-    from maas.store.registry import Registry
-    from maas.train.config import parse_config
-    from maas.train.data import load_data
-
-    reg = Registry()
-    info = reg.show(ref)
-    chain = [info.as_dict(), *(reg.show(a["model"]).as_dict() for a in info.lineage or [])]
-    for v in chain:
-        lineage = v["metrics"].get("lineage") if v["operation"] in ("train", "distill") else None
-        if isinstance(lineage, dict) and isinstance(lineage.get("config"), dict):
-            import yaml
-
-            raw = dict(lineage["config"])  # the config as trained: the YAML with its --set overrides applied
-            base_dir = raw.pop("base_dir", lineage.get("base_dir", "."))
-            cfg = parse_config(yaml.safe_dump(raw), base_dir)
-            return load_data(cfg)
-    raise InvalidRequestError(f"no version in {ref!r}'s lineage records the data it was trained on")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,17 +1,16 @@
-"""`maas quantize MODEL --method int8|int4`: a weight-only quantized copy as a new registry version."""
+"""`maas quantize MODEL --method METHOD`: a quantized copy as a new registry version."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from maas.cli.compress_args import add_common, check_common, report
-from maas.compress import AUTO_GROUP
+from maas.cli.compress_args import add_common, add_method, calibration_rows, method_formatter, report
 
 
-def _group_size(text: str) -> int | None:
+def _group_size(text: str) -> int | str:
     if text == "channel":
-        return None
+        return "channel"
     try:
         g = int(text)
     except ValueError:
@@ -25,65 +24,41 @@ def add_parser(sub: Any) -> None:
     """Register the verb."""
     p = sub.add_parser(
         "quantize",
-        help="store an int8 / int4 quantized copy of a model (LMs, encoders, tensor models)",
-        description="Round every linear layer and vocabulary embedding of an LM or encoder to int8 "
-        "(symmetric) or int4 (scale + min) in groups of --group-size weights, and store the result as a "
-        "registry version whose parent is MODEL. GGUF Q8_0/Q4_0/Q4_1 weights carry over without loss "
-        "(group 32). With --calibration text, layers are rounded by GPTQ (error spread over the columns not "
-        "yet rounded, weighted by the layer's inputs) instead of to nearest. Tensor models trained by maas: "
-        "linear layers and convolutions the same way (a group size that does not divide a layer's rows gives "
-        "it one scale per channel); their ONNX exports through ONNX Runtime's int8 quantizer (--group-size "
-        "channel; activation ranges from 256 training rows). Serve it, evaluate it or compare it like any "
-        "other version.",
+        help="store a quantized copy of a model (LMs, encoders, tensor models)",
+        formatter_class=method_formatter("quantize"),
+        description="Quantize the weights of every linear layer and vocabulary embedding of an LM or encoder "
+        "in groups of --group-size weights, and store the result as a registry version whose parent is MODEL. "
+        "GGUF Q8_0/Q4_0/Q4_1 weights carry over without loss (group 32). gptq and awq measure the layers' "
+        "inputs on --calibration text. Tensor models trained by maas: linear layers and convolutions the same "
+        "way (a group size that does not divide a layer's rows gives it one scale per channel); their ONNX "
+        "exports through ONNX Runtime's int8 quantizer (one scale per channel; activation ranges from rows of "
+        "the training split their lineage records). Serve it, evaluate it or compare it like any other version.",
     )
     p.add_argument("model", metavar="MODEL", help="a registry name[:tag], a built-in name or a model path")
-    p.add_argument(
-        "--method",
-        required=True,
-        choices=["int8", "int4", "float16", "bfloat16", "float32"],
-        help="int8 / int4 codes, or every tensor in one float type (e.g. a GGUF dequantized)",
-    )
+    add_method(p, required=True)
     p.add_argument(
         "--group-size",
         type=_group_size,
-        default=AUTO_GROUP,
+        default=None,
         metavar="N|channel",
         help="weights sharing one scale ('channel': one per output row; default 32, ONNX graphs: channel)",
     )
-    add_common(
-        p,
-        "UTF-8 text: round linear layers by GPTQ against their inputs on it (default: round to nearest)",
-        65536,
-        "<method>-g<N>",
-    )
+    add_common(p, "UTF-8 text whose activations the layers are rounded against (gptq, awq)", "<method>-g<N>")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Quantize, store, report."""
-    from maas.compress.quantize import quantize
+    from maas.compress.methods import compress
 
-    check_common(args)
-    info = quantize(
+    info = compress(
+        "quantize",
         args.model,
         args.method,
-        args.group_size,
         args.name,
-        args.calibration,
-        args.calibration_tokens,
-        tensor_rows=training_rows,
+        services={"rows": calibration_rows},
+        group_size=args.group_size,
+        calibration=args.calibration,
+        calibration_tokens=args.calibration_tokens,
     )
     return report(info, "quantize", args)
-
-
-def training_rows(ref: str, n: int = 256) -> Any:
-    """The first `n` rows of the training split `ref`'s lineage records, as the served model takes them
-    (float32 numpy); None when no ancestor was trained by maas."""
-    from maas.cli.eval import served_inputs, trained_data
-    from maas.errors import InvalidRequestError
-
-    try:
-        data = trained_data(ref)
-    except InvalidRequestError:
-        return None
-    return served_inputs(data, data.train.x[:n]).float().numpy()

@@ -1,6 +1,4 @@
-"""Compression: quantize, prune, distill, evaluate (each method a handler; results are registry versions)."""
+"""Compression: quantize, prune, distill, evaluate. Each method is one object of the table in methods.py
+(the contract: method.py); every result is a registry version written by output.py."""
 
 DEFAULT_GROUP = 32  # weights sharing one scale, unless asked otherwise
-AUTO_GROUP = (
-    -1
-)  # the command line's default: DEFAULT_GROUP, or one scale per channel where that is the only way

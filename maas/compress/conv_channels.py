@@ -10,11 +10,29 @@ layer the matching columns of the flattened features, and the config records the
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from maas.compress.method import Method, Options, Result, expect
+from maas.compress.source import Source
 from maas.errors import InvalidRequestError
 from maas.models.cnn import CNN
+
+log = logging.getLogger("maas.compress")
+
+
+@dataclass(frozen=True)
+class ChannelOptions(Options):
+    """The share of every convolution's output channels to remove."""
+
+    channels: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.channels < 1:
+            raise InvalidRequestError("--channels is a share in (0, 1)")
 
 
 def _keep(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, share: float) -> torch.Tensor:
@@ -72,3 +90,36 @@ def prune_conv_channels(model: CNN, share: float) -> list[int]:
             first_fc.in_features = len(cols)  # type: ignore[assignment]
         kept.append(len(keep))
     return kept
+
+
+class ConvChannels(Method):
+    """Structured pruning of a maas CNN: a share of every convolution's channels, smallest filters first."""
+
+    def __init__(self) -> None:
+        about = "maas CNNs: remove a share of every convolution's channels (--channels)"
+        super().__init__("structured", "prune", ("tensor",), ChannelOptions, about)
+
+    def apply(self, source: Source, options: Options) -> Result:
+        """Remove the channels; the smaller model with the new channel counts in its config."""
+        from maas.models.exported import load_exported, read_meta
+
+        o = expect(options, ChannelOptions)
+        source.require_registry()
+        meta = read_meta(source.path) if source.path.is_dir() else {}
+        if meta.get("architecture") != "cnn" or "quantization_config" in meta:
+            raise InvalidRequestError(
+                f"{source.found.source!r} is not a float maas CNN: --channels prunes those"
+            )
+        model = load_exported(source.path)
+        assert isinstance(model, CNN)
+        before = sum(p.numel() for p in model.parameters())
+        kept = prune_conv_channels(model, o.channels)
+        after = sum(p.numel() for p in model.parameters())
+        config = {**meta, "params": {**meta.get("params", {}), "channels": kept}}
+        config["pruning"] = {"structured": True, "channels": o.channels}
+        params: dict[str, object] = {"structured": True, "channels": o.channels, "channels_after": kept,
+                                     "score": "filter L1 norm", "parameters_before": before,
+                                     "parameters_after": after}  # fmt: skip
+        log.info("structured pruning: %d -> %d parameters (channels %s)", before, after, kept)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        return Result(config, state, params, f"channels{round(o.channels * 100)}")

@@ -3,6 +3,7 @@ the columns not yet rounded, weighted by the inverse Hessian of the layer's inpu
 calibration text), so that the layer's outputs, not its weights, stay close.
 
     stored = gptq(w, H, Scheme(4, 32))   # the same stored tensors as round to nearest: qweight, scales, mins
+    maas quantize smollm2-135m-instruct --method gptq --calibration valid.txt
 
 One shot from the float model's activations (each layer sees float inputs, not its quantized
 predecessors' outputs). Group scales (and mins) are fitted to the float weights first, with a clipping
@@ -13,9 +14,18 @@ importance-weighted block fits do, with the full H), and the columns rounded aga
 
 from __future__ import annotations
 
-import torch
+import sys
 
-from maas.kernels.quantized import Scheme, encode, group_range, pack_nibbles
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from maas.compress.calibration import read_calibration
+from maas.compress.method import Method, Options, Result, expect
+from maas.compress.model import input_stats, load_float
+from maas.compress.quantize import CalibratedOptions, Stored, quantized
+from maas.compress.source import Source
+from maas.kernels.quantized import Scheme, encode, group_range, pack_nibbles, quantize_weight
 
 SHRINKS = (1.0, 0.95, 0.9, 0.85, 0.8)
 ROUNDS = 3  # rounding passes, each followed by a least-squares refit of the group scales and mins
@@ -158,3 +168,33 @@ def _output_error(
         wh = wh + mins.double().unsqueeze(-1)
     d = w - wh.reshape(w.shape)
     return ((d @ H) * d).sum(-1)
+
+
+class GPTQ(Method):
+    """int4 codes rounded by GPTQ against the layers' inputs on calibration text."""
+
+    def __init__(self) -> None:
+        about = "int4, rounded by GPTQ against the layers' inputs on --calibration text"
+        super().__init__("gptq", "quantize", ("llm", "embedding"), CalibratedOptions, about)
+
+    def apply(self, source: Source, options: Options) -> Result:
+        """Measure every linear layer's inputs (x x^T), then round each by GPTQ against them."""
+        o = expect(options, CalibratedOptions)
+        assert o.calibration is not None
+        text, record = read_calibration(o.calibration, o.calibration_tokens)
+        files = source.files
+
+        def rounding(
+            tensors: dict[str, torch.Tensor], schemes: dict[str, Scheme]
+        ) -> tuple[dict[str, Stored], dict[str, object]]:
+            model = load_float(files)
+            linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n in schemes}
+            H = input_stats(model, files, text, o.calibration_tokens, outer=True, only=linears)
+            del model
+            out = {}
+            for m, s in tqdm(schemes.items(), desc="GPTQ", unit="layer", disable=not sys.stderr.isatty()):
+                w = tensors[f"{m}.weight"]
+                out[m] = gptq(w, H.pop(m), s) if m in H else quantize_weight(w, s)
+            return out, {"gptq_layers": len(linears)}
+
+        return quantized(source, self.name, 4, o, rounding, "gptq", record)

@@ -17,19 +17,74 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from maas.compress.calibration import read_calibration
+from maas.compress.method import Method, Options, Result, expect
 from maas.compress.model import float_state, input_norms, load_float
-from maas.compress.output import open_source, read_calibration, save_version
+from maas.compress.source import Source
 from maas.errors import InvalidRequestError
-from maas.store.registry import VersionInfo, parse_ref
 
 log = logging.getLogger("maas.compress")
-METHODS = ("magnitude", "wanda", "2:4")
+CALIBRATION_TOKENS = 16384
+
+
+@dataclass(frozen=True)
+class PruneOptions(Options):
+    """What unstructured pruning reads: a share to zero, and calibration text when scored against it."""
+
+    def scoring(self) -> tuple[float, Path | None, int]:
+        """(sparsity, calibration file or None, calibration tokens)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MagnitudeOptions(PruneOptions):
+    """The share of each layer's weights to zero."""
+
+    sparsity: float = 0.5
+
+    def scoring(self) -> tuple[float, Path | None, int]:
+        """(sparsity, no calibration, 0)."""
+        return self.sparsity, None, 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sparsity < 1:
+            raise InvalidRequestError(f"--sparsity must lie strictly between 0 and 1; got {self.sparsity}")
+
+
+@dataclass(frozen=True)
+class WandaOptions(MagnitudeOptions):
+    """A share of each output row's weights to zero, scored against their inputs on calibration text."""
+
+    calibration: Path | None = None
+    calibration_tokens: int = CALIBRATION_TOKENS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.calibration is None:
+            raise InvalidRequestError("wanda weighs each weight by its input's size: give --calibration FILE")
+
+    def scoring(self) -> tuple[float, Path | None, int]:
+        """(sparsity, calibration file, calibration tokens)."""
+        return self.sparsity, self.calibration, self.calibration_tokens
+
+
+@dataclass(frozen=True)
+class TwoFourOptions(PruneOptions):
+    """2 of every 4 weights go: scored against calibration text when given, by magnitude without."""
+
+    calibration: Path | None = None
+    calibration_tokens: int = CALIBRATION_TOKENS
+
+    def scoring(self) -> tuple[float, Path | None, int]:
+        """(one half, calibration file or None, calibration tokens)."""
+        return 0.5, self.calibration, self.calibration_tokens
 
 
 def prunable(model: nn.Module) -> dict[str, nn.Linear]:
@@ -77,86 +132,29 @@ def prune_layers(
     return out
 
 
-def prune(
-    name: str,
-    method: str,
-    sparsity: float = 0.5,
-    calibration: str | Path | None = None,
-    new_name: str | None = None,
-    tokens: int = 16384,
-) -> VersionInfo:
-    """Prune a model (registry ref, built-in name or path); the result is stored as a registry version."""
-    if method not in METHODS:
-        raise InvalidRequestError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if method == "2:4" and sparsity != 0.5:
-        raise InvalidRequestError("2:4 pruning removes exactly half the weights: leave --sparsity at 0.5")
-    if not 0 < sparsity < 1:
-        raise InvalidRequestError(f"--sparsity must lie strictly between 0 and 1; got {sparsity}")
-    if method == "magnitude" and calibration is not None:
-        raise InvalidRequestError("magnitude pruning looks at the weights alone: drop --calibration")
-    if method == "wanda" and calibration is None:
-        raise InvalidRequestError("wanda weighs each weight by its input's size: give --calibration FILE")
-    if new_name is not None:
-        parse_ref(new_name)
-    text, calibrated = read_calibration(calibration, tokens)
-    source = open_source(name)
-    model = load_float(source.files)
-    layers = prunable(model)
-    if method == "2:4" and any(m.in_features % 4 for m in layers.values()):
-        raise InvalidRequestError("2:4 pruning needs layers whose input width is a multiple of 4")
-    norms = input_norms(model, source.files, text, tokens) if text is not None else None
-    shares = prune_layers(layers, method, sparsity, norms)
-    pruned = sum(m.weight.numel() for m in layers.values())
-    zeros = sum(shares[n] * layers[n].weight.numel() for n in layers)
-    params: dict[str, object] = {"method": method, "sparsity": sparsity, "layers": len(layers),
-                                 "score": "wanda" if norms is not None else "magnitude",
-                                 "zero_share_of_pruned_layers": round(zeros / pruned, 6)}  # fmt: skip
-    params.update(calibrated)
-    config = {**source.files.config, "pruning": {k: params[k] for k in ("method", "sparsity", "score")}}
-    suffix = f"{method.replace(':', 'of')}-{round(sparsity * 100)}" if method != "2:4" else "2of4"
-    log.info(
-        "pruned %d layers (%s): %.1f%% of their weights are zero", len(layers), method, 100 * zeros / pruned
-    )
-    return save_version(source, config, float_state(model), "prune", params, new_name, suffix)
+class Unstructured(Method):
+    """Zero the lowest-scoring weights of every linear layer of the blocks; the result is stored dense."""
 
+    def __init__(self, name: str, options_type: type[Options], about: str):
+        super().__init__(name, "prune", ("llm", "embedding"), options_type, about)
 
-def prune_structured(
-    name: str,
-    ffn: float = 0.0,
-    heads: float = 0.0,
-    calibration: str | Path | None = None,
-    new_name: str | None = None,
-    tokens: int = 16384,
-) -> VersionInfo:
-    """Remove FFN channels and/or attention heads (compress/structured.py): smaller matrices, stored as
-    a registry version with the new sizes in its config."""
-    from maas.compress.structured import prune_ffn, prune_heads
-
-    if not 0 <= ffn < 1 or not 0 <= heads < 1 or not (ffn or heads):
-        raise InvalidRequestError("give --ffn and/or --heads, each a share in (0, 1)")
-    if new_name is not None:
-        parse_ref(new_name)
-    text, calibrated = read_calibration(calibration, tokens)
-    source = open_source(name)
-    family = source.files.architecture
-    model = load_float(source.files)
-    before = sum(p.numel() for p in model.parameters())
-    norms = input_norms(model, source.files, text, tokens) if text is not None else None
-    config = dict(source.files.config)
-    params: dict[str, object] = {"structured": True, "ffn": ffn, "heads": heads,
-                                 "score": "activation" if norms is not None else "magnitude"}  # fmt: skip
-    if ffn:
-        config["intermediate_size"] = params["intermediate_size"] = prune_ffn(model, family, ffn, norms)
-    if heads:
-        head_dim = int(getattr(model, "config").head_dim)  # noqa: B009 - the Llama config
-        config["num_attention_heads"] = params["attention_heads"] = prune_heads(model, family, heads, norms)
-        config["head_dim"] = head_dim  # no longer hidden_size / heads
-    after = sum(p.numel() for p in model.parameters())
-    params["parameters_before"], params["parameters_after"] = before, after
-    params.update(calibrated)
-    config["pruning"] = {"structured": True, "ffn": ffn, "heads": heads}
-    suffix = "-".join(
-        ([f"ffn{round(ffn * 100)}"] if ffn else []) + ([f"heads{round(heads * 100)}"] if heads else [])
-    )
-    log.info("structured pruning: %.1fM -> %.1fM parameters", before / 1e6, after / 1e6)
-    return save_version(source, config, float_state(model), "prune", params, new_name, suffix)
+    def apply(self, source: Source, options: Options) -> Result:
+        """Score, zero, report."""
+        sparsity, calibration, tokens = expect(options, PruneOptions).scoring()
+        text, record = (None, {}) if calibration is None else read_calibration(calibration, tokens)
+        model = load_float(source.files)
+        layers = prunable(model)
+        if self.name == "2:4" and any(m.in_features % 4 for m in layers.values()):
+            raise InvalidRequestError("2:4 pruning needs layers whose input width is a multiple of 4")
+        norms = input_norms(model, source.files, text, tokens) if text is not None else None
+        shares = prune_layers(layers, self.name, sparsity, norms)
+        pruned = sum(m.weight.numel() for m in layers.values())
+        zeros = sum(shares[n] * layers[n].weight.numel() for n in layers)
+        params: dict[str, object] = {"method": self.name, "sparsity": sparsity, "layers": len(layers),
+                                     "score": "wanda" if norms is not None else "magnitude",
+                                     "zero_share_of_pruned_layers": round(zeros / pruned, 6), **record}  # fmt: skip
+        config = {**source.files.config, "pruning": {k: params[k] for k in ("method", "sparsity", "score")}}
+        tag = "2of4" if self.name == "2:4" else f"{self.name}-{round(sparsity * 100)}"
+        log.info("pruned %d layers (%s): %.1f%% of their weights are zero", len(layers), self.name,
+                 100 * zeros / pruned)  # fmt: skip
+        return Result(config, float_state(model), params, tag)

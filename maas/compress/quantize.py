@@ -1,38 +1,78 @@
-"""Weight-only quantization (round to nearest), offline: a float model -> int8 / int4 registry version.
+"""Weight-only quantization of LMs and encoders, offline: a float model -> int8 / int4 registry version.
 
     maas quantize smollm2-135m-instruct --method int4 --group-size 32
-    python -c "from maas.compress.quantize import quantize; print(quantize('all-minilm-l6-v2', 'int8'))"
+    config, tensors, report = quantize_files(open_model_files(path), 4, 32)   # round to nearest
 
-Every nn.Linear and vocabulary nn.Embedding whose shape allows it is quantized (the LM head included; an embedding
-tied to it reads the head's codes). GGUF Q8_0 / Q4_0 / Q4_1 tensors carry over without loss when the method and group
-size match them (int8 or int4, group 32). Loading the result is kernels/quantized.py's `convert`.
+Every nn.Linear and vocabulary nn.Embedding whose shape allows it is quantized (an embedding tied to the LM
+head reads the head's codes). GGUF Q8_0 / Q4_0 / Q4_1 tensors carry over without loss when the bits and
+group size match them (group 32). How the other layers are rounded is a `Rounding`: to nearest here, GPTQ
+(gptq.py) and AWQ (awq.py) against calibration text. Loading the result is kernels/quantized.py's `convert`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from maas.compress import AUTO_GROUP, DEFAULT_GROUP
-from maas.compress.gptq import gptq
-from maas.compress.model import input_stats, load_float, skeleton
-from maas.compress.output import Source, locate_model, open_source, read_calibration, save_version
+from maas.compress import DEFAULT_GROUP
+from maas.compress.method import Method, Options, Result, expect
+from maas.compress.model import skeleton, state_name
+from maas.compress.source import Source
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
 from maas.kernels.quantized import Scheme, eligible, in_features, pack_nibbles, quantize_weight
-from maas.store.registry import VersionInfo, parse_ref
 
 log = logging.getLogger("maas.compress")
-METHODS = {"int8": 8, "int4": 4}
-FLOATS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 VOCAB_ROWS = 1024  # embeddings with this many rows or more are quantized
+Stored = dict[str, torch.Tensor]  # one layer as stored: qweight, scales (and mins)
+
+
+@dataclass(frozen=True)
+class QuantOptions(Options):
+    """Round to nearest: weights sharing one scale (`channel`: one per output row)."""
+
+    group_size: int | Literal["channel"] = DEFAULT_GROUP
+
+    @property
+    def group(self) -> int | None:
+        """The group size, None for one scale per output row."""
+        return None if self.group_size == "channel" else self.group_size
+
+
+@dataclass(frozen=True)
+class CalibratedOptions(QuantOptions):
+    """Quantization that measures the layers' inputs on calibration text (GPTQ, AWQ)."""
+
+    calibration: Path | None = None
+    calibration_tokens: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.calibration is None:
+            raise InvalidRequestError("this method measures the layers' inputs: give --calibration FILE")
+
+
+class Rounding(Protocol):
+    """How the layers not carried over are rounded: `tensors` holds the float weights by state-dict name
+    (a method may rescale them, norms included); returns the stored tensors per module and a report."""
+
+    def __call__(
+        self, tensors: dict[str, torch.Tensor], schemes: dict[str, Scheme]
+    ) -> tuple[dict[str, Stored], dict[str, object]]: ...
+
+
+def round_to_nearest(
+    tensors: dict[str, torch.Tensor], schemes: dict[str, Scheme]
+) -> tuple[dict[str, Stored], dict[str, object]]:
+    """Every layer rounded to nearest."""
+    bar = tqdm(schemes.items(), desc="rounding", unit="layer", disable=not sys.stderr.isatty())
+    return {m: quantize_weight(tensors[f"{m}.weight"], s) for m, s in bar}, {}
 
 
 def plan(model: nn.Module, bits: int, group_size: int | None) -> dict[str, Scheme]:
@@ -47,9 +87,7 @@ def plan(model: nn.Module, bits: int, group_size: int | None) -> dict[str, Schem
     return out
 
 
-def _lossless(
-    files: ModelFiles, schemes: dict[str, Scheme], alias: dict[str, str]
-) -> dict[str, dict[str, torch.Tensor]]:
+def _lossless(files: ModelFiles, schemes: dict[str, Scheme], alias: dict[str, str]) -> dict[str, Stored]:
     """Stored tensors for the layers whose GGUF blocks are already in the asked format (`alias`: a
     tensor's module -> the layer it is quantized as, e.g. a tied embedding -> the head)."""
     if files.format != "gguf":
@@ -73,107 +111,94 @@ def _lossless(
 
 def quantize_files(
     files: ModelFiles,
-    method: str,
+    bits: int,
     group_size: int | None,
-    hessians: Callable[[set[str]], dict[str, torch.Tensor]] | None = None,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """(config.json, tensors, report) of the quantized model: round to nearest, or GPTQ for the linear
-    layers `hessians(names)` gives the sum of x x^T of the inputs of (on calibration text)."""
-    if method not in METHODS and method not in FLOATS:
-        raise InvalidRequestError(f"unknown method {method!r} (choose from {', '.join([*METHODS, *FLOATS])})")
+    rounding: Rounding = round_to_nearest,
+    method: str = "",
+) -> tuple[dict[str, object], dict[str, torch.Tensor], dict[str, object]]:
+    """(config.json, tensors, report) of the model quantized to `bits` in groups of `group_size` (None: one
+    scale per output row); the layers not carried over from GGUF blocks are rounded by `rounding`."""
     if "quantization_config" in files.config:
         raise InvalidRequestError("the model is quantized already; quantize its float parent instead")
-    model, prefix = skeleton(files)
-    wanted = set(model.state_dict())
-    if method in FLOATS:  # every tensor in one float type (a GGUF's blocks dequantized)
-        cast = {n: t.to(FLOATS[method]) for n, t in files.iter_tensors() if n.removeprefix(prefix) in wanted}
-        return dict(files.config), cast, {"layers": 0, "lossless_from_gguf": 0}
-    schemes = plan(model, METHODS[method], group_size)
+    model = skeleton(files)
+    schemes = plan(model, bits, group_size)
     if not schemes:
         raise InvalidRequestError(
             f"no layer fits groups of {group_size} weights (each group must divide a layer's input width)"
         )
-    tensors: dict[str, torch.Tensor] = {}
-    for name, t in files.iter_tensors():
-        name = name.removeprefix(prefix)
-        if name in wanted:
-            tensors[name] = t
+    wanted = set(model.state_dict())
+    tensors = {n: t for name, t in files.iter_tensors() if (n := state_name(name, wanted)) is not None}
     tied = "lm_head" in schemes and "lm_head.weight" not in tensors and "model.embed_tokens.weight" in tensors
     if tied:  # the head reads the embedding: quantize it once, as the head
         tensors["lm_head.weight"] = tensors.pop("model.embed_tokens.weight")
         schemes.pop("model.embed_tokens", None)
     schemes = {m: s for m, s in schemes.items() if f"{m}.weight" in tensors}
     exact = _lossless(files, schemes, {"model.embed_tokens": "lm_head"} if tied else {})
-    linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    H = hessians({m for m in schemes if m in linears and m not in exact}) if hessians is not None else None
-    bar = tqdm(schemes.items(), desc=f"quantizing to {method}", unit="layer", disable=not sys.stderr.isatty())
-    for module, scheme in bar:
-        w = tensors.pop(f"{module}.weight")
-        if module in exact:
-            stored = exact[module]
-        elif H is not None and module in H:
-            stored = gptq(w, H.pop(module), scheme)
-        else:
-            stored = quantize_weight(w, scheme)
-        tensors.update({f"{module}.{k}": v for k, v in stored.items()})
-    spec: dict[str, Any] = {
+    stored, report = rounding(tensors, {m: s for m, s in schemes.items() if m not in exact})
+    stored.update(exact)
+    for module in schemes:
+        del tensors[f"{module}.weight"]
+        tensors.update({f"{module}.{k}": v for k, v in stored[module].items()})
+    spec: dict[str, object] = {
         "quant_method": "maas",
-        "method": method,
+        "method": method or f"int{bits}",
         "group_size": group_size or "channel",
         "modules": {m: s.as_dict() for m, s in schemes.items()},
     }
     if tied:
         spec["tied_embedding"] = {"head": "lm_head", "embedding": "model.embed_tokens"}
     config = {**files.config, "quantization_config": spec}
-    report = {"layers": len(schemes), "lossless_from_gguf": len([m for m in schemes if m in exact])}
-    if H is not None:
-        report["gptq_layers"] = len([m for m in schemes if m in linears and m not in exact])
-    return config, tensors, report
+    return config, tensors, {"layers": len(schemes), "lossless_from_gguf": len(exact), **report}
 
 
-def quantize(
-    name: str,
-    method: str,
-    group_size: int | None = DEFAULT_GROUP,
-    new_name: str | None = None,
-    calibration: str | Path | None = None,
-    tokens: int = 65536,
-    tensor_rows: Callable[[str], Any] | None = None,
-) -> VersionInfo:
-    """Quantize a model (registry ref, built-in name or path) and store the result as a registry version;
-    with `calibration` text, linear layers are rounded by GPTQ against their inputs on it. Tensor models go to
-    compress/tensor.py (`tensor_rows(ref)`: input rows as served, for ONNX Runtime's static ranges)."""
-    if new_name is not None:
-        parse_ref(new_name)  # a bad name fails before the work
-    if method in FLOATS and calibration is not None:
-        raise InvalidRequestError(f"{method} rounds nothing to calibrate: drop --calibration")
-    found = locate_model(name)
-    if found.kind == "tensor":
-        if calibration is not None:
-            raise InvalidRequestError("tensor models are rounded to nearest: drop --calibration")
-        from maas.compress.tensor import quantize_tensor
+def tag(name: str, options: QuantOptions, algorithm: str = "rtn") -> str:
+    """int4-g32, int8-channel, int4-g32-gptq, ..."""
+    bits_name = "int4" if name in ("gptq", "awq") else name
+    out = f"{bits_name}-g{options.group}" if options.group else f"{bits_name}-channel"
+    return out if algorithm == "rtn" else f"{out}-{algorithm}"
 
-        return quantize_tensor(found, method, group_size, new_name, tensor_rows)
-    if group_size == AUTO_GROUP:
-        group_size = DEFAULT_GROUP
-    text, calibrated = read_calibration(calibration, tokens)
-    source: Source = open_source(name)
 
-    def hessians(names: set[str]) -> dict[str, torch.Tensor]:
-        assert text is not None
-        return input_stats(load_float(source.files), source.files, text, tokens, outer=True, only=names)
-
-    config, tensors, report = quantize_files(
-        source.files, method, group_size, hessians if text is not None else None
-    )
-    params: dict[str, Any] = {"method": method}
-    if method in FLOATS:
-        suffix = method
-    else:
-        suffix = f"{method}-g{group_size}" if group_size else f"{method}-channel"
-        suffix += "-gptq" if text is not None else ""
-        params |= {"group_size": group_size or "channel",
-                  "algorithm": "gptq" if text is not None else "rtn", **report, **calibrated}  # fmt: skip
-    log.info("quantized %d layers to %s (%d carried over from GGUF blocks)", report["layers"], method,
+def quantized(
+    source: Source, name: str, bits: int, options: QuantOptions, rounding: Rounding, algorithm: str,
+    record: dict[str, object] | None = None,
+) -> Result:  # fmt: skip
+    """The Result of quantizing `source` (what RTN, GPTQ and AWQ share)."""
+    config, tensors, report = quantize_files(source.files, bits, options.group, rounding, name)
+    log.info("quantized %s layers to int%d (%s carried over from GGUF blocks)", report["layers"], bits,
              report["lossless_from_gguf"])  # fmt: skip
-    return save_version(source, config, tensors, "quantize", params, new_name, suffix)
+    params: dict[str, object] = {"method": name, "bits": bits, "group_size": options.group or "channel",
+                                 "algorithm": algorithm, **report, **(record or {})}  # fmt: skip
+    return Result(config, tensors, params, tag(name, options, algorithm))
+
+
+class RoundToNearest(Method):
+    """int8 (symmetric) or int4 (scale + min) codes, each weight rounded to the nearest level."""
+
+    def __init__(self, name: str, bits: int, about: str):
+        super().__init__(name, "quantize", ("llm", "embedding"), QuantOptions, about)
+        self.bits = bits
+
+    def apply(self, source: Source, options: Options) -> Result:
+        """Round every layer to nearest."""
+        o = expect(options, QuantOptions)
+        return quantized(source, self.name, self.bits, o, round_to_nearest, "rtn")
+
+
+FLOATS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class Cast(Method):
+    """Every tensor in one float type (a GGUF's blocks dequantized)."""
+
+    def __init__(self, name: str):
+        super().__init__(name, "quantize", ("llm", "embedding"), Options, f"every tensor as {name}")
+        self.dtype = FLOATS[name]
+
+    def apply(self, source: Source, options: Options) -> Result:
+        """Cast every tensor the model holds."""
+        files = source.files
+        if "quantization_config" in files.config:
+            raise InvalidRequestError("the model is quantized already; quantize its float parent instead")
+        wanted = set(skeleton(files).state_dict())
+        cast = {n: t.to(self.dtype) for name, t in files.iter_tensors() if (n := state_name(name, wanted))}
+        return Result(dict(files.config), cast, {"method": self.name, "layers": 0}, self.name)

@@ -11,13 +11,35 @@ so a share is rounded to whole heads per group. BERT encoders: FFN channels only
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from maas.compress.calibration import read_calibration
+from maas.compress.method import Method, Options, Result, expect
+from maas.compress.model import float_state, input_norms, load_float
+from maas.compress.source import Source
 from maas.errors import InvalidRequestError
+
+log = logging.getLogger("maas.compress")
+
+
+@dataclass(frozen=True)
+class StructuredOptions(Options):
+    """Shares of every block's FFN channels and query heads to remove (at least one of them)."""
+
+    ffn: float = 0.0
+    heads: float = 0.0
+    calibration: Path | None = None
+    calibration_tokens: int = 16384
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ffn < 1 or not 0 <= self.heads < 1 or not (self.ffn or self.heads):
+            raise InvalidRequestError("give --ffn and/or --heads, each a share in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -113,3 +135,42 @@ def prune_heads(model: Any, family: str, share: float, norms: dict[str, torch.Te
         attn.o_proj = _slice(o, cols=dims)
         attn.n_heads = len(heads)
     return KV * (group - drop)
+
+
+class Structured(Method):
+    """Remove whole FFN channels and attention heads: smaller matrices, the new sizes in the config."""
+
+    def __init__(self) -> None:
+        about = "remove whole FFN channels (--ffn) and query heads (--heads) of every block"
+        super().__init__("structured", "prune", ("llm", "embedding"), StructuredOptions, about)
+
+    def apply(self, source: Source, options: Options) -> Result:
+        """Score channels and heads (against calibration text when given), slice the matrices."""
+        o = expect(options, StructuredOptions)
+        calibrated = None if o.calibration is None else read_calibration(o.calibration, o.calibration_tokens)
+        files = source.files
+        model = load_float(files)
+        before = sum(p.numel() for p in model.parameters())
+        norms = input_norms(model, files, calibrated[0], o.calibration_tokens) if calibrated else None
+        config = dict(files.config)
+        params: dict[str, object] = {"structured": True, "ffn": o.ffn, "heads": o.heads,
+                                     "score": "activation" if norms is not None else "magnitude"}  # fmt: skip
+        if o.ffn:
+            config["intermediate_size"] = params["intermediate_size"] = prune_ffn(
+                model, files.architecture, o.ffn, norms
+            )
+        if o.heads:
+            head_dim = int(getattr(model, "config").head_dim)  # noqa: B009 - the Llama config
+            config["num_attention_heads"] = params["attention_heads"] = prune_heads(
+                model, files.architecture, o.heads, norms
+            )
+            config["head_dim"] = head_dim  # no longer hidden_size / heads
+        after = sum(p.numel() for p in model.parameters())
+        params.update(
+            parameters_before=before, parameters_after=after, **(calibrated[1] if calibrated else {})
+        )
+        config["pruning"] = {"structured": True, "ffn": o.ffn, "heads": o.heads}
+        tag = "-".join(([f"ffn{round(o.ffn * 100)}"] if o.ffn else []) +
+                       ([f"heads{round(o.heads * 100)}"] if o.heads else []))  # fmt: skip
+        log.info("structured pruning: %.1fM -> %.1fM parameters", before / 1e6, after / 1e6)
+        return Result(config, float_state(model), params, tag)

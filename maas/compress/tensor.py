@@ -1,9 +1,9 @@
 """Compressing tensor models: quantizing `maas train`'s MLP / CNN / RNN directories and their ONNX exports,
 and removing a CNN's convolution channels.
 
-    info = quantize_tensor(locate("cnn-digits"), "int8", group_size=None)       # torch: weight-only codes
-    info = quantize_tensor(locate("cnn-digits:onnx"), "int8", group_size=None)  # ONNX Runtime's int8
-    info = prune_cnn(locate("cnn-digits"), channels=0.5, new_name=None)          # half of every conv's channels
+    maas quantize cnn-digits --method int8 --group-size channel     # torch: weight-only codes
+    maas quantize cnn-digits:onnx --method int8                     # ONNX Runtime's int8
+    config, tensors, report = quantize_torch_dir(path, 4, 32)       # a `maas-<arch>` directory in memory
 
 A `maas-<arch>` directory gets the LLM format (config.json's quantization_config, `qweight` / `scales` /
 `mins` per layer) for its linear layers and 2-D convolutions; a layer whose input width the group size does
@@ -18,26 +18,40 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from maas.compress import AUTO_GROUP, DEFAULT_GROUP
-from maas.compress.quantize import METHODS
+from maas.compress import DEFAULT_GROUP
+from maas.compress.method import Method, Options, Result, expect
+from maas.compress.source import Source
 from maas.errors import InvalidRequestError
 from maas.formats.detect import model_format
 from maas.kernels.quantized import Scheme, eligible, in_features, quantize_weight
-from maas.store.locate import Located, local_path
-from maas.store.registry import Registry, VersionInfo, parse_ref
 
 log = logging.getLogger("maas.compress")
 Calibration = tuple[str, np.ndarray]  # (the graph's input name, rows as the model is served)
+
+
+class Rows(Protocol):
+    """Input rows of a registry model as it is served (an ONNX graph's static ranges are measured on them);
+    None when none are known."""
+
+    def __call__(self, ref: str) -> np.ndarray | None: ...
+
+
+@dataclass(frozen=True)
+class TensorQuantOptions(Options):
+    """Weights sharing one scale (default: 32 for a PyTorch directory, one per channel for an ONNX graph),
+    and where calibration rows come from."""
+
+    group_size: int | Literal["channel"] | None = None
+    rows: Rows | None = None
 
 
 def plan_tensor(model: nn.Module, bits: int, group_size: int | None) -> dict[str, Scheme]:
@@ -55,7 +69,7 @@ def plan_tensor(model: nn.Module, bits: int, group_size: int | None) -> dict[str
 
 
 def quantize_torch_dir(
-    path: Path, method: str, group_size: int | None
+    path: Path, bits: int, group_size: int | None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, int]]:
     """(config.json, tensors, report) of a quantized `maas-<arch>` directory."""
     from maas.models.exported import load_exported, read_meta
@@ -64,7 +78,7 @@ def quantize_torch_dir(
     if "quantization_config" in meta:
         raise InvalidRequestError("the model is quantized already; quantize its float parent instead")
     model = load_exported(path)
-    schemes = plan_tensor(model, METHODS[method], group_size)
+    schemes = plan_tensor(model, bits, group_size)
     if not schemes:
         raise InvalidRequestError("the model has no linear or convolution layer to quantize")
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -75,7 +89,7 @@ def quantize_torch_dir(
         )
     spec = {
         "quant_method": "maas",
-        "method": method,
+        "method": f"int{bits}",
         "group_size": group_size or "channel",
         "modules": {m: s.as_dict() for m, s in schemes.items()},
     }
@@ -142,17 +156,17 @@ def _quantize_graph(src: Path, dst: Path, rows: Calibration | None) -> str:
 
 
 def quantize_onnx_dir(
-    path: Path, method: str, group_size: int | None, out: Path, calibration: Calibration | None
-) -> dict[str, Any]:
-    """Write ONNX Runtime's int8 quantization of the graph in `path` to `out` (config.json copied, with a
-    record of it); returns a report."""
+    path: Path, bits: int, group_size: int | None, calibration: Calibration | None
+) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]:
+    """ONNX Runtime's int8 quantization of the graph in `path`: (config.json with a record of it, {graph
+    file name: its bytes}, report)."""
     import onnx
 
     from maas.formats.onnx import onnx_file
 
-    if method != "int8":
+    if bits != 8:
         raise InvalidRequestError(
-            f"ONNX graphs are quantized by ONNX Runtime to int8 (--method int8), not {method}; quantize the "
+            f"ONNX graphs are quantized by ONNX Runtime to int8 (--method int8), not int{bits}; quantize the "
             "PyTorch version for int4"
         )
     if group_size is not None:
@@ -163,116 +177,49 @@ def quantize_onnx_dir(
     meta = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
     if "quantization" in meta:
         raise InvalidRequestError("the graph is quantized already; quantize its float parent instead")
-    algorithm = _quantize_graph(src, out / src.name, calibration)
+    with tempfile.TemporaryDirectory(prefix="maas-onnx-") as tmp:
+        out = Path(tmp) / src.name
+        algorithm = _quantize_graph(src, out, calibration)
+        graph = out.read_bytes()
     ops: dict[str, int] = {}
-    for node in onnx.load(str(out / src.name)).graph.node:
+    for node in onnx.load_from_string(graph).graph.node:
         if node.op_type in INTEGER_OPS:
             ops[node.op_type] = ops.get(node.op_type, 0) + 1
     if not ops:
         raise InvalidRequestError("ONNX Runtime found no MatMul, Gemm, Conv or LSTM in the graph to quantize")
     activations = "uint8, ranges from calibration rows" if algorithm.endswith("static") else "uint8, dynamic"
     meta["quantization"] = {"tool": algorithm, "weights": "int8 per channel", "activations": activations}
-    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     report: dict[str, Any] = {"algorithm": algorithm, "layers": sum(ops.values()), "integer_ops": ops}
     if algorithm.endswith("static") and calibration is not None:
         report["calibration_rows"] = len(calibration[1])
-    return report
+    return meta, {src.name: graph}, report
 
 
-def quantize_tensor(
-    found: Located,
-    method: str,
-    group_size: int | None,
-    new_name: str | None,
-    calibration_rows: Callable[[str], np.ndarray | None] | None = None,
-) -> VersionInfo:
-    """Quantize a tensor model of the registry and store the result as a new version of it;
-    `calibration_rows(ref)` gives input rows as the model is served (an ONNX graph's static activation
-    ranges are measured on them)."""
-    if method not in METHODS:
-        raise InvalidRequestError(f"tensor models are quantized to {' or '.join(METHODS)}, not {method}")
-    _from_registry(found)
-    name, tag = parse_ref(found.source)
-    path = local_path(found)
-    onnx_graph = model_format(path) == "onnx"
-    if group_size == AUTO_GROUP:  # ONNX Runtime's int8 has one scale per output channel
-        group_size = None if onnx_graph else DEFAULT_GROUP
-    params: dict[str, Any] = {"method": method, "group_size": group_size or "channel"}
-    if onnx_graph:
-        from maas.formats.onnx import onnx_signature
+class TensorQuantize(Method):
+    """A tensor model maas trained (weight-only codes) or its ONNX export (ONNX Runtime's int8)."""
 
-        x = calibration_rows(found.source) if calibration_rows is not None else None
-        rows = None if x is None else (onnx_signature(path).inputs[0].name, x)
+    def __init__(self, name: str, bits: int):
+        about = f"tensor models: {name} codes (ONNX graphs: ONNX Runtime's int8)"
+        super().__init__(name, "quantize", ("tensor",), TensorQuantOptions, about)
+        self.bits = bits
 
-        def write(out: Path) -> None:
-            params.update(quantize_onnx_dir(path, method, group_size, out, rows))
+    def apply(self, source: Source, options: Options) -> Result:
+        """Quantize the PyTorch directory or the ONNX graph."""
+        o = expect(options, TensorQuantOptions)
+        ref = source.require_registry()
+        tag = source.ref[1]
+        if model_format(source.path) == "onnx":
+            group = None if o.group_size in (None, "channel") else int(o.group_size)
+            from maas.formats.onnx import onnx_signature
 
-        ref = new_name or f"{name}:{tag}-{method}"
-    else:
-
-        def write(out: Path) -> None:
-            config, tensors, report = quantize_torch_dir(path, method, group_size)
-            write_torch_dir(out, config, tensors)
-            params.update({"algorithm": "rtn", **report})
-
-        ref = new_name or (f"{name}:{method}-g{group_size}" if group_size else f"{name}:{method}-channel")
-    info = _store(found, ref, "quantize", params, write)
-    log.info("quantized %d layers of %s to %s", params["layers"], found.source, method)
-    return info
-
-
-def _from_registry(found: Located) -> None:
-    if found.origin != "registry":
-        raise InvalidRequestError(
-            f"{found.source!r}: tensor models are compressed from the registry (`maas models import` it first)"
-        )
-
-
-def _store(
-    found: Located, ref: str, operation: str, params: dict[str, Any], write: Callable[[Path], None]
-) -> VersionInfo:
-    """`write` the new model's files into a fresh directory and import it as `ref`, made from `found`."""
-    parse_ref(ref)  # a bad name fails before the work
-    reg = Registry()
-    tmp = Path(tempfile.mkdtemp(prefix="compress-", dir=reg.home))
-    try:
-        write(tmp)
-        return reg.import_path(tmp, ref, parent=found.source, operation=operation, parameters=params)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_torch_dir(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    """A `maas-<arch>` directory: config.json and model.safetensors."""
-    from safetensors.torch import save_file
-
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})  # fmt: skip
-
-
-def prune_cnn(found: Located, channels: float, new_name: str | None) -> VersionInfo:
-    """Remove a share of every convolution's channels of a maas CNN (compress/conv_channels.py); the smaller
-    model is a new registry version."""
-    from maas.compress.conv_channels import prune_conv_channels
-    from maas.models.cnn import CNN
-    from maas.models.exported import load_exported, read_meta
-
-    _from_registry(found)
-    path = local_path(found)
-    meta = read_meta(path) if found.kind == "tensor" and path.is_dir() else {}
-    if meta.get("architecture") != "cnn" or "quantization_config" in meta:
-        raise InvalidRequestError(f"{found.source!r} is not a float maas CNN: --channels prunes those")
-    ref = new_name or f"{parse_ref(found.source)[0]}:channels{round(channels * 100)}"
-    parse_ref(ref)
-    model = load_exported(path)
-    assert isinstance(model, CNN)
-    before = sum(p.numel() for p in model.parameters())
-    kept = prune_conv_channels(model, channels)
-    after = sum(p.numel() for p in model.parameters())
-    config = {**meta, "params": {**meta.get("params", {}), "channels": kept}}
-    config["pruning"] = {"structured": True, "channels": channels}
-    params = {"structured": True, "channels": channels, "channels_after": kept, "score": "filter L1 norm",
-              "parameters_before": before, "parameters_after": after}  # fmt: skip
-    log.info("structured pruning: %d -> %d parameters (channels %s)", before, after, kept)
-    return _store(found, ref, "prune", params, lambda out: write_torch_dir(out, config, model.state_dict()))
+            x = o.rows(ref) if o.rows is not None else None
+            rows = None if x is None else (onnx_signature(source.path).inputs[0].name, x)
+            config, files, report = quantize_onnx_dir(source.path, self.bits, group, rows)
+            params = {"method": self.name, "group_size": group or "channel", **report}
+            log.info("quantized %d layers of %s to %s", report["layers"], ref, self.name)
+            return Result(config, {}, params, f"{tag}-{self.name}", files=files)
+        group = DEFAULT_GROUP if o.group_size is None else None if o.group_size == "channel" else o.group_size
+        config, tensors, counts = quantize_torch_dir(source.path, self.bits, group)
+        params = {"method": self.name, "group_size": group or "channel", "algorithm": "rtn", **counts}
+        log.info("quantized %d layers of %s to %s", counts["layers"], ref, self.name)
+        return Result(config, tensors, params, f"{self.name}-g{group}" if group else f"{self.name}-channel")

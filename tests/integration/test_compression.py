@@ -192,7 +192,7 @@ def test_structured_channel_pruning_of_the_cnn_then_training_the_smaller_model_f
     assert acc["channels50-tuned"] == pytest.approx(tuned.metrics["test_accuracy"])
     assert acc["channels50-tuned"] > acc["channels50"], acc  # training recovers what pruning cost
     bad = maas(home["env"], "prune", LLM, "--structured", "--channels", "0.5")
-    assert bad.returncode == 2 and "not a float maas CNN" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "structured takes no --channels" in bad.stderr, bad.stderr
 
 
 def test_distill_a_small_cnn_from_the_digits_cnn_on_two_processes(

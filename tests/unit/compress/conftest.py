@@ -13,7 +13,7 @@ from tests.unit.formats.test_hf import save_hf
 def tiny_registry(tmp_path, monkeypatch):
     """(registry, the float model stored as tiny:base)."""
     monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("maas.compress.output.ensure_builtins_imported", lambda: None)
+    monkeypatch.setattr("maas.store.builtin.ensure_builtins_imported", lambda: None)
     reg = Registry(tmp_path / "home")
     model = tiny_model()
     reg.import_path(save_hf(tmp_path / "src", model), "tiny:base")

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from maas.compress.prune import keep_n_of_m, keep_smallest_out, prunable, prune, prune_layers
+from maas.compress.methods import compress
+from maas.compress.prune import keep_n_of_m, keep_smallest_out, prunable, prune_layers
 from maas.engine.llm.loader import load_lm
 from maas.errors import InvalidRequestError
 
@@ -35,7 +36,9 @@ def test_pruned_version_has_the_zeros_and_the_lineage(tmp_path, tiny_registry, m
     reg, model = tiny_registry
     calib = tmp_path / "calib.txt"
     calib.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
-    info = prune("tiny:base", method, 0.5, calib if calibrated else None, tokens=256)
+    sparsity = None if method == "2:4" else 0.5
+    info = compress("prune", "tiny:base", method, sparsity=sparsity, calibration=calib if calibrated else None,
+                    calibration_tokens=256 if calibrated else None)  # fmt: skip
     assert info.operation == "prune" and info.parent == "tiny:base"
     p = info.parameters or {}
     assert p["score"] == ("wanda" if calibrated else "magnitude")
@@ -52,17 +55,26 @@ def test_pruned_version_has_the_zeros_and_the_lineage(tmp_path, tiny_registry, m
     assert torch.equal(lm.model.model.embed_tokens.weight, model.model.embed_tokens.weight)
 
 
-def test_bad_requests_are_refused(tmp_path):
+def test_bad_requests_are_refused_before_any_model_is_read(tmp_path):
+    from maas.compress.methods import find, options
+
+    def opts(method, **given):
+        return options(find("prune", method, "llm"), given)
+
     with pytest.raises(InvalidRequestError, match="give --calibration"):
-        prune("x", "wanda", 0.5)
-    with pytest.raises(InvalidRequestError, match="drop --calibration"):
-        prune("x", "magnitude", 0.5, tmp_path / "c.txt")
-    with pytest.raises(InvalidRequestError, match="exactly half"):
-        prune("x", "2:4", 0.6)
+        opts("wanda", sparsity=0.5)
+    with pytest.raises(InvalidRequestError, match=r"magnitude takes no --calibration \(wanda, 2:4"):
+        opts("magnitude", calibration=tmp_path / "c.txt")
+    with pytest.raises(InvalidRequestError, match="2:4 takes no --sparsity"):
+        opts("2:4", sparsity=0.6)
     with pytest.raises(InvalidRequestError, match="strictly between"):
-        prune("x", "magnitude", 1.0)
-    with pytest.raises(InvalidRequestError, match="unknown method"):
-        prune("x", "random", 0.5)
+        opts("magnitude", sparsity=1.0)
+    with pytest.raises(
+        InvalidRequestError, match=r"unknown prune method 'random' \(choose from magnitude, wanda"
+    ):
+        find("prune", "random", "llm")
+    with pytest.raises(InvalidRequestError, match="applies to llm and embedding models, not tensor"):
+        find("prune", "wanda", "tensor")
 
 
 @pytest.mark.parametrize(
@@ -71,12 +83,11 @@ def test_bad_requests_are_refused(tmp_path):
 def test_structured_pruning_writes_smaller_matrices_that_load(
     tmp_path, tiny_registry, ffn, heads, calibrated
 ):
-    from maas.compress.prune import prune_structured
-
     reg, model = tiny_registry  # 4 heads, 2 KV heads: 2 query heads per group; FFN 128 wide
     calib = tmp_path / "calib.txt"
     calib.write_text("sphinx of black quartz judge my vow\n" * 30)
-    info = prune_structured("tiny:base", ffn, heads, calib if calibrated else None, tokens=256)
+    info = compress("prune", "tiny:base", "structured", ffn=ffn, heads=heads,
+                    calibration=calib if calibrated else None, calibration_tokens=256)  # fmt: skip
     lm = load_lm(reg.path_for(f"tiny:{info.tag}"), "cpu", "float32")
     layer = lm.model.model.layers[0]
     assert layer.mlp.down_proj.in_features == 128 - int(128 * ffn)
@@ -90,9 +101,12 @@ def test_structured_pruning_writes_smaller_matrices_that_load(
 
 
 def test_structured_pruning_refuses_what_it_cannot_do(tmp_path):
-    from maas.compress.prune import prune_structured
+    from maas.compress.methods import find, options
 
+    structured = find("prune", "structured", "llm")
     with pytest.raises(InvalidRequestError, match="--ffn and/or --heads"):
-        prune_structured("x")
+        options(structured, {})
     with pytest.raises(InvalidRequestError, match="--ffn and/or --heads"):
-        prune_structured("x", ffn=1.0)
+        options(structured, {"ffn": 1.0})
+    with pytest.raises(InvalidRequestError, match="structured takes no --channels"):
+        options(structured, {"channels": 0.5})

@@ -4,8 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from maas.compress.methods import compress
 from maas.compress.output import write_tokenizer
-from maas.compress.quantize import quantize, quantize_files
+from maas.compress.quantize import quantize_files
 from maas.engine.llm.loader import load_lm
 from maas.errors import InvalidRequestError
 from maas.formats import open_model_files
@@ -17,7 +18,7 @@ IDS = torch.tensor([[1, 2, 3, 40, 50, 60, 70, 80]])
 
 
 def _write(files, d, method, group):
-    config, tensors, report = quantize_files(files, method, group)
+    config, tensors, report = quantize_files(files, int(method[3:]), group)
     d.mkdir()
     (d / "config.json").write_text(json.dumps(config))
     save_file(tensors, str(d / "model.safetensors"))
@@ -70,19 +71,17 @@ def test_quantized_model_is_refused_a_second_time_and_bad_groups_are_refused(tmp
     src = save_hf(tmp_path / "src", tiny_model())
     d, _ = _write(open_model_files(src), tmp_path / "q", "int8", 32)
     with pytest.raises(InvalidRequestError, match="quantized already"):
-        quantize_files(open_model_files(d), "int4", 32)
+        quantize_files(open_model_files(d), 4, 32)
     with pytest.raises(InvalidRequestError, match="no layer fits groups of 7"):
-        quantize_files(open_model_files(src), "int4", 7)
-    with pytest.raises(InvalidRequestError, match="unknown method"):
-        quantize_files(open_model_files(src), "int3", 32)
+        quantize_files(open_model_files(src), 4, 7)
 
 
 def test_result_is_a_registry_version_with_lineage(tmp_path, tiny_registry):
     reg, _ = tiny_registry
-    info = quantize("tiny:base", "int4", 32)
+    info = compress("quantize", "tiny:base", "int4", group_size=32)
     assert (info.name, info.tag, info.operation, info.parent) == ("tiny", "int4-g32", "quantize", "tiny:base")
     assert info.parameters is not None and info.parameters["method"] == "int4"
-    again = quantize("tiny:base", "int8", None, "tiny:small")
+    again = compress("quantize", "tiny:base", "int8", "tiny:small", group_size="channel")
     assert again.tag == "small" and again.parameters and again.parameters["group_size"] == "channel"
     assert [a["model"] for a in (again.lineage or [])] == ["tiny:base"]
     assert info.size < reg.show("tiny:base").size / 3  # the files really shrink (tokenizer included)
@@ -137,14 +136,30 @@ def test_calibrated_quantization_runs_gptq_and_records_the_data(tmp_path, tiny_r
     reg, model = tiny_registry
     calib = tmp_path / "calib.txt"
     calib.write_text("pack my box with five dozen liquor jugs\n" * 30)
-    info = quantize("tiny:base", "int4", 32, calibration=calib, tokens=512)
+    info = compress("quantize", "tiny:base", "gptq", calibration=calib, calibration_tokens=512)
     p = info.parameters or {}
     assert info.tag == "int4-g32-gptq" and p["algorithm"] == "gptq" and p["gptq_layers"] == p["layers"]
     assert p["calibration_digest"].startswith("sha256:") and p["calibration_tokens"] == 512
     lm = load_lm(reg.path_for("tiny:int4-g32-gptq"), "cpu", "float32")
     ref, got = _logits(model), _logits(lm.model)
     assert float((got - ref).norm() / ref.norm()) < 0.15
-    f32 = quantize("tiny:base", "float16")
+    f32 = compress("quantize", "tiny:base", "float16")
     assert f32.tag == "float16" and f32.size < reg.show("tiny:base").size * 0.7
-    with pytest.raises(InvalidRequestError, match="nothing to calibrate"):
-        quantize("tiny:base", "float32", calibration=calib)
+    with pytest.raises(InvalidRequestError, match=r"float32 takes no --calibration \(gptq"):
+        compress("quantize", "tiny:base", "float32", calibration=calib)
+
+
+def test_gemma_versions_keep_their_norms(tmp_path, tiny_registry):
+    """Gemma checkpoints store norm weights as w in x * (1 + w): a version written by compression must too."""
+    from tests.unit.models.test_family_parity import hf_model, maas_logits
+    from tests.unit.models.test_family_parity import save_hf as save_gemma
+
+    reg, _ = tiny_registry
+    save_gemma(hf_model("gemma3"), tmp_path / "gemma")
+    reg.import_path(tmp_path / "gemma", "gemma:base")
+    want = maas_logits(tmp_path / "gemma")
+    torch.testing.assert_close(
+        maas_logits(reg.path_for(f"gemma:{compress('quantize', 'gemma:base', 'float32').tag}")), want
+    )
+    got = maas_logits(reg.path_for(f"gemma:{compress('quantize', 'gemma:base', 'int8').tag}"))
+    assert float((got - want).norm() / want.norm()) < 0.02

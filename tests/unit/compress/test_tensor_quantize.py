@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from maas.compress.tensor import plan_tensor, quantize_torch_dir, write_torch_dir
+from maas.compress.tensor import plan_tensor, quantize_torch_dir
 from maas.errors import InvalidRequestError
 from maas.kernels.quantized import QuantConv2d, QuantLinear, Scheme, convert, dequantize, quantize_weight
 from maas.models import zoo
@@ -48,8 +48,8 @@ def test_plan_falls_back_to_one_scale_per_channel_where_groups_do_not_fit():
     assert list(plan_tensor(rnn, 8, 16)) == ["head"]  # the recurrent weights stay float
 
 
-@pytest.mark.parametrize(("method", "group", "tol"), [("int8", None, 0.02), ("int4", 32, 0.3)])
-def test_quantized_directory_loads_into_quantized_layers(tmp_path, method, group, tol):
+@pytest.mark.parametrize(("bits", "group", "tol"), [(8, None, 0.02), (4, 32, 0.3)])
+def test_quantized_directory_loads_into_quantized_layers(tmp_path, bits, group, tol):
     torch.manual_seed(0)
     src = tmp_path / "cnn"
     src.mkdir()
@@ -62,17 +62,18 @@ def test_quantized_directory_loads_into_quantized_layers(tmp_path, method, group
     (src / "config.json").write_text(json.dumps(meta))
     cnn = zoo.build("cnn", meta["params"], input_shape=(1, 8, 8), num_classes=10)
     save_file({k: v.contiguous() for k, v in cnn.state_dict().items()}, str(src / "model.safetensors"))
-    config, tensors, _ = quantize_torch_dir(src, method, group)
+    config, tensors, _ = quantize_torch_dir(src, bits, group)
     out = tmp_path / "q"
     out.mkdir()
-    write_torch_dir(out, config, tensors)
+    (out / "config.json").write_text(json.dumps(config))
+    save_file(tensors, str(out / "model.safetensors"))
     q = load_exported(out)
     kinds = {n: type(m).__name__ for n, m in q.named_modules() if isinstance(m, QuantLinear)}
     assert kinds == {"features.3": "QuantConv2d", "head.1": "QuantLinear", "head.3": "QuantLinear"} | (
-        {"features.0": "QuantConv2d"} if method == "int8" else {})  # fmt: skip
+        {"features.0": "QuantConv2d"} if bits == 8 else {})  # fmt: skip
     assert (out / "model.safetensors").stat().st_size < (src / "model.safetensors").stat().st_size * 0.6
     x = torch.rand(5, 1, 8, 8)
     with torch.no_grad():
         assert (q(x) - cnn.eval()(x)).abs().max() < tol
     with pytest.raises(InvalidRequestError, match="quantized already"):
-        quantize_torch_dir(out, "int8", None)
+        quantize_torch_dir(out, 8, None)
