@@ -1,5 +1,5 @@
-"""Compile maas/server/grpc_v2.proto into maas/server/grpc_v2_descriptor.py (its serialized
-FileDescriptorProto), which maas.server.grpc_v2_codec loads into a private descriptor pool.
+"""Compile maas/server/v2/grpc_v2.proto into maas/server/v2/grpc_descriptor.py (its serialized
+FileDescriptorProto), which maas.server.v2.grpc_codec loads into a private descriptor pool.
 
 grpcio-tools is needed here only, never at run time:
     pip install grpcio-tools && python scripts/gen_grpc_v2.py
@@ -17,8 +17,8 @@ from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO = ROOT / "maas" / "server" / "grpc_v2.proto"
-OUT = ROOT / "maas" / "server" / "grpc_v2_descriptor.py"
+PROTO = ROOT / "maas" / "server" / "v2" / "grpc_v2.proto"
+OUT = ROOT / "maas" / "server" / "v2" / "grpc_descriptor.py"
 CHUNK = 80  # bytes of descriptor per source line
 
 

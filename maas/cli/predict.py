@@ -35,7 +35,7 @@ def read_inputs(path: Path, sig: Any) -> dict[str, np.ndarray]:
     """Named arrays from a .npy or .json file, fitted to the signature's datatypes and batch axis."""
     from maas.errors import InvalidRequestError
     from maas.models.signature import DATATYPES
-    from maas.server.v2_codec import decode_request
+    from maas.server.v2.codec import decode_request
 
     try:
         raw = path.read_bytes()

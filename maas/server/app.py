@@ -16,13 +16,16 @@ from fastapi import FastAPI
 
 from maas import __version__
 from maas.server.auth import KeyRing
+from maas.server.caller import Callers
 from maas.server.errors import install_error_handlers
 from maas.server.metrics import Metrics
 from maas.server.middleware import Gateway
 from maas.server.pool import ModelPool
 from maas.server.ratelimit import RateLimiter
-from maas.server.routes import admin, chat, completions, embeddings, health, models, tokenize, v2
+from maas.server.routes import admin, chat, completions, embeddings, health, models, tokenize
 from maas.server.state import ServedModel
+from maas.server.v2 import http as v2_http
+from maas.server.v2.dataplane import DataPlane
 
 log = logging.getLogger("maas.server")
 
@@ -60,10 +63,10 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
         grpc_server = None
         try:
             if opts.grpc_port:  # bound first: a port in use fails before any model loads
-                from maas.server.grpc_v2 import start_grpc  # grpc loads only when asked for
+                from maas.server.v2.grpc import start_grpc  # grpc loads only when asked for
 
                 grpc_server = await start_grpc(
-                    pool, opts, metrics, opts.grpc_host, opts.grpc_port, app.state.limiter, app.state.gateway
+                    plane, callers, opts.grpc_host, opts.grpc_port, opts.max_body_bytes, gateway
                 )
             await pool.preload()
             supervisor = asyncio.ensure_future(pool.supervise())  # dead engines come back
@@ -87,12 +90,14 @@ def create_app(pool: ModelPool, options: ServerOptions | None = None) -> Gateway
     app.state.metrics = metrics
     app.state.options = opts
     app.state.in_flight = {}  # id(engine) -> admitted requests (serving._admit)
-    app.state.limiter = RateLimiter(opts.requests_per_min, opts.tokens_per_min)
+    callers = Callers(opts.keys, RateLimiter(opts.requests_per_min, opts.tokens_per_min), metrics)
+    app.state.callers = callers  # keys, rate limits and accounting: HTTP and gRPC alike
+    plane = DataPlane(pool, opts.request_timeout_s)
+    app.state.dataplane = plane  # the Open Inference Protocol's calls (v2/http.py, v2/grpc.py)
     install_error_handlers(app)
     routers = (chat.router, completions.router, embeddings.router, models.router, tokenize.router, health.router,
-               admin.router, v2.router)  # fmt: skip
+               admin.router, v2_http.router)  # fmt: skip
     for r in routers:
         app.include_router(r)
-    gateway = Gateway(app, opts.keys, metrics, opts.max_body_bytes, opts.json_access_log)
-    app.state.gateway = gateway  # the gRPC server shares its drain
-    return gateway
+    gateway = Gateway(app, callers, opts.max_body_bytes, opts.json_access_log)
+    return gateway  # the gRPC server shares its drain

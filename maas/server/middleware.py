@@ -11,10 +11,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from maas.server import v2_infer
-from maas.server.auth import KeyRing
+from maas.server.caller import Callers
 from maas.server.errors import error_body, is_v2
-from maas.server.metrics import Metrics
+from maas.server.v2 import http as v2_http
 
 access = logging.getLogger("maas.access")
 
@@ -22,13 +21,13 @@ Scope = dict[str, Any]
 
 
 class Gateway:
-    """Wraps the app: every response carries `x-request-id`; /v1 and /admin need a key when keys
-    are set (admin endpoints an admin key); bodies over `max_body_bytes` get a 413."""
+    """Wraps the app: every response carries `x-request-id`; /v1, /v2/models and /admin need a key
+    when keys are set (admin endpoints an admin key), and the request's Caller is left in its scope
+    state; bodies over `max_body_bytes` get a 413."""
 
-    def __init__(
-        self, app: Any, keys: KeyRing, metrics: Metrics, max_body_bytes: int, json_log: bool = False
-    ):
-        self.app, self.keys, self.metrics = app, keys, metrics
+    def __init__(self, app: Any, callers: Callers, max_body_bytes: int, json_log: bool = False):
+        self.app, self.callers = app, callers
+        self.keys, self.metrics = callers.keys, callers.metrics
         self.max_body = max_body_bytes
         self.json_log = json_log
         self.draining = False  # set on SIGTERM: new requests get 503 while running ones finish
@@ -79,27 +78,28 @@ class Gateway:
             needs_key = path.startswith(("/v1", "/admin", "/v2/models")) or (
                 path == "/metrics" and self.keys.protect_metrics
             )
-            if self.keys.enabled and needs_key:
-                key_id, admin = self.keys.check(headers.get("authorization"))
-                if key_id is None:
-                    msg = "missing or invalid API key: send `Authorization: Bearer <key>`"
-                    await reply(401, error_body(msg, "authentication_error", None, "invalid_api_key"),
-                                [(b"www-authenticate", b"Bearer")])  # fmt: skip
-                    return
-                if path.startswith("/admin") and not admin:
-                    await reply(
-                        403, error_body("this endpoint needs an admin key", "permission_error", None, 403)
-                    )
-                    return
-            scope["state"]["key_id"] = key_id
+            address = str((scope.get("client") or ("?",))[0])
+            caller = self.callers.authenticate(headers.get("authorization"), address, required=needs_key)
+            if caller is None:
+                msg = "missing or invalid API key: send `Authorization: Bearer <key>`"
+                await reply(401, error_body(msg, "authentication_error", None, "invalid_api_key"),
+                            [(b"www-authenticate", b"Bearer")])  # fmt: skip
+                return
+            key_id = caller.key_id
+            if self.keys.enabled and path.startswith("/admin") and not caller.admin:
+                await reply(
+                    403, error_body("this endpoint needs an admin key", "permission_error", None, 403)
+                )
+                return
+            scope["state"]["caller"] = caller
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 await reply(413, _too_large(self.max_body))
                 return
-            infer = v2_infer.match(scope.get("method", ""), path)
+            infer = v2_http.match_infer(scope.get("method", ""), path)
             if infer is not None:  # the tensor-serving hot path, without FastAPI's machinery
-                scope["maas.route"] = v2_infer.ROUTE
-                await v2_infer.infer(self.app, scope, self._limited(receive), send_with_id, headers, *infer)
+                scope["maas.route"] = v2_http.INFER_ROUTE
+                await v2_http.infer(self.app, scope, self._limited(receive), send_with_id, headers, *infer)
                 return
             await self.app(scope, self._limited(receive), send_with_id)
         finally:

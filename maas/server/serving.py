@@ -17,6 +17,7 @@ from maas.engine.llm.request import RequestOutput, TokenLogprob, request_id
 from maas.engine.llm.sampling_params import SamplingParams
 from maas.engine.protocol import LLMClient
 from maas.errors import MaasError, OverloadedError, RequestTimeoutError
+from maas.server.caller import Caller, Callers
 from maas.server.errors import error_body, status_of
 from maas.server.metrics import RequestTimer
 from maas.server.pool import Lease, ModelPool
@@ -311,19 +312,14 @@ def _whole_choice(job: Job, f: Formatter, i: int, c: _Choice) -> dict[str, Any]:
     return {"index": i, "message": message, "logprobs": f.logprobs(i, c.logprobs), "finish_reason": reason}
 
 
-def client_of(request: Request) -> str:
-    """Who a rate limit applies to: the API key's id, else the remote address."""
-    key = getattr(request.state, "key_id", None)
-    return f"key:{key}" if key else f"addr:{request.client.host if request.client else '?'}"
-
-
 def _admit(job: Job, request: Request) -> None:
     """Rate limits, then the bounded queue: at most max_num_seqs + max_queued_requests jobs per model."""
     app = request.app
-    limiter = getattr(app.state, "limiter", None)
-    if limiter is not None and limiter.enabled:
-        limiter.admit(client_of(request))
-        job.charge = lambda n: limiter.spent(client_of(request), n)
+    callers: Callers | None = getattr(app.state, "callers", None)
+    if callers is not None and callers.limited:
+        caller = Caller.of_scope(request.scope)
+        callers.admit(caller)
+        job.charge = lambda n: callers.spent(caller, n)
     flights: dict[int, int] = app.state.in_flight
     key = id(job.engine)
     limit = job.engine.max_num_seqs + app.state.options.max_queued_requests

@@ -18,12 +18,14 @@ from tritonclient.utils import InferenceServerException
 from maas.engine.tensor.backends import TorchBackend
 from maas.engine.tensor.engine import TensorEngine
 from maas.models.signature import Signature, TensorSpec, classifier_signature
-from maas.server.app import ServerOptions
 from maas.server.auth import KeyRing
-from maas.server.grpc_v2 import GrpcServer
+from maas.server.caller import Callers
 from maas.server.metrics import Metrics
 from maas.server.pool import ModelPool
+from maas.server.ratelimit import RateLimiter
 from maas.server.state import ModelSpec, ServedModel
+from maas.server.v2.dataplane import DataPlane
+from maas.server.v2.grpc import GrpcServer
 
 STRINGS = Signature(
     (TensorSpec("text", "BYTES", (-1, 1)), TensorSpec("flag", "BOOL", (-1, 2))),
@@ -117,16 +119,19 @@ class Servers:
         self.pool = make_pool()
         self.metrics = Metrics(lambda: [])
         loop.run(self.pool.preload())
-        keyed = ServerOptions(keys=KeyRing.build(["secret"], []), requests_per_min=2)
+        plane = DataPlane(self.pool)
+        keyed = Callers(KeyRing.build(["secret"], []), RateLimiter(requests_per_min=2), self.metrics)
         self.servers = {
-            "open": GrpcServer(self.pool, ServerOptions(), self.metrics),
-            "keyed": GrpcServer(self.pool, keyed, self.metrics),
-            "small": GrpcServer(
-                self.pool, ServerOptions(request_timeout_s=0.2, max_body_bytes=4096), self.metrics
-            ),
+            "open": GrpcServer(plane, self.callers(), 32 << 20),
+            "keyed": GrpcServer(plane, keyed, 32 << 20),
+            "small": GrpcServer(DataPlane(self.pool, request_timeout_s=0.2), self.callers(), 4096),
         }
         for s in self.servers.values():
             loop.run(s.start("127.0.0.1", 0))
+
+    def callers(self) -> Callers:
+        """No keys, no limits, this pool's metrics."""
+        return Callers(KeyRing(), RateLimiter(), self.metrics)
 
     def client(self, which: str = "open") -> tc.InferenceServerClient:
         return tc.InferenceServerClient(f"127.0.0.1:{self.servers[which].port}")

@@ -9,7 +9,7 @@ import torch
 import tritonclient.grpc as tc
 
 from maas.errors import MaasError, OverloadedError
-from maas.server.grpc_v2 import status_code_of
+from maas.server.v2.grpc import status_code_of
 from tests.unit.server.grpc_harness import (
     MODULES,
     Servers,

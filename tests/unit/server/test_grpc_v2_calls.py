@@ -14,11 +14,12 @@ import torch
 import tritonclient.grpc as tc
 
 from maas.errors import MaasError
-from maas.server import grpc_v2_codec as pb
 from maas.server.app import ServerOptions, create_app
-from maas.server.grpc_v2 import GrpcServer
 from maas.server.pool import ModelPool
 from maas.server.state import ModelSpec
+from maas.server.v2 import grpc_codec as pb
+from maas.server.v2.dataplane import DataPlane
+from maas.server.v2.grpc import GrpcServer
 from tests.unit.server.grpc_harness import (
     MODULES,
     Loop,
@@ -123,7 +124,7 @@ def free_port() -> int:
 def test_a_port_in_use_is_an_error(servers: Servers, loop: Loop) -> None:
     taken = servers.servers["open"].port
     with pytest.raises(MaasError, match=f"cannot listen for gRPC on 127.0.0.1:{taken}"):
-        loop.run(GrpcServer(servers.pool, ServerOptions(), servers.metrics).start("127.0.0.1", taken))
+        loop.run(GrpcServer(DataPlane(servers.pool), servers.callers(), 4096).start("127.0.0.1", taken))
 
 
 def test_the_app_starts_and_stops_grpc(loop: Loop) -> None:
@@ -155,7 +156,7 @@ def test_the_http_drain_covers_grpc(servers: Servers, loop: Loop) -> None:
     from types import SimpleNamespace
 
     gate = SimpleNamespace(draining=False, in_flight=0)
-    srv = GrpcServer(servers.pool, ServerOptions(), servers.metrics, gate=gate)
+    srv = GrpcServer(DataPlane(servers.pool), servers.callers(), 32 << 20, gate=gate)
     loop.run(srv.start("127.0.0.1", 0))
     c = tc.InferenceServerClient(f"127.0.0.1:{srv.port}")
     x = np.zeros((1, 4), np.float32)

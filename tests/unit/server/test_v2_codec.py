@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as th
 
 from maas.errors import InvalidRequestError, PayloadTooLargeError
-from maas.server.v2_codec import decode_body, decode_request, encode_response, timeout_s
+from maas.server.v2.codec import decode_body, decode_request, encode_response, timeout_s
 
 ALL = {
     "BOOL": np.array([[True, False, True]]),

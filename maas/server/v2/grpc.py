@@ -1,6 +1,6 @@
 """The Open Inference Protocol v2 over gRPC (KServe's and Triton's `inference.GRPCInferenceService`):
-the HTTP v2 routes' health, metadata and infer calls for tensor models, served by grpc.aio on the
-HTTP server's event loop. Errors are gRPC status codes carrying the HTTP side's messages.
+the health, metadata and infer calls for tensor models, a thin adapter over the DataPlane, served by
+grpc.aio on the HTTP server's event loop. Errors are gRPC status codes carrying the HTTP side's messages.
 
 maas serve runs/cnn-digits --grpc-port 8001
 tritonclient.grpc.InferenceServerClient("localhost:8001").infer("cnn-digits", inputs)
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -23,25 +23,13 @@ from maas.errors import (
     OverloadedError,
     RequestTimeoutError,
 )
-from maas.server import grpc_v2_codec as pb
-from maas.server.metrics import Metrics
-from maas.server.pool import ModelPool
-from maas.server.ratelimit import RateLimiter
-from maas.server.routes.v2 import (
-    api_ref,
-    metadata_of,
-    model_is_ready,
-    run_infer,
-    server_is_ready,
-    server_metadata,
-)
-
-if TYPE_CHECKING:
-    from maas.server.app import ServerOptions
+from maas.server.caller import Caller, Callers
+from maas.server.v2 import grpc_codec as pb
+from maas.server.v2.dataplane import DataPlane, pool_name
 
 log = logging.getLogger("maas.server")
 
-Handler = Callable[[Any, str], Awaitable[Any]]  # (request message, client) -> response message
+Handler = Callable[[Any, Caller], Awaitable[Any]]  # (request message, caller) -> response message
 
 _CODES: tuple[tuple[type[MaasError], grpc.StatusCode], ...] = (
     (ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
@@ -71,10 +59,17 @@ def _peer_host(peer: str) -> str:
 def _model_of(request: Any) -> str:
     """The pool name a request is about, for metrics ("" when none)."""
     if hasattr(request, "model_name"):
-        return api_ref(request.model_name, request.model_version)
+        return pool_name(request.model_name, request.model_version)
     if hasattr(request, "name"):
-        return api_ref(request.name, request.version)
+        return pool_name(request.name, request.version)
     return ""
+
+
+class Gate(Protocol):
+    """The HTTP Gateway's drain, which gRPC model calls share."""
+
+    draining: bool
+    in_flight: int
 
 
 def _need_name(name: str, field: str) -> None:
@@ -83,19 +78,11 @@ def _need_name(name: str, field: str) -> None:
 
 
 class GrpcServer:
-    """The v2 gRPC service over a model pool; `await start(host, port)`, then `await stop()`."""
+    """The v2 gRPC service over a data plane; `await start(host, port)`, then `await stop()`.
+    `gate` (the HTTP Gateway) makes its graceful drain cover gRPC model calls too."""
 
-    def __init__(
-        self,
-        pool: ModelPool,
-        options: ServerOptions,
-        metrics: Metrics,
-        limiter: RateLimiter | None = None,
-        gate: Any = None,
-    ):
-        self.pool, self.options, self.metrics = pool, options, metrics
-        self.gate = gate  # the HTTP Gateway: its drain also refuses new model calls here and counts ours
-        self.limiter = limiter or RateLimiter(options.requests_per_min, options.tokens_per_min)
+    def __init__(self, plane: DataPlane, callers: Callers, max_message_bytes: int, gate: Gate | None = None):
+        self.plane, self.callers, self.max_message_bytes, self.gate = plane, callers, max_message_bytes, gate
         self.port = 0
         self.server: grpc.aio.Server | None = None
 
@@ -103,7 +90,7 @@ class GrpcServer:
         """Listen on host:port (port 0: any free one) and serve; returns the port."""
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", self.options.max_body_bytes),
+                ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),  # a port in use is an error, not a second silent listener
             ]
@@ -154,7 +141,7 @@ class GrpcServer:
         )
 
     def _call(self, fn: Handler, keyed: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        """`fn` behind the API-key check, with maas errors turned into status codes."""
+        """`fn` behind the drain and the API-key check, with maas errors turned into status codes."""
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             gate = self.gate
@@ -171,22 +158,20 @@ class GrpcServer:
                 gate.in_flight -= 1
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            key_id = None
-            if keyed and self.options.keys.enabled:
-                header = dict(context.invocation_metadata() or ()).get("authorization")
-                key_id, _ = self.options.keys.check(header if isinstance(header, str) else None)
-                if key_id is None:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _NO_KEY)
-            client = f"key:{key_id}" if key_id else f"addr:{_peer_host(context.peer())}"
+            header = dict(context.invocation_metadata() or ()).get("authorization")
+            caller = self.callers.authenticate(
+                header if isinstance(header, str) else None, _peer_host(context.peer()), required=keyed
+            )
+            if caller is None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, _NO_KEY)
+                return None  # abort raises; this line is never reached
             try:
-                return await fn(request, client)
+                return await fn(request, caller)
             except MaasError as e:
                 code, message = status_code_of(e), e.message
                 if code == grpc.StatusCode.INTERNAL:
                     log.error("gRPC %s: %s", type(request).__name__, message)
-                reason = e.code if isinstance(e.code, str) else e.kind
-                model = "" if isinstance(e, ModelNotFoundError) else _model_of(request)  # bounded label set
-                self.metrics.rejected.labels(model, reason).inc()
+                self.callers.rejected(_model_of(request), e)
             except Exception:
                 log.exception("unhandled error in a gRPC call")
                 code, message = grpc.StatusCode.INTERNAL, "internal server error"
@@ -194,25 +179,25 @@ class GrpcServer:
 
         return call
 
-    # -- the calls ---------------------------------------------------------------------------
+    # -- the calls: decode, ask the data plane, encode ----------------------------------------
 
-    async def _server_live(self, request: Any, client: str) -> Any:
-        return pb.ServerLiveResponse(live=True)
+    async def _server_live(self, request: Any, caller: Caller) -> Any:
+        return pb.ServerLiveResponse(live=self.plane.live())
 
-    async def _server_ready(self, request: Any, client: str) -> Any:
+    async def _server_ready(self, request: Any, caller: Caller) -> Any:
         draining = self.gate is not None and self.gate.draining
-        return pb.ServerReadyResponse(ready=server_is_ready(self.pool) and not draining)
+        return pb.ServerReadyResponse(ready=self.plane.ready() and not draining)
 
-    async def _server_metadata(self, request: Any, client: str) -> Any:
-        return pb.ServerMetadataResponse(**await server_metadata())
+    async def _server_metadata(self, request: Any, caller: Caller) -> Any:
+        return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
-    async def _model_ready(self, request: Any, client: str) -> Any:
+    async def _model_ready(self, request: Any, caller: Caller) -> Any:
         _need_name(request.name, "name")
-        return pb.ModelReadyResponse(ready=model_is_ready(self.pool, request.name, request.version))
+        return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version))
 
-    async def _model_metadata(self, request: Any, client: str) -> Any:
+    async def _model_metadata(self, request: Any, caller: Caller) -> Any:
         _need_name(request.name, "name")
-        meta = await metadata_of(self.pool, request.name, request.version or None)
+        meta = await self.plane.model_metadata(request.name, request.version or None)
         resp = pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"]
         )
@@ -222,30 +207,24 @@ class GrpcServer:
             resp.outputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
         return resp
 
-    async def _model_infer(self, request: Any, client: str) -> Any:
+    async def _model_infer(self, request: Any, caller: Caller) -> Any:
         t0 = time.monotonic()
         _need_name(request.model_name, "model_name")
-        name = api_ref(request.model_name, request.model_version)
         req = pb.decode_infer_request(request)
-        out = await run_infer(self.pool, name, req, self.options, self.limiter, client)
+        self.callers.admit(caller)
+        out = await self.plane.infer(request.model_name, request.model_version, req)
         resp = pb.encode_infer_response(
             request.model_name, request.model_version, out, req, req.echo_parameters
         )
-        self.metrics.infer_latency.labels(name).observe(time.monotonic() - t0)
+        self.callers.served(pool_name(request.model_name, request.model_version), time.monotonic() - t0)
         return resp
 
 
 async def start_grpc(
-    pool: ModelPool,
-    options: ServerOptions,
-    metrics: Metrics,
-    host: str,
-    port: int,
-    limiter: RateLimiter | None = None,
-    gate: Any = None,
+    plane: DataPlane, callers: Callers, host: str, port: int, max_message_bytes: int, gate: Gate | None = None
 ) -> GrpcServer:
     """A running v2 gRPC server on host:port (port 0: any free one; see `.port`); `gate` (the HTTP
     Gateway) makes its graceful drain cover gRPC calls."""
-    server = GrpcServer(pool, options, metrics, limiter, gate)
+    server = GrpcServer(plane, callers, max_message_bytes, gate)
     await server.start(host, port)
     return server

@@ -5,7 +5,7 @@ The message classes live in a private descriptor pool, so they never clash with 
 `raw_input_contents` (one entry per input, little-endian; BYTES elements length-prefixed), as
 tritonclient sends them, or from typed `contents`; outputs go out in `raw_output_contents`.
 
-req = decode_infer_request(ModelInferRequest.FromString(data))     # an InferRequest (v2_codec)
+req = decode_infer_request(ModelInferRequest.FromString(data))     # an InferRequest (v2/codec.py)
 resp = encode_infer_response("digits", "", outputs, req, {})       # a ModelInferResponse
 """
 
@@ -18,8 +18,7 @@ from google.protobuf import descriptor_pool, message_factory
 
 from maas.errors import InvalidRequestError
 from maas.models.signature import datatype_of
-from maas.server.grpc_v2_descriptor import FILE_DESCRIPTOR
-from maas.server.v2_codec import (
+from maas.server.v2.codec import (
     InferRequest,
     check_output_parameters,
     check_parameters,
@@ -29,6 +28,7 @@ from maas.server.v2_codec import (
     tensor_from_raw,
     tensor_to_raw,
 )
+from maas.server.v2.grpc_descriptor import FILE_DESCRIPTOR
 
 SERVICE = "inference.GRPCInferenceService"
 
