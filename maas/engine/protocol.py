@@ -98,6 +98,7 @@ class EmbeddingClient(ModelEngine, Protocol):
     def embedder(self) -> EncoderTokens:
         """The encoder's tokenizer and limits."""
         ...
+
     on_batch: Callable[[int, list[float]], None] | None
 
     async def embed(self, seqs: list[list[int]], dimensions: int | None = None) -> np.ndarray:
