@@ -41,16 +41,14 @@ serve: install
 lint: install-dev
 	$(BIN)/ruff format --check maas tests benchmarks
 	$(BIN)/ruff check maas tests benchmarks
+	$(BIN)/python scripts/check_sizes.py maas
 
 typecheck: install-dev
 	$(BIN)/mypy maas
 
-# Imports that go against DESIGN.md's direction fail the build (the checker lives in ../shared).
+# Imports that go against DESIGN.md's direction fail the build: import-linter's contracts in pyproject.toml.
 layers: install-dev
-	@if [ -f ../shared/tools/check_layers.py ]; then \
-		out=$$($(BIN)/python ../shared/tools/check_layers.py maas); \
-		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; \
-	fi
+	$(BIN)/lint-imports
 
 # The catalog tests also run against a throwaway PostgreSQL when one can be started (it says when not).
 test: lint typecheck layers
