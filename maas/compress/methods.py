@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from maas.compress.awq import AWQ
 from maas.compress.conv_channels import ConvChannels
 from maas.compress.distill import Distill
 from maas.compress.gptq import GPTQ
@@ -28,6 +29,7 @@ METHODS: tuple[Method, ...] = (
     RoundToNearest("int8", 8, "int8 codes, one scale per group (symmetric, round to nearest)"),
     RoundToNearest("int4", 4, "int4 codes, a scale and a min per group (round to nearest)"),
     GPTQ(),
+    AWQ(),
     Cast("float32"),
     Cast("float16"),
     Cast("bfloat16"),
