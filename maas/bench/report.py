@@ -25,6 +25,10 @@ def table(summary: dict[str, Any]) -> str:
             f"{v:9.1f}" if v is not None else "        -" for v in (p["mean"], p["p50"], p["p90"], p["p99"])
         )
         lines.append(f"  {label:<15}{vals}")
+    if summary.get("connect_retries"):
+        lines.append(f"connections       {summary['connect_retries']} failed and tried again (backing off)")
+    if summary.get("unreachable"):
+        lines.insert(0, f"{summary['unreachable']}: the run ended early")
     return "\n".join(lines)
 
 

@@ -40,6 +40,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--timeout", type=float, default=600, help="per-request timeout in seconds (default %(default)s)"
     )
+    p.add_argument("--unreachable-after", type=float, default=5.0, metavar="SECONDS",
+                   help="end the run early when no connection to the server has worked for this long; failed "
+                   "connections are tried again with backoff meanwhile (default %(default)s)")  # fmt: skip
     p.add_argument("--json", default="bench.json", help="report file (default %(default)s)")
     p.add_argument("--plot", default="bench.png", help="plot file; '' for none (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for synthetic prompts and arrivals")
@@ -47,7 +50,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the load, print and save the report."""
+    """Run the load, print and save the report; exit 1 when the server was unreachable."""
     import logging
 
     import httpx
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the report
 
-    from maas.bench.loadgen import LoadSpec, read_prompts, run_load, summarize, synthetic_prompts
+    from maas.bench.loadgen import LoadSpec, Reach, read_prompts, run_load, summarize, synthetic_prompts
     from maas.bench.report import plot, table, write_json
     from maas.errors import InvalidRequestError
 
@@ -63,12 +66,19 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise InvalidRequestError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.unreachable_after <= 0:
+        raise InvalidRequestError("--unreachable-after must be more than 0 seconds")
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     model = args.model
     if model is None:
         try:
             data = httpx.get(args.url.rstrip("/") + "/models", headers=headers, timeout=30).json()["data"]
             model = data[0]["id"]
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise InvalidRequestError(
+                f"server unreachable at {args.url}: cannot list its models ({e}); is it running? "
+                "(else pass --model)"
+            ) from None
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as e:
             raise InvalidRequestError(f"cannot list the models at {args.url} ({e}); pass --model") from None
     num = args.num_prompts or (None if args.duration else 100)
@@ -83,17 +93,23 @@ def run(args: argparse.Namespace) -> int:
         url=args.url, model=model, prompts=prompts, output_len=args.output_len,
         concurrency=args.concurrency or (None if args.request_rate else 8), request_rate=args.request_rate,
         num_prompts=num, duration=args.duration, api_key=args.api_key, timeout=args.timeout, seed=args.seed,
+        unreachable_s=args.unreachable_after,
     )  # fmt: skip
     mode = f"{args.request_rate} req/s" if args.request_rate else f"concurrency {spec.concurrency}"
     print(f"benchmarking {model} at {args.url}: {mode}, output {args.output_len} tokens", file=sys.stderr)
     bar = tqdm(total=num, unit="req", disable=not sys.stderr.isatty(), desc="requests")
-    records, wall = asyncio.run(run_load(spec, on_done=lambda r: bar.update(1)))
+    reach = Reach(args.url, args.unreachable_after)
+    records, wall = asyncio.run(run_load(spec, on_done=lambda r: bar.update(1), reach=reach))
     bar.close()
-    summary = summarize(records, wall)
+    summary = summarize(records, wall, reach.unreachable)
     print(table(summary))
     config = {k: v for k, v in vars(args).items() if k not in ("func", "api_key")} | {"model": model}
     write_json(args.json, summary, records, config)
-    if args.plot:
+    plotted = bool(args.plot and summary["completed"])  # nothing completed: nothing to draw
+    if plotted:
         plot(args.plot, summary, records, f"{model} @ {args.url} ({mode})")
-    print(f"wrote {args.json}" + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
+    print(f"wrote {args.json}" + (f" and {args.plot}" if plotted else ""), file=sys.stderr)
+    if reach.unreachable:
+        print(f"maas bench: {reach.unreachable}", file=sys.stderr)
+        return 1
     return 0

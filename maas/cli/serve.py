@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 from typing import Any
 
 from maas.cli.engine_args import add_engine_args, engine_config
@@ -90,8 +91,9 @@ def _add_access_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--request-timeout", type=float, default=0.0, metavar="SECONDS",
                    help="abort a generation running longer than this (504); 0 = none (default)")  # fmt: skip
     a.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="on SIGTERM/SIGINT: seconds to let running requests finish while new ones get 503 "
-                   "(default %(default)s; 0 = stop at once)")  # fmt: skip
+                   help="on SIGTERM/SIGINT (to the server or its whole process group): seconds to let running "
+                   "requests finish while new ones get 503, then exit 0; a second signal stops at once "
+                   "(exit 128+signal) (default %(default)s; 0 = stop at once)")  # fmt: skip
     a.add_argument("--access-log-json", action="store_true",
                    help="one JSON line per request on the maas.access logger (id, model, key id, tokens, latency)")  # fmt: skip
 
@@ -219,10 +221,12 @@ def run(args: argparse.Namespace) -> int:
             backend=args.tensor_backend,
         ),
     )
+    # Until the server listens (and drains on a signal), SIGTERM stops the start-up as Ctrl-C does (exit 130),
+    # also as a container's PID 1, which has no default action for it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         pool.preload_sync()
     except BaseException:
         pool.shutdown()  # engines already started stop cleanly before the error is shown
         raise
-    serve(pool, args.host, args.port, args.log_level, options, args.drain_timeout)
-    return 0
+    return serve(pool, args.host, args.port, args.log_level, options, args.drain_timeout)

@@ -4,6 +4,7 @@ parameter server; the result is registered and servable."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -39,9 +40,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the file, then train here or launch the ranks."""
+    """Check the file, then train here or launch the ranks. SIGINT / SIGTERM stop the run after its
+    step with a checkpoint: exit 130 / 143 and the command that continues it."""
     from maas.errors import MaasError
     from maas.train.config import load_config
+    from maas.train.stop import TrainingStopped
 
     overrides = list(args.set)
     if args.strategy:
@@ -67,11 +70,19 @@ def run(args: argparse.Namespace) -> int:
         argv.append("--no-register")
     if args.nnodes != "1" and not args.rdzv_endpoint:
         raise MaasError("--nnodes needs --rdzv-endpoint HOST:PORT (where the machines meet)")
+    again = f"maas train {args.config} --resume" + "".join(f" --set {o}" for o in args.set)
     if nproc == 1 and not args.rdzv_endpoint and args.max_restarts == 0:
         from maas.train.run import run as train
 
-        train(cfg, resume=args.resume, register=not args.no_register)
+        try:
+            train(cfg, resume=args.resume, register=not args.no_register)
+        except TrainingStopped as e:
+            print(f"maas train: {e}; continue with: {again}", file=sys.stderr)
+            return e.exit_code
         return 0
     from maas.train.distributed import launch
 
-    return launch(argv, nproc, args.max_restarts, args.rdzv_endpoint, args.nnodes)
+    code = launch(argv, nproc, args.max_restarts, args.rdzv_endpoint, args.nnodes)
+    if code:  # stopped by a signal: the ranks checkpointed (see the log above)
+        print(f"maas train: stopped; continue with: {again} --nproc {args.nproc}", file=sys.stderr)
+    return code

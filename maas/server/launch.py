@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -128,42 +130,76 @@ def build_pool(
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, with a graceful first SIGTERM/SIGINT: new requests get 503 (and /health turns 503)
-    while the running ones finish, up to `drain_s`; then the server exits. A second signal exits now."""
+    """uvicorn, with a graceful first SIGTERM/SIGINT, whoever sent it (a supervisor signalling the whole
+    process group included: engine processes ignore it): new requests get 503 (and /health turns 503)
+    while the running ones finish, up to `drain_s`; then the server exits 0. A second signal stops now,
+    cutting what still runs: exit status 128 + the signal (143 for SIGTERM, 130 for SIGINT)."""
 
-    def __init__(self, config: uvicorn.Config, gateway: Gateway, drain_s: float):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        gateway: Gateway,
+        drain_s: float,
+        on_stop: Callable[[], None] | None = None,
+    ):
         super().__init__(config)
-        self.gateway, self.drain_s = gateway, drain_s
+        self.gateway, self.drain_s, self.on_stop = gateway, drain_s, on_stop
+        self.forced_by: int | None = None  # the second signal, when one came
+
+    @property
+    def exit_code(self) -> int:
+        """0 after a drain (or a drain that timed out), 128 + signal when a second signal cut it short."""
+        return 0 if self.forced_by is None else 128 + self.forced_by
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        if self.gateway.draining or self.drain_s <= 0:
-            self.force_exit = self.gateway.draining
-            super().handle_exit(sig, frame)
+        # Not uvicorn's: it would raise the signal again after shutdown and the process would die of it.
+        if self.gateway.draining:
+            self.forced_by = sig
+            log.warning("signal %d again: stopping now, %d request(s) cut off", sig, self.gateway.in_flight)
+            logging.getLogger("uvicorn.error").addFilter(_not_cancelled)
+            self.should_exit = self.force_exit = True
             return
         self.gateway.draining = True
+        if self.on_stop is not None:
+            self.on_stop()
+        if self.drain_s <= 0:
+            self.should_exit = True
+            return
         log.info("signal %d: draining %d request(s) (up to %.0f s; again to stop now)", sig,
                  self.gateway.in_flight, self.drain_s)  # fmt: skip
-        threading.Thread(target=self._drain, args=(sig, frame), daemon=True).start()
+        threading.Thread(target=self._drain, name="maas-drain", daemon=True).start()
 
-    def _drain(self, sig: int, frame: Any) -> None:
+    def _drain(self) -> None:
         deadline = time.monotonic() + self.drain_s
-        while self.gateway.in_flight > 0 and time.monotonic() < deadline:
+        while self.gateway.in_flight > 0 and time.monotonic() < deadline and not self.force_exit:
             time.sleep(0.05)
+        if self.force_exit:
+            return
         if self.gateway.in_flight:
             log.warning("drain timeout: %d request(s) cut off", self.gateway.in_flight)
         else:
             log.info("drained; stopping")
-        super().handle_exit(sig, frame)
-        # uvicorn re-raises captured signals after shutdown (the process would die of SIGTERM);
-        # a drained shutdown is a clean exit.
-        getattr(self, "_captured_signals", []).clear()
+        self.should_exit = True
+
+
+def _not_cancelled(record: logging.LogRecord) -> bool:
+    """False for uvicorn's traceback of a task cancelled by a forced stop (each request cut off has one)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    text = str(record.msg).rstrip()  # starlette hands the lifespan's traceback over as text
+    return not isinstance(exc, asyncio.CancelledError) and not text.endswith("CancelledError")
 
 
 def serve(
     pool: ModelPool, host: str, port: int, log_level: str = "info", options: Any = None, drain_s: float = 30.0
-) -> None:
-    """Serve the pool's models until a signal (graceful drain first, see DrainingServer)."""
+) -> int:
+    """Serve the pool's models until a signal (graceful drain first, see DrainingServer); returns the
+    exit status, after every engine has stopped."""
     app = create_app(pool, options)
     log.info("listening on http://%s:%d (docs at /docs)", host, port)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-    DrainingServer(config, app, drain_s).run()
+    server = DrainingServer(config, app, drain_s, on_stop=pool.stop)
+    try:
+        server.run()
+    finally:
+        pool.shutdown()  # done by the app's shutdown already, unless a second signal skipped it
+    return server.exit_code

@@ -5,6 +5,7 @@ needed and keeps it loaded until `lease.release()`. A model is evicted only when
 on it: when room is needed and every loaded model is busy, the least recently used one is marked
 draining (new requests for it wait), and it is unloaded once its last request has finished.
 Loads run one at a time in a worker thread; all bookkeeping happens on the event loop.
+Once the server is stopping (`stop()`), an engine that dies is not loaded again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from maas.errors import InvalidRequestError, ModelNotFoundError
+from maas.errors import EngineDeadError, InvalidRequestError, ModelNotFoundError
 from maas.server.state import ModelSpec, ServedModel
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class _Entry:
     restarts: int = 0  # loads after its engine died
     crashes: int = 0  # deaths in a row, each within STABLE_S of its load (for the backoff)
     up_since: float = 0.0
+    left_dead: bool = False  # its engine died while the server was stopping (said once)
 
 
 @dataclass
@@ -84,6 +86,8 @@ class ModelPool:
         self._waiting = 0  # tasks waiting on _changed: a release notifies only when there are some
         self._load_lock: asyncio.Lock | None = None
         self.ready = False
+        self.stopping = False  # the server is shutting down: dead engines stay dead
+        self._closed = False  # shutdown() ran: a load that finishes now is stopped at once
         self.on_load: Callable[[ServedModel], None] | None = None  # e.g. attach metrics hooks
         self.on_restart: Callable[[str], None] | None = None  # a dead engine is being replaced (metrics)
 
@@ -139,7 +143,7 @@ class ModelPool:
                 f"model {name!r} is a {e.spec.kind} model, not a {kind} model", param="model"
             )
         while True:
-            if self._dead(e):  # its engine died and the supervisor has not seen it yet
+            if self._dead(e) and not self.stopping:  # its engine died; the supervisor has not seen it yet
                 self._restart(e)
             if e.served is not None and not e.draining:
                 e.in_use += 1
@@ -192,6 +196,9 @@ class ModelPool:
                 await self._make_room(e)
                 t0 = time.monotonic()
                 served = await asyncio.to_thread(self._load_fn, e.spec)
+                if self._closed:  # the server shut down while this model loaded
+                    await asyncio.to_thread(served.engine.shutdown)
+                    raise EngineDeadError("the server is shutting down")
                 e.served, e.loads = served, e.loads + 1
                 if self.on_load is not None:
                     self.on_load(served)
@@ -298,12 +305,23 @@ class ModelPool:
         e.loading.add_done_callback(lambda f: _log_failed_load(e.spec.name, f))
 
     async def supervise(self, interval: float = 1.0) -> None:
-        """Watch the loaded models and restart any whose engine died (runs until cancelled)."""
+        """Watch the loaded models and restart any whose engine died, unless the server is stopping
+        (runs until cancelled)."""
         while True:
             await asyncio.sleep(interval)
             for e in self._unique():
-                if self._dead(e):
+                if not self._dead(e):
+                    continue
+                if not self.stopping:
                     self._restart(e)
+                elif not e.left_dead:
+                    e.left_dead = True
+                    log.warning("%s: its engine stopped while the server is stopping; not loading it again",
+                                e.spec.name)  # fmt: skip
+
+    def stop(self) -> None:
+        """The server is stopping (its drain began): from now on a dead engine is not loaded again."""
+        self.stopping = True
 
     def describe(self) -> list[dict[str, Any]]:
         """Per-model facts for /admin/models."""
@@ -351,7 +369,8 @@ class ModelPool:
         self.ready = True
 
     def shutdown(self) -> None:
-        """Stop every engine (at server exit)."""
+        """Stop every engine (at server exit; again is harmless)."""
+        self.stopping = self._closed = True
         for e in self._unique():
             if e.served is not None:
                 e.served.engine.shutdown()

@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one rank; user errors print one line (with the rank) and exit 2."""
+    """Run one rank; user errors print one line (with the rank) and exit 2; a stop signal checkpoints
+    and exits 128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
     args = parser().parse_args(argv)
     rank = os.environ.get("RANK")
     logging.basicConfig(
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from maas.train.config import load_config
     from maas.train.run import run
+    from maas.train.stop import TrainingStopped
 
     try:
         cfg = load_config(args.config, args.set)
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except MaasError as e:
         print(f"maas train: error{' (rank ' + rank + ')' if rank else ''}: {e.message}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:
+        if not rank or rank == "0":
+            print(f"maas train: {e}; continue with --resume", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     return 0

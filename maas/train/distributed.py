@@ -146,7 +146,10 @@ def launch(
 ) -> int:
     """Run `python -m maas.train ARGV` on `nproc` processes of this machine through torchrun's
     elastic launcher (restarts, rendezvous, per-rank environment); returns an exit code. With
-    `rdzv_endpoint`, this machine is one of `nnodes` meeting there."""
+    `rdzv_endpoint`, this machine is one of `nnodes` meeting there. A SIGINT / SIGTERM here is forwarded
+    to every rank (each checkpoints after its step, see train/stop.py; the launcher kills ranks still
+    running after its shutdown timeout, TORCH_ELASTIC_SHUTDOWN_TIMEOUT, 30 s): 128 + the signal."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -162,4 +165,7 @@ def launch(
     except ChildFailedError as e:
         failures = "; ".join(f"rank {r}: exit {f.exitcode}" for r, f in sorted(e.failures.items()))
         raise MaasError(f"training failed ({failures}); see the log above") from None
+    except SignalException as e:
+        log.warning("%s: the ranks were told to stop", e.sigval.name)
+        return 128 + int(e.sigval)
     return 0

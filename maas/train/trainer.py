@@ -29,6 +29,7 @@ from maas.train.data import Data, Split
 from maas.train.distill import distill_loss
 from maas.train.distributed import DistContext, no_sync, wrap_ddp
 from maas.train.optim import Schedule, build_optimizer, penalty
+from maas.train.stop import StopOnSignal, TrainingStopped
 
 log = logging.getLogger("maas.train")
 
@@ -238,7 +239,8 @@ class Trainer:
 
     def fit(self, final_eval: bool = True) -> Result:
         """Train to the last step (from wherever a restored checkpoint left off); with
-        `final_eval`, the result carries final_metrics()."""
+        `final_eval`, the result carries final_metrics(). SIGINT / SIGTERM stop it after the step
+        that runs, with a checkpoint (TrainingStopped), except on parameter-server workers."""
         from tqdm import tqdm
 
         t, ctx = self.cfg.train, self.ctx
@@ -252,25 +254,31 @@ class Trainer:
             disable=None if ctx.is_main else True,
         )
         window = _Window()
-        while self.pos.step < self.total_steps:
-            self.sampler.set_epoch(self.pos.epoch)
-            order = torch.tensor(list(self.sampler), dtype=torch.long)
-            micro_in_epoch = self.steps_per_epoch * t.grad_accum
-            while self.pos.micro < micro_in_epoch and self.pos.step < self.total_steps:
-                t0 = time.perf_counter()
-                lr = self.schedule.apply(self.opt, self.pos.step)
-                self._step(order, window)
-                window.busy += time.perf_counter() - t0
-                self.pos.micro += t.grad_accum
-                self.pos.step += 1
-                epoch_done = self.pos.micro >= micro_in_epoch
-                if epoch_done:  # the position saved below already points at the next epoch
-                    self.pos.epoch, self.pos.micro = self.pos.epoch + 1, 0
-                if not bar.disable:
-                    bar.update(1)
-                self._after_step(window, lr, bar)
-                if epoch_done:
-                    break
+        # Parameter-server workers cannot agree on a step to stop at (the servers wait for every worker's
+        # gradients): a signal stops them as it would any process; --resume uses the last periodic checkpoint.
+        with StopOnSignal(enabled=ctx.initialized or ctx.world == 1) as stop:
+            while self.pos.step < self.total_steps:
+                self.sampler.set_epoch(self.pos.epoch)
+                order = torch.tensor(list(self.sampler), dtype=torch.long)
+                micro_in_epoch = self.steps_per_epoch * t.grad_accum
+                while self.pos.micro < micro_in_epoch and self.pos.step < self.total_steps:
+                    t0 = time.perf_counter()
+                    lr = self.schedule.apply(self.opt, self.pos.step)
+                    self._step(order, window)
+                    window.busy += time.perf_counter() - t0
+                    self.pos.micro += t.grad_accum
+                    self.pos.step += 1
+                    epoch_done = self.pos.micro >= micro_in_epoch
+                    if epoch_done:  # the position saved below already points at the next epoch
+                        self.pos.epoch, self.pos.micro = self.pos.epoch + 1, 0
+                    if not bar.disable:
+                        bar.update(1)
+                    self._after_step(window, lr, bar)
+                    if self.pos.step < self.total_steps and stop.enabled and stop.requested(ctx):
+                        bar.close()
+                        raise self._stopped(stop.signum or 0)
+                    if epoch_done:
+                        break
         bar.close()
         if ctx.is_main:
             plot_curves(self.history, self.out / "loss.png", self.cfg.name)
@@ -336,6 +344,16 @@ class Trainer:
                 self.schedule.observe(ev["val_loss"])
         if step % t.checkpoint_every == 0 or last:
             self.save()
+
+    def _stopped(self, signum: int) -> TrainingStopped:
+        """Checkpoint this step (unless _after_step just did) and say where it is."""
+        if self.pos.step % self.cfg.train.checkpoint_every:
+            self.save()
+        path = self.out / checkpoint.LAST
+        if self.ctx.is_main:
+            log.warning("stopped after step %d/%d; checkpoint written to %s (continue with --resume)",
+                        self.pos.step, self.total_steps, path)  # fmt: skip
+        return TrainingStopped(signum, self.pos.step, path)
 
     def final_metrics(self, reuse_val: bool = True) -> dict[str, float]:
         """Validation (the last step's evaluation when `reuse_val` and there was one) and test

@@ -32,12 +32,18 @@ class Server:
         return self.url + "/v1"
 
 
-def start_server(*args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    *args: str, timeout: float = 180.0, env: dict[str, str] | None = None, new_session: bool = False
+) -> Server:
+    """`maas serve ARGS` on a free port, once healthy; with `new_session` it leads its own process group
+    (as under a supervisor), so that `os.killpg(server.proc.pid, sig)` reaches it and its children."""
     port = free_port()
     cmd = [sys.executable, "-m", "maas.cli.main", "serve", "--port", str(port), *args]
     # The log goes to a file: a pipe nobody reads would block a chatty server once full.
     log = tempfile.NamedTemporaryFile(prefix=f"maas-serve-{port}-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or {**os.environ})
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env or {**os.environ}, start_new_session=new_session
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

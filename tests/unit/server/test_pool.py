@@ -182,3 +182,28 @@ def test_a_model_whose_engine_died_is_loaded_again_with_a_backoff_when_it_keeps_
         assert len(restarted) == 5 and pool.loaded() and pool.loaded()[0].engine.alive
 
     asyncio.run(main())
+
+
+def test_an_engine_that_dies_while_the_server_stops_is_not_loaded_again(caplog):
+    async def main() -> None:
+        loader = Loader()
+        pool = ModelPool(specs("a"), loader)
+        await pool.preload()
+        pool.stop()  # the server's drain began
+        pool.loaded()[0].engine.died = True
+        watch = asyncio.ensure_future(pool.supervise(interval=0.0))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        watch.cancel()
+        lease = await pool.acquire(
+            "a"
+        )  # a request admitted before the drain: the dead engine (a 503), no load
+        assert not lease.model.engine.alive
+        lease.release()
+        assert loader.loads == ["a"] and {m["id"]: m["restarts"] for m in pool.describe()}["a"] == 0
+        pool.shutdown()
+
+    with caplog.at_level("WARNING", logger="maas.server"):
+        asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records if "not loading it again" in r.getMessage()]
+    assert len(said) == 1  # once, not on every watch
