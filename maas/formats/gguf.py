@@ -79,7 +79,6 @@ def _config(reader: GGUFFile, arch: str, row: Family, n_tokens: int) -> dict[str
         "rope_theta": float(k("rope.freq_base", 10000.0)),
         "max_position_embeddings": int(k("context_length", 2048)),
         "vocab_size": int(k("vocab_size", n_tokens) or n_tokens),
-        **row.hf_config,
     }
     window = k("attention.sliding_window")
     if window:  # Phi-3, Mistral: the model caps its context to it

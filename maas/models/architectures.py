@@ -16,7 +16,7 @@ def build_decoder(family: str, hf_config: dict[str, Any]) -> tuple[Any, DecoderL
     row = by_name(family)
     if row is None or row.kind != "llm":
         raise UnsupportedModelError(f"no decoder architecture for family {family!r}")
-    cfg = row.config_class().from_hf(hf_config)
+    cfg = row.config_class().from_hf(hf_config, row)
     with torch.device("meta"):
         model = row.module_class()(cfg)
     if not isinstance(model, DecoderLM):

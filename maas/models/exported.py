@@ -17,7 +17,8 @@ from torch import nn
 from maas.errors import ModelFormatError
 from maas.kernels.quantized import convert, prepare, quantization_spec
 from maas.models import zoo
-from maas.models.llama import LlamaConfig, LlamaForCausalLM
+from maas.models.decoder import DecoderLM
+from maas.models.families import by_config
 from maas.models.signature import Signature, exported_signature
 
 
@@ -43,8 +44,9 @@ def load_exported(directory: str | Path) -> nn.Module:
         state = load_file(str(d / "model.safetensors"))
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"cannot read the weights in {str(d)!r}: {e}") from None
-    if meta.get("model_type") == "llama":
-        model: nn.Module = LlamaForCausalLM(LlamaConfig.from_hf(meta))
+    row = by_config(meta)
+    if row is not None and row.kind == "llm":  # an LM `maas train` wrote as an HF directory of its family
+        model: nn.Module = row.module_class()(row.config_class().from_hf(meta, row))
         if "lm_head.weight" not in state:
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
     elif "architecture" in meta:
@@ -71,8 +73,8 @@ def load_exported(directory: str | Path) -> nn.Module:
         raise ModelFormatError(f"the weights in {str(d)!r} do not fit its config: {e}") from None
     if spec is not None:
         prepare(model)
-    if isinstance(model, LlamaForCausalLM):
-        model.tie_weights()
+    if isinstance(model, DecoderLM) and getattr(model.config, "tie_word_embeddings", False):
+        model.share_embeddings()
     return model.eval()
 
 

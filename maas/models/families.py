@@ -13,6 +13,10 @@ from typing import Any, Literal
 
 Kind = Literal["llm", "embedding", "tensor"]
 KINDS: tuple[Kind, ...] = ("llm", "embedding", "tensor")
+# Where a decoder block's RMSNorms sit: before each sublayer (Llama), or before and after each (Gemma 3).
+Norms = Literal["pre", "sandwich"]
+# RMSNorm on queries and keys before RoPE: none, or over each head (Qwen3, Gemma 3).
+QKNorm = Literal["none", "head"]
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,19 @@ class Family:
     gguf_block_names: dict[str, str] = field(default_factory=dict)
     gguf_top_names: dict[str, str] = field(default_factory=dict)
     gguf_qk_permuted: bool = False
-    hf_config: dict[str, Any] = field(default_factory=dict)
     # projections some checkpoints store fused: module name in a layer -> the modules it splits into
     fused: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # HF checkpoints store norm weights as `w` in `x * (1 + w)` (Gemma); 1 is added when read
     norm_plus_one: bool = False
+    # decoder blocks (the config class's `from_hf` reads these from the row)
+    norms: Norms = "pre"
+    qk_norm: QKNorm = "none"
+    attention_bias: bool = False  # q/k/v projections carry biases unless config.json says otherwise (Qwen2)
+    use_sliding_window: bool = True  # a config's sliding_window caps the context unless it says otherwise
+    # the feed-forward layers of a block: those whose output rows are its channels, the one whose input
+    # columns are (structured pruning)
+    ffn_inputs: tuple[str, ...] = ()
+    ffn_output: str = ""
     # `maas train` architectures: "package.module:function" building a fresh module from YAML
     # parameters and the training data's shape (the zoo's hook; the arch is the name without "maas-").
     builder: str = ""
@@ -52,7 +64,6 @@ class Family:
         return _import(self.builder)
 
 
-_LLAMA = ("maas.models.llama:LlamaForCausalLM", "maas.models.llama:LlamaConfig")
 _LLAMA_GGUF_BLOCKS = {
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
@@ -69,6 +80,18 @@ _LLAMA_GGUF_TOP = {
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
+_QK_NORMS = {"attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+
+
+def _llama(name: str, model_types: tuple[str, ...], gguf_archs: tuple[str, ...], **kw: Any) -> Family:
+    """A row whose module is the Llama block (maas.models.llama), as its fields shape it."""
+    kw.setdefault("module", "maas.models.llama:LlamaForCausalLM")
+    kw.setdefault("config", "maas.models.llama:LlamaConfig")
+    kw.setdefault("gguf_block_names", _LLAMA_GGUF_BLOCKS)
+    return Family(
+        name, "llm", model_types, gguf_archs, gguf_top_names=_LLAMA_GGUF_TOP,
+        ffn_inputs=("mlp.gate_proj", "mlp.up_proj"), ffn_output="mlp.down_proj", **kw,
+    )  # fmt: skip
 
 
 def _zoo(arch: str, cls: str) -> Family:
@@ -82,76 +105,63 @@ def _zoo(arch: str, cls: str) -> Family:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family(
+    _llama(
         "llama",
-        "llm",
         ("llama", "mistral", "smollm"),
         ("llama", "mistral", "smollm"),
-        *_LLAMA,
-        gguf_block_names=_LLAMA_GGUF_BLOCKS,
-        gguf_top_names=_LLAMA_GGUF_TOP,
         gguf_qk_permuted=True,
-        builder="maas.models.zoo:build_llama",
-    ),  # `maas train` exports it as an HF Llama directory
-    Family(
-        "qwen2",
-        "llm",
-        ("qwen2",),
-        ("qwen2",),
-        *_LLAMA,  # the Llama block with qkv bias
-        gguf_block_names=_LLAMA_GGUF_BLOCKS,
-        gguf_top_names=_LLAMA_GGUF_TOP,
-        hf_config={"attention_bias": True},
+        builder="maas.models.zoo:build_llama",  # `maas train` exports it as an HF Llama directory
     ),
-    Family(
+    _llama("qwen2", ("qwen2",), ("qwen2",), attention_bias=True, use_sliding_window=False),
+    _llama(
         "qwen3",
-        "llm",
         ("qwen3",),
         ("qwen3",),
-        *_LLAMA,  # the Llama block with an RMSNorm on each query and key head
-        gguf_block_names={
-            **_LLAMA_GGUF_BLOCKS,
-            "attn_q_norm": "self_attn.q_norm",
-            "attn_k_norm": "self_attn.k_norm",
-        },
-        gguf_top_names=_LLAMA_GGUF_TOP,
+        gguf_block_names={**_LLAMA_GGUF_BLOCKS, **_QK_NORMS},
+        qk_norm="head",
+        use_sliding_window=False,
     ),
-    Family(
+    _llama(
         "phi3",
-        "llm",
         ("phi3",),
         ("phi3",),
-        *_LLAMA,  # the Llama block; checkpoints fuse q/k/v and gate/up, split when read
         gguf_block_names={
             **_LLAMA_GGUF_BLOCKS,
             "attn_qkv": "self_attn.qkv_proj",
             "ffn_up": "mlp.gate_up_proj",
         },
-        gguf_top_names=_LLAMA_GGUF_TOP,
-        fused={
+        fused={  # checkpoints fuse q/k/v and gate/up: split when read
             "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
             "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
         },
     ),
-    Family(
+    _llama(
         "gemma3",
-        "llm",
         ("gemma3_text",),
         ("gemma3",),
-        "maas.models.gemma3:Gemma3ForCausalLM",
-        "maas.models.gemma3:Gemma3Config",
+        module="maas.models.gemma3:Gemma3ForCausalLM",
+        config="maas.models.gemma3:Gemma3Config",
         gguf_block_names={
             **_LLAMA_GGUF_BLOCKS,
-            "attn_q_norm": "self_attn.q_norm",
-            "attn_k_norm": "self_attn.k_norm",
+            **_QK_NORMS,
             "post_attention_norm": "post_attention_layernorm",
             "ffn_norm": "pre_feedforward_layernorm",
             "post_ffw_norm": "post_feedforward_layernorm",
         },
-        gguf_top_names=_LLAMA_GGUF_TOP,
         norm_plus_one=True,  # GGUF files store 1 + w already
+        norms="sandwich",
+        qk_norm="head",
     ),
-    Family("bert", "embedding", ("bert",), (), "maas.models.bert:BertModel", "maas.models.bert:BertConfig"),
+    Family(
+        "bert",
+        "embedding",
+        ("bert",),
+        (),
+        "maas.models.bert:BertModel",
+        "maas.models.bert:BertConfig",
+        ffn_inputs=("intermediate.dense",),
+        ffn_output="output.dense",
+    ),  # fmt: skip
     _zoo("mlp", "maas.models.mlp:MLP"),
     _zoo("cnn", "maas.models.cnn:CNN"),
     _zoo("rnn", "maas.models.rnn:RNNClassifier"),
@@ -181,6 +191,12 @@ def by_gguf_arch(arch: str) -> Family | None:
 def by_name(name: str) -> Family | None:
     """A family by its table name."""
     return next((f for f in FAMILIES if f.name == name), None)
+
+
+def by_config(cfg: dict[str, Any]) -> Family | None:
+    """The family of a config dict: its `model_type` as config.json names it, or a family name (GGUF)."""
+    model_type = str(cfg.get("model_type", ""))
+    return by_model_type(model_type) or by_name(model_type)
 
 
 def zoo_architectures() -> tuple[str, ...]:

@@ -5,7 +5,7 @@ sixth layer is global by default).
 Norm weights are held as the factor they multiply by: HF checkpoints store `w` for `x * (1 + w)` (1 is
 added when read), GGUF files store `1 + w` already.
 
-    cfg = Gemma3Config.from_hf(json.load(open("config.json"))); model = Gemma3ForCausalLM(cfg)
+    cfg, model = build_decoder("gemma3", json.load(open("config.json")))   # maas.models.architectures
 """
 
 from __future__ import annotations
@@ -16,20 +16,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from maas.errors import UnsupportedModelError
-from maas.models.llama import (
-    MLP,
-    Attention,
-    LlamaConfig,
-    LlamaForCausalLM,
-    RMSNorm,
-    Rope,
-    SelfAttention,
-    rope_inv_freq,
-    rope_tables,
-)
+from maas.models.families import Family
+from maas.models.llama import MLP, DecoderLayer, LlamaConfig, LlamaForCausalLM
+from maas.models.rope import Rope, rope_inv_freq, rope_tables
 
 
 @dataclass(frozen=True)
@@ -42,9 +33,9 @@ class Gemma3Config(LlamaConfig):
     query_pre_attn_scalar: float = 256.0
 
     @classmethod
-    def from_hf(cls, cfg: dict[str, Any]) -> Gemma3Config:
+    def from_hf(cls, cfg: dict[str, Any], row: Family | None = None) -> Gemma3Config:
         """Build from a Gemma 3 text config.json (either the rope_parameters or the older rope_theta /
-        rope_local_base_freq spelling) or the dict the GGUF reader produces."""
+        rope_local_base_freq spelling) or the dict the GGUF reader produces, and the family's row."""
         for key in ("attn_logit_softcapping", "final_logit_softcapping"):
             if cfg.get(key):
                 raise UnsupportedModelError(f"{key} is not supported (Gemma 2 style soft-capping)")
@@ -55,7 +46,7 @@ class Gemma3Config(LlamaConfig):
         theta = float(full.get("rope_theta", cfg.get("rope_theta", 1_000_000.0)))
         scaling = cfg.get("rope_scaling") or (full if full.get("rope_type", "default") != "default" else None)
         base = LlamaConfig.from_hf(
-            {**cfg, "sliding_window": None, "rope_theta": theta, "rope_scaling": scaling, "qk_norm": True}
+            {**cfg, "sliding_window": None, "rope_theta": theta, "rope_scaling": scaling}, row
         )
         n = base.num_hidden_layers
         pattern = int(cfg.get("sliding_window_pattern") or cfg.get("_sliding_window_pattern") or 6)
@@ -76,6 +67,8 @@ class Gemma3Config(LlamaConfig):
 class GeluMLP(MLP):
     """The gated feed-forward with GELU (tanh approximation) instead of SiLU."""
 
+    act = "gelu_tanh"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is not None:
             g, u = self.gate_up_proj(x).chunk(2, dim=-1)
@@ -84,25 +77,17 @@ class GeluMLP(MLP):
         return self.down_proj(F.gelu(g, approximate="tanh") * u)
 
 
-class Gemma3Layer(nn.Module):
-    """Norm -> attention -> norm -> residual, norm -> MLP -> norm -> residual."""
+class Gemma3Layer(DecoderLayer):
+    """The block with its row's norms (before and after each sublayer), the GELU MLP and, on local layers, a
+    sliding window."""
+
+    mlp_class = GeluMLP
 
     def __init__(self, cfg: Gemma3Config, layer: int):
-        super().__init__()
-        eps, d = cfg.rms_norm_eps, cfg.hidden_size
+        super().__init__(cfg, layer)
         self.sliding = cfg.sliding[layer]
-        self.input_layernorm = RMSNorm(d, eps)
-        self.self_attn = SelfAttention(cfg, layer)
         self.self_attn.window = cfg.sliding_window if self.sliding else None
         self.self_attn.q_scale = math.sqrt(cfg.head_dim / cfg.query_pre_attn_scalar)
-        self.post_attention_layernorm = RMSNorm(d, eps)
-        self.pre_feedforward_layernorm = RMSNorm(d, eps)
-        self.mlp = GeluMLP(cfg)
-        self.post_feedforward_layernorm = RMSNorm(d, eps)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: Attention) -> torch.Tensor:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, attn))
-        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 
 class Gemma3ForCausalLM(LlamaForCausalLM):

@@ -1,8 +1,8 @@
 """Decoder-only LMs of the Llama family: RMSNorm, RoPE, grouped-query attention, SwiGLU.
 
-Covers Llama 2/3, Mistral, Qwen2 (qkv bias) and SmolLM. Attention over past tokens is delegated
-to an `Attention` backend so that the same module serves training (plain causal attention) and
-the serving engine (a KV cache of one slot per sequence).
+Covers Llama 2/3, Mistral, SmolLM, Qwen2 (qkv bias), Qwen3 (q/k norms per head) and Phi-3: the family
+table's row says which. Attention over past tokens is delegated to an `Attention` backend so that the same
+module serves training (plain causal attention) and the serving engine (a KV cache of one slot per sequence).
 
     cfg = LlamaConfig.tiny(); model = LlamaForCausalLM(cfg)
     logits = model(torch.randint(0, cfg.vocab_size, (2, 8)))   # (2, 8, vocab)
@@ -10,7 +10,6 @@ the serving engine (a KV cache of one slot per sequence).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +20,11 @@ from torch import nn
 from maas.errors import UnsupportedModelError
 from maas.models.decoder import DecoderLM
 from maas.models.embedding import embedding
+from maas.models.families import Family, Norms, QKNorm, by_config
 from maas.models.fuse import cat_linears
+from maas.models.rope import Rope, rope_inv_freq, rope_tables, rotate_half
+
+_PLAIN = Family("", "llm")  # the plain Llama block, for a config no row claims
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,21 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     rope_scaling: tuple[tuple[str, Any], ...] | None = None
-    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (Qwen3)
+    qk_norm: QKNorm = "none"  # RMSNorm on queries and keys before RoPE (families.QKNorm)
+    norms: Norms = "pre"  # where each block's RMSNorms sit (families.Norms)
 
     @classmethod
-    def from_hf(cls, cfg: dict[str, Any]) -> LlamaConfig:
-        """Build from an HF config.json dict (or the dict a GGUF reader produces)."""
+    def from_hf(cls, cfg: dict[str, Any], row: Family | None = None) -> LlamaConfig:
+        """Build from an HF config.json dict (or the dict a GGUF reader produces) and the family's row of
+        the table (found from `model_type` when not given)."""
+        row = row or by_config(cfg) or _PLAIN
         n_heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
-        scaling = cfg.get("rope_scaling")
+        params = cfg.get("rope_parameters")  # transformers 5 writes rope_theta and the scaling here
+        params = params if isinstance(params, dict) and "rope_theta" in params else {}
+        scaling = cfg.get("rope_scaling") or (
+            params if params.get("rope_type", "default") != "default" else None
+        )
         kind = (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else None
         if kind not in (None, "default", "linear", "llama3"):
             raise UnsupportedModelError(f"RoPE scaling {kind!r} is not supported (linear, llama3)")
@@ -58,7 +68,7 @@ class LlamaConfig:
             )
         context = int(cfg.get("max_position_embeddings", 2048))
         window = cfg.get("sliding_window")
-        if window and cfg.get("use_sliding_window", cfg.get("model_type") in ("mistral", "phi3")):
+        if window and cfg.get("use_sliding_window", row.use_sliding_window):
             context = min(context, int(window))  # attention here is full: stay inside the window
         return cls(
             vocab_size=int(cfg["vocab_size"]),
@@ -69,12 +79,13 @@ class LlamaConfig:
             num_key_value_heads=int(cfg.get("num_key_value_heads") or n_heads),
             head_dim=int(cfg.get("head_dim") or hidden // n_heads),
             rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-            rope_theta=float(cfg.get("rope_theta", 10000.0)),
+            rope_theta=float(params.get("rope_theta", cfg.get("rope_theta", 10000.0))),
             max_position_embeddings=context,
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")),
+            attention_bias=bool(cfg.get("attention_bias", row.attention_bias)),
             rope_scaling=tuple(sorted(scaling.items())) if isinstance(scaling, dict) else None,
-            qk_norm=bool(cfg.get("qk_norm", cfg.get("model_type") == "qwen3")),
+            qk_norm=row.qk_norm,
+            norms=row.norms,
         )
 
     def to_hf(self) -> dict[str, Any]:
@@ -142,43 +153,6 @@ class CausalAttention:
         return out.transpose(1, 2).reshape(B, T, H * D)
 
 
-def rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
-    """Inverse frequencies (head_dim/2,), with Llama-3 or linear scaling when the config asks."""
-    d = cfg.head_dim  # on the CPU even while a model is built on the meta device (where arange's meta kernel
-    # imports torch._dynamo and sympy into the process, for nothing)
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device="cpu") / d))
-    sc = dict(cfg.rope_scaling or ())
-    kind = sc.get("rope_type") or sc.get("type")
-    factor = float(sc.get("factor", 1.0))
-    if kind == "linear":
-        inv = inv / factor
-    elif kind == "llama3":
-        lo, hi = float(sc.get("low_freq_factor", 1.0)), float(sc.get("high_freq_factor", 4.0))
-        old = float(sc.get("original_max_position_embeddings", 8192))
-        wavelen = 2 * math.pi / inv
-        smooth = ((old / wavelen) - lo) / (hi - lo)
-        scaled = torch.where(wavelen > old / lo, inv / factor, inv)
-        mid = (wavelen <= old / lo) & (wavelen >= old / hi)
-        inv = torch.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
-    return inv.float()
-
-
-Rope = tuple[torch.Tensor, torch.Tensor]
-
-
-def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype) -> Rope:
-    """positions (*lead,) -> cos, sin (*lead, head_dim) for rotate-half RoPE."""
-    freqs = positions.float().unsqueeze(-1) * inv_freq  # (*lead, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(..., d) -> (..., d) with halves swapped and the first negated."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 class RMSNorm(nn.Module):
     """Root-mean-square layer norm with a learned scale."""
 
@@ -206,10 +180,10 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
         self.qkv_proj: nn.Module | None = None  # set by `fuse_projections`
-        if cfg.qk_norm:
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm == "head":
             self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
-        self.qk_norm = cfg.qk_norm
         self.window: int | None = None  # sliding-window layers (Gemma 3) see only this many positions
         self.q_scale = 1.0  # multiplies queries when the attention scale is not 1/sqrt(head_dim)
 
@@ -230,7 +204,7 @@ class SelfAttention(nn.Module):
         else:
             qk, v = torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1), self.v_proj(x)
         qk = qk.view(*lead, H + KV, hd)  # rotate queries and keys together
-        if self.qk_norm:
+        if self.qk_norm == "head":
             q, k = qk.split([H, KV], dim=-2)
             qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=-2)
         cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # (*lead, 1, hd)
@@ -243,6 +217,8 @@ class SelfAttention(nn.Module):
 
 class MLP(nn.Module):
     """SwiGLU feed-forward."""
+
+    act = "silu"  # the gate's activation
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -267,21 +243,45 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+# HF names of a block's norms by placement: before attention, after it, before the MLP, after it.
+NORM_NAMES: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
+    "pre": ("input_layernorm", None, "post_attention_layernorm", None),
+    "sandwich": (
+        "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"
+    ),
+}  # fmt: skip
+
+
 class DecoderLayer(nn.Module):
-    """Pre-norm attention + pre-norm MLP, each with a residual."""
+    """Attention and MLP, each with a residual and RMSNorms where `cfg.norms` places them."""
 
     sliding = False  # attends over a sliding window with the local RoPE table (Gemma 3's local layers)
+    mlp_class: Any = MLP
+    self_attn: SelfAttention
+    mlp: MLP
 
     def __init__(self, cfg: LlamaConfig, layer: int):
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = SelfAttention(cfg, layer)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = MLP(cfg)
+        self.norm_names = NORM_NAMES[cfg.norms]
+        attn_in, attn_out, mlp_in, mlp_out = self.norm_names
+        sublayers = [(attn_in, None), ("self_attn", SelfAttention(cfg, layer)), (attn_out, None),
+                     (mlp_in, None), ("mlp", self.mlp_class(cfg)), (mlp_out, None)]  # fmt: skip
+        for name, module in sublayers:  # in the order they run (parameters() and state dicts list them so)
+            if name is not None:
+                self.add_module(
+                    name, RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) if module is None else module
+                )
+
+    def norms(self) -> list[Any]:
+        """The norms before attention, after it, before the MLP and after it (None where there is none)."""
+        return [None if n is None else getattr(self, n) for n in self.norm_names]
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: Attention) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        attn_in, attn_out, mlp_in, mlp_out = self.norms()
+        h = self.self_attn(x if attn_in is None else attn_in(x), cos, sin, attn)
+        x = x + (h if attn_out is None else attn_out(h))
+        h = self.mlp(x if mlp_in is None else mlp_in(x))
+        return x + (h if mlp_out is None else mlp_out(h))
 
 
 class LlamaModel(nn.Module):

@@ -1,8 +1,8 @@
 """Rows that decode one token go through the native decoder (kernels/csrc/decode.cpp): every layer in one
-call instead of some twenty PyTorch ops a layer. Built once from a loaded Llama-family or Gemma 3 model whose
-projections are GGUF blocks (or `maas quantize` int4 layers, held as Q4_1 blocks) or float32 on the CPU;
-other models (q8 / int8 / fp16 packed layers, CUDA) keep the PyTorch path. Decode rows always take this
-path, whether or not a prefill shares the step, so a row's answer does not depend on its neighbours."""
+call instead of some twenty PyTorch ops a layer. Built once from a loaded Llama-block model (the Llama rows,
+Gemma 3) whose projections are GGUF blocks (or `maas quantize` int4 layers, held as Q4_1 blocks) or float32
+on the CPU; other models (q8 / int8 / fp16 packed layers, CUDA) keep the PyTorch path. Decode rows always take
+this path, whether or not a prefill shares the step, so a row's answer does not depend on its neighbours."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from maas.engine.llm.attention import KVCache, PrefillChunk, prefill_attention
 from maas.kernels import blocks
 from maas.kernels.blocks import FORMATS, BlockLinear
 from maas.kernels.quantized import QuantLinear
-from maas.models.gemma3 import Gemma3ForCausalLM
 from maas.models.llama import LlamaForCausalLM
 
 Lin = tuple[torch.Tensor, int, int, int, torch.Tensor | None]
+NATIVE_ACTS = {"silu": 0, "gelu_tanh": 1}  # the MLP gate's activations decode.cpp computes, by its code
 
 
 def _linear(m: nn.Module | None) -> Lin | None:
@@ -62,11 +62,12 @@ class FusedDecoder:
         if cfg.head_dim % 16 or cfg.hidden_size % 16 or cfg.intermediate_size % 16:
             return None
         layers: list[Any] = list(model.model.layers)
-        first = layers[0].self_attn
-        gemma = isinstance(model, Gemma3ForCausalLM)
+        first = layers[0]
+        if first.mlp.act not in NATIVE_ACTS:
+            return None
         dec = ext.Decoder(
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size,
-            cfg.intermediate_size, cfg.rms_norm_eps, 1 if gemma else 0, float(first.q_scale),
+            cfg.intermediate_size, cfg.rms_norm_eps, NATIVE_ACTS[first.mlp.act], float(first.self_attn.q_scale),
         )  # fmt: skip
         for layer in layers:
             att, mlp = layer.self_attn, layer.mlp
@@ -76,15 +77,9 @@ class FusedDecoder:
             o, down = _linear(att.o_proj), _linear(mlp.down_proj)
             if o is None or down is None or None in qkv or None in gate_up:
                 return None
-            norms = (
-                [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
-                 layer.post_feedforward_layernorm]
-                if gemma
-                else [layer.input_layernorm, None, layer.post_attention_layernorm, None]
-            )  # fmt: skip
-            q_norm, k_norm = (att.q_norm, att.k_norm) if att.qk_norm else (None, None)
+            q_norm, k_norm = (att.q_norm, att.k_norm) if att.qk_norm == "head" else (None, None)
             dec.add_layer(
-                *[_norm(n) for n in norms], _norm(q_norm), _norm(k_norm), qkv, o, gate_up, down,
+                *[_norm(n) for n in layer.norms()], _norm(q_norm), _norm(k_norm), qkv, o, gate_up, down,
                 att.window or 0, bool(layer.sliding),
             )  # fmt: skip
         norm = _norm(model.model.norm)

@@ -13,7 +13,7 @@ from tests.gguf_util import write_gguf
 
 SHAPE = dict(vocab_size=264, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=False,
-             rms_norm_eps=1e-6, rope_theta=10000.0)  # fmt: skip
+             rms_norm_eps=1e-6, rope_theta=50000.0)  # fmt: skip
 FAMILIES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
