@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=method_formatter("quantize"),
         description="Quantize the weights of every linear layer and vocabulary embedding of an LM or encoder "
         "in groups of --group-size weights, and store the result as a registry version whose parent is MODEL. "
+        "4-bit methods keep the token embedding and the LM head at 8 bits unless --include-head. "
         "GGUF Q8_0/Q4_0/Q4_1 weights carry over without loss (group 32). gptq and awq measure the layers' "
         "inputs on --calibration text. Tensor models trained by maas: linear layers and convolutions the same "
         "way (a group size that does not divide a layer's rows gives it one scale per channel); their ONNX "
@@ -42,6 +43,11 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="N|channel",
         help="weights sharing one scale ('channel': one per output row; default 32, ONNX graphs: channel)",
+    )
+    p.add_argument(
+        "--include-head",
+        action="store_true",
+        help="4-bit methods: round the token embedding and the LM head to 4 bits too (default: 8 bits, groups of 32)",
     )
     add_common(p, "UTF-8 text whose activations the layers are rounded against (gptq, awq)", "<method>-g<N>")
     p.set_defaults(func=run)
@@ -60,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
         group_size=args.group_size,
         calibration=args.calibration,
         calibration_tokens=args.calibration_tokens,
+        include_head=args.include_head,
     )
     return report(info, "quantize", args)

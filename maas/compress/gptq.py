@@ -188,7 +188,11 @@ class GPTQ(Method):
             tensors: dict[str, torch.Tensor], schemes: dict[str, Scheme]
         ) -> tuple[dict[str, Stored], dict[str, object]]:
             model = load_float(files)
-            linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n in schemes}
+            linears = {  # the 4-bit ones: a vocabulary table kept at 8 bits is rounded to nearest
+                n
+                for n, m in model.named_modules()
+                if isinstance(m, nn.Linear) and n in schemes and schemes[n].bits == 4
+            }
             H = input_stats(model, files, text, o.calibration_tokens, outer=True, only=linears)
             del model
             out = {}

@@ -4,8 +4,9 @@
     config, tensors, report = quantize_files(open_model_files(path), 4, 32)   # round to nearest
 
 Every nn.Linear and vocabulary nn.Embedding whose shape allows it is quantized (an embedding tied to the LM
-head reads the head's codes). GGUF Q8_0 / Q4_0 / Q4_1 tensors carry over without loss when the bits and
-group size match them (group 32). How the other layers are rounded is a `Rounding`: to nearest here, GPTQ
+head reads the head's codes). At 4 bits the vocabulary tables (the token embedding and the LM head) stay at
+8 bits, groups of 32, unless `include_head` (llama.cpp's Q4_K_M mix keeps them above 4 bits too). GGUF
+Q8_0 / Q4_0 / Q4_1 tensors carry over without loss when the bits and group size match them (group 32). How the other layers are rounded is a `Rounding`: to nearest here, GPTQ
 (gptq.py) and AWQ (awq.py) against calibration text. Loading the result is kernels/quantized.py's `convert`.
 """
 
@@ -31,6 +32,7 @@ from maas.kernels.quantized import Scheme, eligible, in_features, pack_nibbles, 
 
 log = logging.getLogger("maas.compress")
 VOCAB_ROWS = 1024  # embeddings with this many rows or more are quantized
+VOCAB_SCHEME = Scheme(8, DEFAULT_GROUP)  # the embedding and the LM head under a 4-bit method
 Stored = dict[str, torch.Tensor]  # one layer as stored: qweight, scales (and mins)
 
 
@@ -40,6 +42,12 @@ class QuantOptions(Options):
 
     group_size: int | Literal["channel"] = DEFAULT_GROUP
 
+    def __post_init__(self) -> None:
+        if self.group_size != "channel" and (not isinstance(self.group_size, int) or self.group_size < 2):
+            raise InvalidRequestError(
+                f"--group-size is a number of weights (2 or more) or 'channel', not {self.group_size!r}"
+            )
+
     @property
     def group(self) -> int | None:
         """The group size, None for one scale per output row."""
@@ -47,13 +55,21 @@ class QuantOptions(Options):
 
 
 @dataclass(frozen=True)
-class CalibratedOptions(QuantOptions):
+class Int4Options(QuantOptions):
+    """4-bit codes; the embedding and the LM head stay at 8 bits unless `include_head`."""
+
+    include_head: bool = False
+
+
+@dataclass(frozen=True)
+class CalibratedOptions(Int4Options):
     """Quantization that measures the layers' inputs on calibration text (GPTQ, AWQ)."""
 
     calibration: Path | None = None
     calibration_tokens: int = 65536
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.calibration is None:
             raise InvalidRequestError("this method measures the layers' inputs: give --calibration FILE")
 
@@ -75,15 +91,26 @@ def round_to_nearest(
     return {m: quantize_weight(tensors[f"{m}.weight"], s) for m, s in bar}, {}
 
 
-def plan(model: nn.Module, bits: int, group_size: int | None) -> dict[str, Scheme]:
+def plan(
+    model: nn.Module, bits: int, group_size: int | None, include_head: bool = False
+) -> dict[str, Scheme]:
     """{module name: Scheme} for every linear layer and vocabulary embedding the scheme fits (group_size
-    None = per channel); small tables (positions, token types) stay float."""
+    None = per channel); small tables (positions, token types) stay float. Below 8 bits the vocabulary
+    tables (embeddings, `lm_head`) get VOCAB_SCHEME (per channel where its groups do not fit) unless
+    `include_head`."""
     out = {}
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) or (isinstance(m, nn.Embedding) and m.num_embeddings >= VOCAB_ROWS):
-            scheme = Scheme(bits, group_size or in_features(m))
-            if eligible(m, scheme):
-                out[name] = scheme
+        vocab = isinstance(m, nn.Embedding) and m.num_embeddings >= VOCAB_ROWS
+        if not (vocab or isinstance(m, nn.Linear)):
+            continue
+        if (vocab or name == "lm_head") and bits < VOCAB_SCHEME.bits and not include_head:
+            out[name] = next(
+                s for s in (VOCAB_SCHEME, Scheme(VOCAB_SCHEME.bits, in_features(m))) if eligible(m, s)
+            )
+            continue
+        scheme = Scheme(bits, group_size or in_features(m))
+        if eligible(m, scheme):
+            out[name] = scheme
     return out
 
 
@@ -115,14 +142,16 @@ def quantize_files(
     group_size: int | None,
     rounding: Rounding = round_to_nearest,
     method: str = "",
+    include_head: bool = False,
 ) -> tuple[dict[str, object], dict[str, torch.Tensor], dict[str, object]]:
     """(config.json, tensors, report) of the model quantized to `bits` in groups of `group_size` (None: one
-    scale per output row); the layers not carried over from GGUF blocks are rounded by `rounding`."""
+    scale per output row; the vocabulary tables at 8 bits unless `include_head`); the layers not carried
+    over from GGUF blocks are rounded by `rounding`."""
     if "quantization_config" in files.config:
         raise InvalidRequestError("the model is quantized already; quantize its float parent instead")
     model = skeleton(files)
-    schemes = plan(model, bits, group_size)
-    if not schemes:
+    schemes = plan(model, bits, group_size, include_head)
+    if not any(sc.bits == bits for sc in schemes.values()):
         raise InvalidRequestError(
             f"no layer fits groups of {group_size} weights (each group must divide a layer's input width)"
         )
@@ -148,14 +177,18 @@ def quantize_files(
     if tied:
         spec["tied_embedding"] = {"head": "lm_head", "embedding": "model.embed_tokens"}
     config = {**files.config, "quantization_config": spec}
-    return config, tensors, {"layers": len(schemes), "lossless_from_gguf": len(exact), **report}
+    counts: dict[str, object] = {"layers": len(schemes), "lossless_from_gguf": len(exact)}
+    if any(sc.bits != bits for sc in schemes.values()):
+        counts["layers_at_8_bits"] = [m for m, sc in schemes.items() if sc.bits != bits]
+    return config, tensors, {**counts, **report}
 
 
 def tag(name: str, options: QuantOptions, algorithm: str = "rtn") -> str:
-    """int4-g32, int8-channel, int4-g32-gptq, ..."""
+    """int4-g32, int8-channel, int4-g32-gptq, int4-g32-awq-head4 (the vocabulary tables at 4 bits too)."""
     bits_name = "int4" if name in ("gptq", "awq") else name
     out = f"{bits_name}-g{options.group}" if options.group else f"{bits_name}-channel"
-    return out if algorithm == "rtn" else f"{out}-{algorithm}"
+    out = out if algorithm == "rtn" else f"{out}-{algorithm}"
+    return f"{out}-head4" if isinstance(options, Int4Options) and options.include_head else out
 
 
 def quantized(
@@ -163,7 +196,8 @@ def quantized(
     record: dict[str, object] | None = None,
 ) -> Result:  # fmt: skip
     """The Result of quantizing `source` (what RTN, GPTQ and AWQ share)."""
-    config, tensors, report = quantize_files(source.files, bits, options.group, rounding, name)
+    include_head = isinstance(options, Int4Options) and options.include_head
+    config, tensors, report = quantize_files(source.files, bits, options.group, rounding, name, include_head)
     log.info("quantized %s layers to int%d (%s carried over from GGUF blocks)", report["layers"], bits,
              report["lossless_from_gguf"])  # fmt: skip
     params: dict[str, object] = {"method": name, "bits": bits, "group_size": options.group or "channel",
@@ -175,7 +209,9 @@ class RoundToNearest(Method):
     """int8 (symmetric) or int4 (scale + min) codes, each weight rounded to the nearest level."""
 
     def __init__(self, name: str, bits: int, about: str):
-        super().__init__(name, "quantize", ("llm", "embedding"), QuantOptions, about)
+        super().__init__(
+            name, "quantize", ("llm", "embedding"), Int4Options if bits == 4 else QuantOptions, about
+        )
         self.bits = bits
 
     def apply(self, source: Source, options: Options) -> Result:

@@ -199,7 +199,9 @@ class TensorQuantize(Method):
     """A tensor model maas trained (weight-only codes) or its ONNX export (ONNX Runtime's int8)."""
 
     def __init__(self, name: str, bits: int):
-        about = f"tensor models: {name} codes (ONNX graphs: ONNX Runtime's int8)"
+        about = f"{name} codes of a model maas trained" + (
+            "; ONNX graphs: ONNX Runtime's int8" if bits == 8 else " (ONNX graphs: int8 only)"
+        )
         super().__init__(name, "quantize", ("tensor",), TensorQuantOptions, about)
         self.bits = bits
 

@@ -48,20 +48,35 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     yield {"env": env, "reg": Registry(home=h), "made": made}
 
 
-def test_quantize_writes_smaller_versions_with_lineage(home: dict[str, Any]) -> None:
+def test_quantize_writes_versions_with_lineage_and_int4_keeps_the_head_at_8_bits(
+    home: dict[str, Any],
+) -> None:
     reg: Registry = home["reg"]
     for model, tag in ((LLM, "int4-g32"), (ENCODER, "int8-g32")):
         info = home["made"][model]
         assert (info["name"], info["tag"], info["operation"]) == (model, tag, "quantize")
         assert info["parent"] == f"{model}:latest" and info["lineage"][0]["model"] == f"{model}:latest"
         assert info["parameters"]["group_size"] == 32
-        assert info["size"] < reg.show(model).size * (0.35 if model == ENCODER else 1.0)
-    # SmolLM2 ships as Q4_1: its linear layers' 4-bit blocks carry over as they are
+    assert home["made"][ENCODER]["size"] < reg.show(ENCODER).size * 0.35
+    # the GGUF's own blocks, and the tokenizer as tokenizer.json beside them
+    assert home["made"][LLM]["size"] < reg.show(LLM).size * 1.05
+    # SmolLM2 ships as Q4_1 with a Q8_0 token embedding (tied to the head): the linear layers' 4-bit blocks and
+    # the embedding's 8-bit ones carry over as they are, the head staying at 8 bits (llama.cpp's mix)
+    p = home["made"][LLM]["parameters"]
+    assert p["lossless_from_gguf"] == p["layers"] == 211 and p["layers_at_8_bits"] == ["lm_head"]
+    spec = json.loads((reg.path_for(f"{LLM}:int4-g32") / "config.json").read_text())["quantization_config"]
     assert (
-        home["made"][LLM]["parameters"]["lossless_from_gguf"] == home["made"][LLM]["parameters"]["layers"] - 1
+        spec["modules"]["lm_head"] == {"bits": 8, "group_size": 32}
+        and spec["tied_embedding"]["head"] == "lm_head"
     )
+    assert spec["modules"]["model.layers.0.mlp.down_proj"] == {"bits": 4, "group_size": 32}
     r = maas(home["env"], "models", "show", f"{LLM}:int4-g32")
     assert r.returncode == 0 and json.loads(r.stdout)["parameters"]["method"] == "int4"
+    r = maas(home["env"], "quantize", LLM, "--method", "int4", "--include-head", "--json")  # all at 4 bits
+    assert r.returncode == 0, r.stderr
+    whole = json.loads(r.stdout)
+    assert whole["tag"] == "int4-g32-head4" and whole["parameters"]["lossless_from_gguf"] == 210
+    assert "layers_at_8_bits" not in whole["parameters"] and whole["size"] < home["made"][LLM]["size"]
     bad = maas(home["env"], "quantize", LLM, "--method", "int4", "--group-size", "7")
     assert bad.returncode == 2 and "no layer fits groups of 7" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -77,7 +92,7 @@ def test_eval_of_the_int8_encoder_is_its_cosine_to_the_parent(home: dict[str, An
     assert bad.returncode == 2 and "give --reference" in bad.stderr
 
 
-def test_eval_of_the_int4_version_is_close_to_the_float_model(home: dict[str, Any]) -> None:
+def test_eval_of_the_int4_version_is_within_one_percent_of_its_source(home: dict[str, Any]) -> None:
     r = maas(home["env"], "eval", f"{LLM}:int4-g32", "--data", str(TEST), "--limit", "512", "--context", "256",
              "--stride", "128", "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -88,7 +103,7 @@ def test_eval_of_the_int4_version_is_close_to_the_float_model(home: dict[str, An
     assert any(isinstance(m, QuantLinear) for m in lm.model.modules())
     assert got["perplexity"] == pytest.approx(perplexity(lm, text, 256, 128, 512).perplexity, rel=1e-5)
     base = perplexity(load_lm(reg.path_for(LLM), "cpu", "float32"), text, 256, 128, 512).perplexity
-    assert base < got["perplexity"] < base * 1.06  # the issue's bar for int4-g32
+    assert got["perplexity"] < base * 1.01  # the bar for int4-g32 with the head at 8 bits: within 1%
     assert reg.show(f"{LLM}:int4-g32").metrics["eval"]["perplexity"] == got["perplexity"]
 
 

@@ -17,8 +17,8 @@ from tests.unit.formats.test_hf import save_hf
 IDS = torch.tensor([[1, 2, 3, 40, 50, 60, 70, 80]])
 
 
-def _write(files, d, method, group):
-    config, tensors, report = quantize_files(files, int(method[3:]), group)
+def _write(files, d, method, group, include_head=False):
+    config, tensors, report = quantize_files(files, int(method[3:]), group, include_head=include_head)
     d.mkdir()
     (d / "config.json").write_text(json.dumps(config))
     save_file(tensors, str(d / "model.safetensors"))
@@ -39,11 +39,11 @@ def test_quantized_directory_loads_into_quantized_layers(tmp_path, method, group
     src = save_hf(tmp_path / "src", model)
     d, report = _write(open_model_files(src), tmp_path / "q", method, group)
     lm = load_lm(d, "cpu", "float32")
-    layers = [m for m in lm.model.modules() if isinstance(m, QuantLinear)]
+    layers = {n: m for n, m in lm.model.named_modules() if isinstance(m, QuantLinear)}
     assert (
         report["layers"] == len(layers) == 7 * model.config.num_hidden_layers + 1
     )  # + the head (288 rows: too few for the embedding)
-    assert all(m.scheme.bits == int(method[3:]) for m in layers)
+    assert all(m.scheme.bits == (8 if name == "lm_head" else int(method[3:])) for name, m in layers.items())
     ref, got = _logits(model), _logits(lm.model)
     assert float((got - ref).norm() / ref.norm()) < tol
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.7
@@ -57,7 +57,7 @@ def test_gguf_q4_blocks_carry_over_without_loss_and_a_tied_head_is_stored_once(t
     model = tiny_model(tie_word_embeddings=True)
     path = write_gguf(tmp_path / "m.gguf", model, "Q4_1")
     files = open_model_files(path)
-    d, report = _write(files, tmp_path / "q", "int4", 32)
+    d, report = _write(files, tmp_path / "q", "int4", 32, include_head=True)  # the head's Q4_1 blocks too
     assert report["lossless_from_gguf"] == report["layers"]
     lm, float_lm = load_lm(d, "cpu", "float32"), load_lm(path, "cpu", "float32")
     q = lm.model.model.layers[0].self_attn.q_proj  # Q rows un-permuted like the float loader's
@@ -65,6 +65,10 @@ def test_gguf_q4_blocks_carry_over_without_loss_and_a_tied_head_is_stored_once(t
     torch.testing.assert_close(q.weight(), float_lm.model.model.layers[0].self_attn.q_proj.weight)
     assert isinstance(lm.model.model.embed_tokens, TiedQuantEmbedding)
     torch.testing.assert_close(_logits(lm.model), _logits(float_lm.model), rtol=1e-4, atol=1e-4)
+    d, report = _write(files, tmp_path / "q8", "int4", 32)  # by default the tied head is kept at 8 bits
+    assert report["layers_at_8_bits"] == ["lm_head"] and report["lossless_from_gguf"] == report["layers"] - 1
+    head = load_lm(d, "cpu", "float32").model.lm_head
+    assert isinstance(head, QuantLinear) and head.scheme.bits == 8
 
 
 def test_quantized_model_is_refused_a_second_time_and_bad_groups_are_refused(tmp_path):
@@ -76,6 +80,30 @@ def test_quantized_model_is_refused_a_second_time_and_bad_groups_are_refused(tmp
         quantize_files(open_model_files(src), 4, 7)
 
 
+def test_int4_keeps_the_embedding_and_the_head_at_8_bits_unless_asked(tmp_path):
+    model = tiny_model(vocab_size=1024)  # a vocabulary large enough to quantize
+    files = open_model_files(save_hf(tmp_path / "src", model))
+    vocab = ["model.embed_tokens", "lm_head"]
+    errors = {}
+    for include_head in (False, True):
+        d, report = _write(files, tmp_path / f"q{include_head}", "int4", 32, include_head)
+        lm = load_lm(d, "cpu", "float32")
+        bits = {n: m.scheme.bits for n, m in lm.model.named_modules() if isinstance(m, QuantLinear)}
+        assert {n: bits[n] for n in vocab} == {n: 4 if include_head else 8 for n in vocab}
+        assert bits["model.layers.0.mlp.down_proj"] == 4
+        assert report.get("layers_at_8_bits") == (None if include_head else vocab)
+        ref = _logits(model)
+        errors[include_head] = float((_logits(lm.model) - ref).norm() / ref.norm())
+    assert errors[False] < errors[True], errors
+
+
+def test_include_head_is_a_4_bit_option(tiny_registry):
+    info = compress("quantize", "tiny:base", "int4", include_head=True)
+    assert info.tag == "int4-g32-head4" and "layers_at_8_bits" not in (info.parameters or {})
+    with pytest.raises(InvalidRequestError, match=r"int8 takes no --include-head \(int4, gptq, awq do\)"):
+        compress("quantize", "tiny:base", "int8", include_head=True)
+
+
 def test_result_is_a_registry_version_with_lineage(tmp_path, tiny_registry):
     reg, _ = tiny_registry
     info = compress("quantize", "tiny:base", "int4", group_size=32)
@@ -84,7 +112,7 @@ def test_result_is_a_registry_version_with_lineage(tmp_path, tiny_registry):
     again = compress("quantize", "tiny:base", "int8", "tiny:small", group_size="channel")
     assert again.tag == "small" and again.parameters and again.parameters["group_size"] == "channel"
     assert [a["model"] for a in (again.lineage or [])] == ["tiny:base"]
-    assert info.size < reg.show("tiny:base").size / 3  # the files really shrink (tokenizer included)
+    assert info.size < reg.show("tiny:base").size * 0.35  # the files really shrink (tokenizer included)
     lm = load_lm(reg.path_for("tiny:int4-g32"), "cpu", "float32")
     assert any(isinstance(m, QuantLinear) for m in lm.model.modules())
 
@@ -138,7 +166,8 @@ def test_calibrated_quantization_runs_gptq_and_records_the_data(tmp_path, tiny_r
     calib.write_text("pack my box with five dozen liquor jugs\n" * 30)
     info = compress("quantize", "tiny:base", "gptq", calibration=calib, calibration_tokens=512)
     p = info.parameters or {}
-    assert info.tag == "int4-g32-gptq" and p["algorithm"] == "gptq" and p["gptq_layers"] == p["layers"]
+    assert info.tag == "int4-g32-gptq" and p["algorithm"] == "gptq" and p["layers_at_8_bits"] == ["lm_head"]
+    assert p["gptq_layers"] == p["layers"] - 1  # the head, kept at 8 bits, is rounded to nearest
     assert p["calibration_digest"].startswith("sha256:") and p["calibration_tokens"] == 512
     lm = load_lm(reg.path_for("tiny:int4-g32-gptq"), "cpu", "float32")
     ref, got = _logits(model), _logits(lm.model)
