@@ -8,13 +8,14 @@ kernels, nothing for the loader to apply).
 Per scaling site s = mean|x|^alpha (normalised so that max * min = 1), alpha searched over 0, 0.1, ..., 1
 for the least output error of the site's layers on the calibration activations: sum over layers of
 (W - Q(W s) / s) H (W - Q(W s) / s)^T with H = sum x x^T (compress/model.py, as GPTQ's). alpha = 0 is
-round to nearest, so a site's error is never above RTN's. The sites of a Llama / Gemma 3 block:
+round to nearest, so a site's error is never above RTN's. The sites of a block (the Llama block of
+maas.models.llama; its norms where the family table's row puts them):
 
-    input norm -> q, k, v          the norm's weight takes 1 / s
+    norm before attention -> q, k, v    the norm's weight takes 1 / s
     norm before the MLP -> gate, up
-    v_proj -> o_proj               v's output rows take 1 / s; with grouped-query attention the query heads
-                                   of one key head share a scale (o's inputs are their concatenation)
-    up_proj -> down_proj           up's output rows take 1 / s
+    v_proj -> o_proj                    v's output rows take 1 / s; with grouped-query attention the query
+                                        heads of one key head share a scale (o's inputs are their concatenation)
+    up_proj -> down_proj                up's output rows take 1 / s
 
 Then every group's clipping range is searched (shrunk by up to 20%) for the least error under its inputs'
 block of H, as AWQ's clipping step. One shot from the float model's activations.
@@ -32,23 +33,20 @@ from tqdm import tqdm
 
 from maas.compress.calibration import read_calibration
 from maas.compress.method import Method, Options, Result, expect
-from maas.compress.model import Stats, activation_stats, load_float
+from maas.compress.model import Stats, activation_stats, family, load_float
 from maas.compress.quantize import CalibratedOptions, Rounding, Stored, quantized
 from maas.compress.source import Source
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
 from maas.kernels.quantized import Scheme, encode, group_range, pack_nibbles, quantize_weight
-from maas.models.gemma3 import Gemma3Layer
-from maas.models.llama import DecoderLayer, SelfAttention
+from maas.models.families import Family
+from maas.models.llama import NORM_NAMES, SelfAttention
 
 log = logging.getLogger("maas.compress")
 ALPHAS = tuple(i / 10 for i in range(11))
 SHRINKS = (1.0, 0.95, 0.9, 0.85, 0.8)
+ROWS = 256  # output rows of each layer the alpha search scores (evenly spaced; the error is a sum over rows)
 # The norm whose output feeds a block's MLP (the family table does not say where each norm sits)
-MLP_NORM: dict[type[nn.Module], str] = {
-    DecoderLayer: "post_attention_layernorm",
-    Gemma3Layer: "pre_feedforward_layernorm",
-}
 
 
 @dataclass(frozen=True)
@@ -70,24 +68,26 @@ class Site:
     share: int = 1
 
 
-def sites(model: nn.Module) -> list[Site]:
-    """The scaling sites of a decoder LM's blocks."""
+def sites(model: nn.Module, row: Family) -> list[Site]:
+    """The scaling sites of a decoder LM's blocks, where the family table's row puts its norms (a site whose
+    input is the residual stream, with no norm before it, has nothing to fold into and is left out)."""
     blocks = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(blocks, nn.ModuleList):
-        raise InvalidRequestError("AWQ scales decoder LMs' blocks; this model has none")
+    if row.kind != "llm" or not row.ffn_inputs or not isinstance(blocks, nn.ModuleList):
+        raise InvalidRequestError(f"AWQ scales the blocks of decoder LMs, not {row.name} models")
+    attn_norm, _, mlp_norm, _ = NORM_NAMES[row.norms]
+    up = row.ffn_inputs[-1]  # the ungated input: down_proj reads act(gate) * up
     out = []
     for i, block in enumerate(blocks):
-        norm = MLP_NORM.get(type(block))
-        if norm is None:
-            raise InvalidRequestError(f"AWQ knows the Llama and Gemma 3 blocks, not {type(block).__name__}")
         p, attn = f"model.layers.{i}", block.get_submodule("self_attn")
         assert isinstance(attn, SelfAttention)
-        out += [
-            Site(f"{p}.input_layernorm", tuple(f"{p}.self_attn.{n}_proj" for n in "qkv")),
-            Site(f"{p}.self_attn.v_proj", (f"{p}.self_attn.o_proj",), attn.n_kv, attn.n_heads // attn.n_kv),
-            Site(f"{p}.{norm}", (f"{p}.mlp.gate_proj", f"{p}.mlp.up_proj")),
-            Site(f"{p}.mlp.up_proj", (f"{p}.mlp.down_proj",)),
-        ]
+        if attn_norm is not None:
+            out.append(Site(f"{p}.{attn_norm}", tuple(f"{p}.self_attn.{n}_proj" for n in "qkv")))
+        out.append(
+            Site(f"{p}.self_attn.v_proj", (f"{p}.self_attn.o_proj",), attn.n_kv, attn.n_heads // attn.n_kv)
+        )
+        if mlp_norm is not None:
+            out.append(Site(f"{p}.{mlp_norm}", tuple(f"{p}.{n}" for n in row.ffn_inputs)))
+        out.append(Site(f"{p}.{up}", (f"{p}.{row.ffn_output}",)))
     return out
 
 
@@ -114,12 +114,13 @@ def search_scale(
     assert H is not None
     x = (stats.absolute / max(stats.tokens, 1)).clamp_min(1e-8)  # (K,) mean |x| per input channel
     best: tuple[float, float, torch.Tensor] = (float("inf"), 0.0, torch.ones_like(x))
+    sample = [w[:: max(1, w.shape[0] // ROWS)].float() for w in weights]  # rows are independent: a sample
     for alpha in ALPHAS:
         s = x.pow(alpha)
         s = s / (s.max() * s.min()).sqrt()
         if kv_heads:
             s = shared(s, kv_heads, share)
-        err = sum(output_error(w.float(), s, sc, H) for w, sc in zip(weights, schemes, strict=True))
+        err = sum(output_error(w, s, sc, H) for w, sc in zip(sample, schemes, strict=True))
         if err < best[0]:
             best = (err, alpha, s)
     return best[1], best[2]
@@ -181,7 +182,7 @@ def awq_rounding(files: ModelFiles, text: str, tokens: int) -> Rounding:
         linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         todo = [
             s
-            for s in sites(model)
+            for s in sites(model, family(files))
             if set(s.layers) <= set(schemes) and (s.prev in schemes or s.prev not in linears)
         ]
         stats = activation_stats(model, files, text, tokens, only={s.layers[0] for s in todo}, outer=True)

@@ -11,6 +11,7 @@ from maas.compress.methods import compress
 from maas.compress.model import Stats, float_state
 from maas.engine.llm.loader import load_lm
 from maas.kernels.quantized import QuantLinear, Scheme, dequantize, quantize_weight
+from maas.models.families import by_name
 from tests.gguf_util import tiny_model
 
 IDS = torch.tensor([[1, 2, 3, 40, 50, 60, 70, 80]])
@@ -49,7 +50,7 @@ def test_on_a_tiny_models_layers_awq_lowers_the_output_error_below_round_to_near
     text = "pack my box with five dozen liquor jugs, then the quick brown fox jumps\n" * 40
     stats = activation_stats(model, files, text, 2048, outer=True)
     scheme, rtn, awq = Scheme(4, 32), 0.0, 0.0
-    for site in sites(model):
+    for site in sites(model, by_name("llama")):
         ws = [model.get_submodule(n).weight.detach() for n in site.layers]
         st = stats[site.layers[0]]
         assert st.outer is not None
@@ -64,7 +65,7 @@ def test_folding_keeps_the_models_function():
     model = tiny_model()  # 4 query heads over 2 key heads: o_proj's scales are shared per key head
     torch.manual_seed(1)
     tensors = float_state(model)
-    for site in sites(model):
+    for site in sites(model, by_name("llama")):
         width = model.get_submodule(site.layers[0]).in_features
         s = torch.rand(width) * 4 + 0.25
         if site.kv_heads:
