@@ -6,7 +6,8 @@ Every layer loses the same number of channels (heads), so the config keeps one i
 (num_attention_heads). A channel's score is the size of its input to the down projection (on calibration
 text; the up projection's row norm without) times the norm of its down-projection column; a query head's
 score likewise, at the output projection. Heads go in equal numbers from every KV group (Llama with GQA),
-so a share is rounded to whole heads per group. BERT encoders: FFN channels only.
+so a share is rounded to whole heads per group. Where a block keeps its FFN layers is the family table's
+row (`ffn_inputs`, `ffn_output`). BERT encoders: FFN channels only.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from torch import nn
 
 from maas.compress.calibration import read_calibration
 from maas.compress.method import Method, Options, Result, expect
-from maas.compress.model import float_state, input_norms, load_float
+from maas.compress.model import family, float_state, input_norms, load_float
 from maas.compress.source import Source
 from maas.errors import InvalidRequestError
+from maas.models.families import Family
 
 log = logging.getLogger("maas.compress")
 
@@ -40,21 +42,6 @@ class StructuredOptions(Options):
     def __post_init__(self) -> None:
         if not 0 <= self.ffn < 1 or not 0 <= self.heads < 1 or not (self.ffn or self.heads):
             raise InvalidRequestError("give --ffn and/or --heads, each a share in (0, 1)")
-
-
-@dataclass(frozen=True)
-class FFN:
-    """Where a family keeps a block's feed-forward layers (relative to the block)."""
-
-    inputs: tuple[str, ...]  # layers whose output rows are channels
-    output: str  # the layer whose input columns are channels
-    config_key: str = "intermediate_size"
-
-
-FFNS = {
-    "llama": FFN(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"),
-    "bert": FFN(("intermediate.dense",), "output.dense"),
-}
 
 
 def _blocks(model: Any) -> list[tuple[str, Any]]:
@@ -87,34 +74,38 @@ def _keep(score: torch.Tensor, n_keep: int) -> torch.Tensor:
     return score.topk(n_keep).indices.sort().values
 
 
-def prune_ffn(model: nn.Module, family: str, share: float, norms: dict[str, torch.Tensor] | None) -> int:
-    """Remove `share` of every block's FFN channels; the new intermediate size."""
-    spec = FFNS.get(family)
-    if spec is None:
-        raise InvalidRequestError(f"structured FFN pruning knows {', '.join(FFNS)} models, not {family}")
+def prune_ffn(model: nn.Module, row: Family, share: float, norms: dict[str, torch.Tensor] | None) -> int:
+    """Remove `share` of every block's FFN channels (where the family table's row says they are); the new
+    intermediate size."""
+    if not row.ffn_inputs or not row.ffn_output:
+        raise InvalidRequestError(
+            f"the family table does not say where {row.name} models keep their FFN layers"
+        )
     size = 0
     for prefix, block in _blocks(model):
-        out = block.get_submodule(spec.output)
+        out = block.get_submodule(row.ffn_output)
         assert isinstance(out, nn.Linear)
         width = out.in_features
         size = width - int(width * share)
-        key = f"{prefix}.{spec.output}"
-        first = block.get_submodule(spec.inputs[-1])
+        key = f"{prefix}.{row.ffn_output}"
+        first = block.get_submodule(row.ffn_inputs[-1])
         assert isinstance(first, nn.Linear)
         feed = norms[key] if norms is not None else first.weight.norm(dim=1)  # (I,)
         keep = _keep(feed * out.weight.norm(dim=0), size)
-        for name in spec.inputs:
+        for name in row.ffn_inputs:
             layer = block.get_submodule(name)
             assert isinstance(layer, nn.Linear)
             _set(block, name, _slice(layer, rows=keep))
-        _set(block, spec.output, _slice(out, cols=keep))
+        _set(block, row.ffn_output, _slice(out, cols=keep))
     return size
 
 
-def prune_heads(model: Any, family: str, share: float, norms: dict[str, torch.Tensor] | None) -> int:
-    """Remove `share` of every Llama block's query heads (equal numbers per KV group); the new head count."""
-    if family != "llama":
-        raise InvalidRequestError(f"structured head pruning knows Llama-family models, not {family}")
+def prune_heads(model: Any, row: Family, share: float, norms: dict[str, torch.Tensor] | None) -> int:
+    """Remove `share` of every decoder block's query heads (equal numbers per KV group); the new head count."""
+    if row.kind != "llm" or row.qk_norm == "projection":  # a norm over the whole q projection: not per head
+        raise InvalidRequestError(
+            f"structured head pruning knows decoder LMs with per-head queries, not {row.name}"
+        )
     cfg = model.config
     H, KV, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     group = H // KV
@@ -149,6 +140,7 @@ class Structured(Method):
         o = expect(options, StructuredOptions)
         calibrated = None if o.calibration is None else read_calibration(o.calibration, o.calibration_tokens)
         files = source.files
+        row = family(files)
         model = load_float(files)
         before = sum(p.numel() for p in model.parameters())
         norms = input_norms(model, files, calibrated[0], o.calibration_tokens) if calibrated else None
@@ -156,13 +148,11 @@ class Structured(Method):
         params: dict[str, object] = {"structured": True, "ffn": o.ffn, "heads": o.heads,
                                      "score": "activation" if norms is not None else "magnitude"}  # fmt: skip
         if o.ffn:
-            config["intermediate_size"] = params["intermediate_size"] = prune_ffn(
-                model, files.architecture, o.ffn, norms
-            )
+            config["intermediate_size"] = params["intermediate_size"] = prune_ffn(model, row, o.ffn, norms)
         if o.heads:
             head_dim = int(getattr(model, "config").head_dim)  # noqa: B009 - the Llama config
             config["num_attention_heads"] = params["attention_heads"] = prune_heads(
-                model, files.architecture, o.heads, norms
+                model, row, o.heads, norms
             )
             config["head_dim"] = head_dim  # no longer hidden_size / heads
         after = sum(p.numel() for p in model.parameters())
