@@ -13,10 +13,12 @@ from typing import Any, Literal
 
 Kind = Literal["llm", "embedding", "tensor"]
 KINDS: tuple[Kind, ...] = ("llm", "embedding", "tensor")
-# Where a decoder block's RMSNorms sit: before each sublayer (Llama), or before and after each (Gemma 3).
-Norms = Literal["pre", "sandwich"]
-# RMSNorm on queries and keys before RoPE: none, or over each head (Qwen3, Gemma 3).
-QKNorm = Literal["none", "head"]
+# Where a decoder block's RMSNorms sit: before each sublayer (Llama), before and after each (Gemma 3), or
+# after each, on the sublayer's output before the residual add (OLMo 2).
+Norms = Literal["pre", "sandwich", "post"]
+# RMSNorm on queries and keys before RoPE: none, over each head (Qwen3, Gemma 3), or over the whole
+# projection, all heads at once (OLMo 2).
+QKNorm = Literal["none", "head", "projection"]
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,7 @@ class Family:
         return _import(self.builder)
 
 
-_LLAMA_GGUF_BLOCKS = {
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
+_LLAMA_GGUF_PROJECTIONS = {
     "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
@@ -74,6 +74,11 @@ _LLAMA_GGUF_BLOCKS = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+}
+_LLAMA_GGUF_BLOCKS = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    **_LLAMA_GGUF_PROJECTIONS,
 }
 _LLAMA_GGUF_TOP = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -151,6 +156,19 @@ FAMILIES: tuple[Family, ...] = (
         norm_plus_one=True,  # GGUF files store 1 + w already
         norms="sandwich",
         qk_norm="head",
+    ),
+    _llama(
+        "olmo2",
+        ("olmo2",),
+        ("olmo2",),
+        gguf_block_names={
+            **_LLAMA_GGUF_PROJECTIONS,
+            **_QK_NORMS,
+            "post_attention_norm": "post_attention_layernorm",
+            "post_ffw_norm": "post_feedforward_layernorm",
+        },
+        norms="post",
+        qk_norm="projection",
     ),
     Family(
         "bert",

@@ -1,7 +1,7 @@
 """Decoder-only LMs of the Llama family: RMSNorm, RoPE, grouped-query attention, SwiGLU.
 
-Covers Llama 2/3, Mistral, SmolLM, Qwen2 (qkv bias), Qwen3 (q/k norms per head) and Phi-3: the family
-table's row says which. Attention over past tokens is delegated to an `Attention` backend so that the same
+Covers Llama 2/3, Mistral, SmolLM, Qwen2 (qkv bias), Qwen3 (q/k norms per head), Phi-3 and OLMo 2 (norms
+after each sublayer, q/k norms over the whole projection): the family table's row says which. Attention over past tokens is delegated to an `Attention` backend so that the same
 module serves training (plain causal attention) and the serving engine (a KV cache of one slot per sequence).
 
     cfg = LlamaConfig.tiny(); model = LlamaForCausalLM(cfg)
@@ -181,9 +181,10 @@ class SelfAttention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
         self.qkv_proj: nn.Module | None = None  # set by `fuse_projections`
         self.qk_norm = cfg.qk_norm
-        if cfg.qk_norm == "head":
-            self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
-            self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
+        if cfg.qk_norm != "none":  # one scale per head dimension, or one per output of the whole projection
+            whole = cfg.qk_norm == "projection"
+            self.q_norm = RMSNorm(self.hd * (self.n_heads if whole else 1), cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.hd * (self.n_kv if whole else 1), cfg.rms_norm_eps)
         self.window: int | None = None  # sliding-window layers (Gemma 3) see only this many positions
         self.q_scale = 1.0  # multiplies queries when the attention scale is not 1/sqrt(head_dim)
 
@@ -203,6 +204,9 @@ class SelfAttention(nn.Module):
             qk, v = self.qkv_proj(x).split([(H + KV) * hd, KV * hd], dim=-1)
         else:
             qk, v = torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1), self.v_proj(x)
+        if self.qk_norm == "projection":  # over all of a row's query (key) heads at once
+            q, k = qk.split([H * hd, KV * hd], dim=-1)
+            qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=-1)
         qk = qk.view(*lead, H + KV, hd)  # rotate queries and keys together
         if self.qk_norm == "head":
             q, k = qk.split([H, KV], dim=-2)
@@ -249,6 +253,7 @@ NORM_NAMES: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
     "sandwich": (
         "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"
     ),
+    "post": (None, "post_attention_layernorm", None, "post_feedforward_layernorm"),
 }  # fmt: skip
 
 

@@ -20,7 +20,11 @@ from maas.kernels.quantized import QuantLinear
 from maas.models.llama import LlamaForCausalLM
 
 Lin = tuple[torch.Tensor, int, int, int, torch.Tensor | None]
-NATIVE_ACTS = {"silu": 0, "gelu_tanh": 1}  # the MLP gate's activations decode.cpp computes, by its code
+# What decode.cpp computes: a norm before each sublayer (and maybe one after), q/k norms per head, and these
+# MLP gate activations (by their code). OLMo 2's rows (post-norms, q/k norms over the projection) are not.
+NATIVE_NORMS = ("pre", "sandwich")
+NATIVE_QK_NORMS = ("none", "head")
+NATIVE_ACTS = {"silu": 0, "gelu_tanh": 1}
 
 
 def _linear(m: nn.Module | None) -> Lin | None:
@@ -61,6 +65,8 @@ class FusedDecoder:
         cfg = model.config
         if cfg.head_dim % 16 or cfg.hidden_size % 16 or cfg.intermediate_size % 16:
             return None
+        if cfg.norms not in NATIVE_NORMS or cfg.qk_norm not in NATIVE_QK_NORMS:
+            return None  # the family row's block is one the native decoder does not compute
         layers: list[Any] = list(model.model.layers)
         first = layers[0]
         if first.mlp.act not in NATIVE_ACTS:

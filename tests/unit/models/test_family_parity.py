@@ -7,8 +7,9 @@ import pytest
 import torch
 import transformers
 
+from maas.engine.llm.engine import Engine, EngineConfig
 from maas.engine.llm.loader import load_lm
-from tests.conftest import byte_tokenizer
+from tests.conftest import byte_tokenizer, engine_greedy, hf_greedy
 from tests.gguf_util import write_gguf
 
 SHAPE = dict(vocab_size=264, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -20,6 +21,8 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {"sliding_window": None, "pad_token_id": 0}),
+    # norms after each sublayer, q/k norms over the whole projection (its default eos id is past this vocabulary)
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"eos_token_id": 256, "pad_token_id": 0}),
     # a local layer with a window shorter than the 40-token input, then a global one; the attention scale
     # (query_pre_attn_scalar 256) is not 1/sqrt(head_dim)
     "gemma3": (
@@ -75,7 +78,14 @@ def test_hf_directory_logits_match_transformers(family, tmp_path):
 
 @pytest.mark.parametrize(
     ("family", "arch"),
-    [("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("phi3", "phi3"), ("gemma3", "gemma3")],
+    [
+        ("llama", "llama"),
+        ("qwen2", "qwen2"),
+        ("qwen3", "qwen3"),
+        ("phi3", "phi3"),
+        ("gemma3", "gemma3"),
+        ("olmo2", "olmo2"),
+    ],  # fmt: skip
 )
 def test_gguf_logits_match_transformers(family, arch, tmp_path):
     # gemma3 GGUFs carry no layer types (llama.cpp's pattern applies: every sixth layer global) and no
@@ -147,3 +157,22 @@ def test_bf16_logits_match_transformers_in_bf16(family, tmp_path):
     ours_err, their_err = float((got - exact).abs().max()), float((theirs - exact).abs().max())
     print(f"{family}: bf16 max |logit error| maas {ours_err:.3f}, transformers {their_err:.3f}")
     assert ours_err < 2 * their_err + 0.05
+
+
+@pytest.mark.parametrize("source", ["hf", "gguf"])
+def test_olmo2_is_served_on_the_pytorch_path_token_for_token(source, tmp_path):
+    """OLMo 2's post-norms are a block the native decoder does not compute: the engine leaves it out and
+    continues prompts exactly as transformers does, from the HF directory and from a GGUF file."""
+    model = hf_model("olmo2")
+    save_hf(model, tmp_path / "hf")
+    path = tmp_path / "hf"
+    if source == "gguf":
+        path = write_gguf(
+            tmp_path / "m.gguf", load_lm(path, device="cpu", dtype="float32").model, arch="olmo2"
+        )
+    engine = Engine.from_path(path, EngineConfig(max_model_len=128, weights="float32"))
+    assert engine.runner.fused is None
+    for prompt in (ids()[0, :5].tolist(), ids()[0].tolist()):
+        got, want = engine_greedy(engine, prompt, 24), hf_greedy(model, prompt, 24)
+        print(f"olmo2 {source}: {len(prompt)}-token prompt, engine {got[:8]}..., transformers {want[:8]}...")
+        assert got == want
