@@ -11,14 +11,14 @@ module serves training (plain causal attention) and the serving engine (a KV cac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from maas.errors import UnsupportedModelError
-from maas.models.decoder import DecoderLM
+from maas.models.decoder import Attention, DecoderLM
 from maas.models.embedding import embedding
 from maas.models.families import Family, Norms, QKNorm, by_config
 from maas.models.fuse import cat_linears
@@ -123,17 +123,6 @@ class LlamaConfig:
         )
         base.update(kw)
         return cls(**base)
-
-
-class Attention(Protocol):
-    """Attends queries to keys/values, possibly including cached past tokens."""
-
-    def __call__(
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
-    ) -> torch.Tensor:
-        """q: (*lead, n_heads, hd); k, v: (*lead, n_kv, hd) -> (*lead, n_heads * hd). With `window`, each
-        query sees only the last `window` positions (itself included)."""
-        ...
 
 
 class CausalAttention:
@@ -303,6 +292,7 @@ class LlamaModel(nn.Module):
 class LlamaForCausalLM(DecoderLM):
     """The full LM. `forward` returns hidden states or logits; `logits` projects hidden states."""
 
+    config: LlamaConfig
     inv_freq: torch.Tensor
     layer_class: Any = DecoderLayer  # what each decoder layer is (a family with another block sets its own)
 

@@ -39,7 +39,7 @@ class ModelRunner:
         fused_decode: bool = True,
         kv_dtype: torch.dtype | None = None,
     ):
-        cfg: Any = model.config
+        cfg = model.config
         self.model = model
         self.device = device
         native_kv = kv_dtype in (None, torch.float32, torch.float16)  # what the native decoder reads
