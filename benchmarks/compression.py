@@ -6,14 +6,17 @@ one `maas compare` table per model (size, parameters, quality, speed, peak RSS) 
     python benchmarks/compression.py --lm-distill         # also the WikiText LM distillation (~8 min more)
 
 SmolLM2-135M: the built-in Q4_1 GGUF dequantized to float32 is the reference (`maas quantize --method
-float32`); from it: int8-g32, int4-g32 (round to nearest and GPTQ), 50% magnitude, 50% Wanda, 2:4 Wanda,
-structured FFN 25%; perplexity on the first --eval-tokens of WikiText-2 test (`maas eval`), calibration
-on WikiText-2 validation. Digits CNN: the teacher (configs/cnn-digits.yaml); int8 (per channel) and
-int4-g32 copies; its ONNX export and ONNX Runtime's int8 of it; half its convolution channels removed.
+float32`); from it: int8-g32, int4 in groups of 32 and 64 (round to nearest, GPTQ and AWQ; the embedding /
+LM head at 8 bits; the reference's weights sit on Q4_1's grid of 32, which int4-g32 reproduces, g64 does
+not), 50% magnitude, 50% Wanda, 2:4 Wanda, structured FFN 25%; perplexity on the first --eval-tokens of
+WikiText-2 test (`maas eval`), calibration on WikiText-2 validation; the seconds each version took to make.
+Digits CNN: the teacher (configs/cnn-digits.yaml); int8 (per channel) and int4-g32 copies; its ONNX export
+and ONNX Runtime's int8 of it; half its convolution channels removed.
 Students over --seeds seeds (the initial weights and batch order follow the seed, the split is the
 teacher's): a half-width CNN from scratch and distilled (same steps); the pruned shape for 10 epochs from
 scratch, from the pruned copy, and from the pruned copy distilled.
-MiniLM: int8-g32, int4-g32 and int4-g32 GPTQ; cosine to the float model over WikiText-2 test lines.
+MiniLM: int8-g32, int4-g32 and int4-g32 GPTQ (the embedding at 8 bits); cosine to the float model over
+WikiText-2 test lines.
 Each run uses a fresh MAAS_HOME (--home to keep it).
 """
 
@@ -34,6 +37,9 @@ DATA = ROOT.parent / "shared" / "data" / "wikitext-2"
 LLM, ENCODER = "smollm2-135m-instruct", "all-minilm-l6-v2"
 
 
+SECONDS: dict[str, float] = {}  # wall time of each version's making, by its ref
+
+
 def maas(env: dict[str, str], *args: str) -> str:
     """Run one `maas` command; its stdout (the command's own error ends the benchmark)."""
     t0 = time.perf_counter()
@@ -42,7 +48,11 @@ def maas(env: dict[str, str], *args: str) -> str:
     )
     if r.returncode != 0:
         sys.exit(f"maas {' '.join(args)} failed:\n{r.stderr[-3000:]}")
-    print(f"  maas {' '.join(args)}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    print(f"  maas {' '.join(args)}  ({seconds:.0f} s)", file=sys.stderr)
+    if "--json" in args and args[0] in ("quantize", "prune"):
+        made = json.loads(r.stdout)
+        SECONDS[f"{made['name']}:{made['tag']}"] = seconds
     return r.stdout
 
 
@@ -51,10 +61,13 @@ def smollm2(env: dict[str, str], a: argparse.Namespace) -> list[str]:
     ref = f"{LLM}:float32"
     calib = ["--calibration", str(DATA / "valid.txt")]
     maas(env, "quantize", LLM, "--method", "float32")
+    gptq = ["--calibration-tokens", str(a.gptq_tokens)]
+    int4 = [("quantize", ref, "--method", m, "--group-size", g, *extra)
+            for g in a.int4_groups.split(",")
+            for m, extra in (("int4", []), ("gptq", [*calib, *gptq]), ("awq", calib))]  # fmt: skip
     steps = [
         ("quantize", ref, "--method", "int8"),
-        ("quantize", ref, "--method", "int4"),
-        ("quantize", ref, "--method", "gptq", *calib, "--calibration-tokens", str(a.gptq_tokens)),
+        *int4,
         ("prune", ref, "--method", "magnitude", "--sparsity", "0.5"),
         ("prune", ref, "--method", "wanda", "--sparsity", "0.5", *calib),
         ("prune", ref, "--method", "2:4", *calib),
@@ -162,6 +175,7 @@ def main() -> int:
     p.add_argument(
         "--gptq-tokens", type=int, default=65536, help="calibration tokens for GPTQ (default %(default)s)"
     )
+    p.add_argument("--int4-groups", default="32,64", help="SmolLM2 int4 group sizes (default %(default)s)")
     p.add_argument("--seeds", type=int, default=5, help="digits students per kind (default %(default)s)")
     p.add_argument("--lm-distill", action="store_true", help="also distill the WikiText LM (~8 min)")
     p.add_argument("--home", help="MAAS_HOME to use (default: a fresh temporary one)")
@@ -176,6 +190,10 @@ def main() -> int:
         refs = smollm2(env, a)
         print(f"## SmolLM2-135M (perplexity: WikiText-2 test, first {a.eval_tokens} tokens)\n")
         print(maas(env, "compare", *refs, "--chart", str(Path(home) / "smollm2.png")))
+        print("seconds to make each version (quantize / prune, calibration included):")
+        for r in refs[1:]:
+            print(f"  {r:40s} {SECONDS.get(r, 0):6.0f}")
+        print()
     if "digits" in parts:
         refs, acc = digits(env, a, out)
         print("## Digits CNN (accuracy: the 359-image test split)\n")
