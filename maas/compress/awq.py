@@ -38,7 +38,7 @@ from maas.compress.quantize import CalibratedOptions, Rounding, Stored, quantize
 from maas.compress.source import Source
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
-from maas.kernels.quantized import Scheme, encode, group_range, pack_nibbles, quantize_weight
+from maas.kernels.quant_codes import Scheme, encode, group_range, pack_nibbles, quantize_weight
 from maas.models.families import Family
 from maas.models.llama import NORM_NAMES, SelfAttention
 

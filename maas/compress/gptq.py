@@ -25,7 +25,7 @@ from maas.compress.method import Method, Options, Result, expect
 from maas.compress.model import input_stats, load_float
 from maas.compress.quantize import CalibratedOptions, Stored, quantized
 from maas.compress.source import Source
-from maas.kernels.quantized import Scheme, encode, group_range, pack_nibbles, quantize_weight
+from maas.kernels.quant_codes import Scheme, encode, group_range, pack_nibbles, quantize_weight
 
 SHRINKS = (1.0, 0.95, 0.9, 0.85, 0.8)
 ROUNDS = 3  # rounding passes, each followed by a least-squares refit of the group scales and mins

@@ -28,7 +28,7 @@ from maas.compress.model import skeleton, state_name
 from maas.compress.source import Source
 from maas.errors import InvalidRequestError
 from maas.formats import ModelFiles
-from maas.kernels.quantized import Scheme, eligible, in_features, pack_nibbles, quantize_weight
+from maas.kernels.quant_codes import Scheme, eligible, in_features, pack_nibbles, quantize_weight
 
 log = logging.getLogger("maas.compress")
 VOCAB_ROWS = 1024  # embeddings with this many rows or more are quantized

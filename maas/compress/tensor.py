@@ -32,7 +32,7 @@ from maas.compress.method import Method, Options, Result, expect
 from maas.compress.source import Source
 from maas.errors import InvalidRequestError
 from maas.formats.detect import model_format
-from maas.kernels.quantized import Scheme, eligible, in_features, quantize_weight
+from maas.kernels.quant_codes import Scheme, eligible, in_features, quantize_weight
 
 log = logging.getLogger("maas.compress")
 Calibration = tuple[str, np.ndarray]  # (the graph's input name, rows as the model is served)

@@ -25,21 +25,7 @@ from torch import nn
 
 from maas.errors import UnsupportedModelError
 from maas.kernels import blocks, q8_linear
-from maas.kernels.quant_codes import (  # noqa: F401  (the codes are part of this module's interface)
-    BITS,
-    Scheme,
-    dequantize,
-    eligible,
-    encode,
-    group_range,
-    in_features,
-    pack_nibbles,
-    q4_1_blocks,
-    quantize_int4,
-    quantize_int8,
-    quantize_weight,
-    unpack_nibbles,
-)
+from maas.kernels.quant_codes import BITS, Scheme, dequantize, in_features, q4_1_blocks
 
 
 class QuantLinear(nn.Module):

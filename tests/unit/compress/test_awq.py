@@ -10,7 +10,8 @@ from maas.compress.awq import clip_round, fold, output_error, search_scale, site
 from maas.compress.methods import compress
 from maas.compress.model import Stats, float_state
 from maas.engine.llm.loader import load_lm
-from maas.kernels.quantized import QuantLinear, Scheme, dequantize, quantize_weight
+from maas.kernels.quant_codes import Scheme, dequantize, quantize_weight
+from maas.kernels.quantized import QuantLinear
 from maas.models.families import by_name
 from tests.gguf_util import tiny_model
 

@@ -3,7 +3,8 @@ import torch
 
 from maas.compress.compare import Row, chart, parameters, table
 from maas.errors import InvalidRequestError
-from maas.kernels.quantized import QuantLinear, Scheme, quantize_weight
+from maas.kernels.quant_codes import Scheme, quantize_weight
+from maas.kernels.quantized import QuantLinear
 
 
 def test_parameters_count_quantized_weights_and_zeros():

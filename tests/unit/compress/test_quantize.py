@@ -120,7 +120,7 @@ def test_result_is_a_registry_version_with_lineage(tmp_path, tiny_registry):
 @pytest.mark.parametrize(("bits", "group"), [(4, 32), (8, 32), (4, 64)])
 def test_gptq_keeps_the_layer_outputs_closer_than_rounding_to_nearest(bits, group):
     from maas.compress.gptq import gptq
-    from maas.kernels.quantized import Scheme, dequantize, quantize_weight
+    from maas.kernels.quant_codes import Scheme, dequantize, quantize_weight
 
     torch.manual_seed(0)
     mix = torch.randn(128, 128) * torch.linspace(0.1, 3, 128)  # correlated inputs of uneven size
@@ -140,7 +140,7 @@ def test_gptq_keeps_the_layer_outputs_closer_than_rounding_to_nearest(bits, grou
 @pytest.mark.parametrize("bits", [4, 8])
 def test_refitting_scales_to_the_outputs_never_loses_and_more_rounds_help(bits):
     from maas.compress.gptq import _output_error, gptq, refit_groups
-    from maas.kernels.quantized import Scheme, dequantize, quantize_weight, unpack_nibbles
+    from maas.kernels.quant_codes import Scheme, dequantize, quantize_weight, unpack_nibbles
 
     torch.manual_seed(1)
     x = torch.randn(2048, 128) @ (torch.randn(128, 128) * torch.linspace(0.1, 3, 128))

@@ -13,7 +13,8 @@ from torch import nn
 
 from maas.compress.tensor import plan_tensor, quantize_torch_dir
 from maas.errors import InvalidRequestError
-from maas.kernels.quantized import QuantConv2d, QuantLinear, Scheme, convert, dequantize, quantize_weight
+from maas.kernels.quant_codes import Scheme, dequantize, quantize_weight
+from maas.kernels.quantized import QuantConv2d, QuantLinear, convert
 from maas.models import zoo
 from maas.models.exported import load_exported
 

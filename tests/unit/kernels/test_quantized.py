@@ -2,14 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from maas.kernels.quantized import (
-    QuantLinear,
-    Scheme,
-    dequantize,
-    pack_nibbles,
-    quantize_weight,
-    unpack_nibbles,
-)
+from maas.kernels.quant_codes import Scheme, dequantize, pack_nibbles, quantize_weight, unpack_nibbles
+from maas.kernels.quantized import QuantLinear
 
 
 def _layer(w: torch.Tensor, scheme: Scheme, bias: torch.Tensor | None = None) -> QuantLinear:
