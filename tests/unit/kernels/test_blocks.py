@@ -54,12 +54,14 @@ def test_reference_matches_gguf_py_bit_for_bit(fmt: str) -> None:
     np.testing.assert_array_equal(ours.view(np.uint32), theirs.astype(np.float32).view(np.uint32))
 
 
-needs_native = pytest.mark.skipif(blocks.native() is None, reason="no native kernel (compiler)")
+needs_native = pytest.mark.skipif(
+    blocks.native() is None, reason="the native kernel is not built (maas kernels build)"
+)
 
 
 @lru_cache
 def _build(isa: str) -> Any | None:
-    return native.build("maas_block_linear", *blocks.SOURCES, avx512=isa == "avx512")
+    return native.load(native.BUILDS[f"maas_block_linear_{isa}"])
 
 
 @pytest.fixture(params=["avx2", "avx512"])
@@ -69,7 +71,7 @@ def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
         pytest.skip("this CPU has no AVX-512")
     ext = _build(request.param)
     if ext is None:
-        pytest.skip("no native kernel (compiler)")
+        pytest.skip("the native kernel is not built (maas kernels build)")
     assert ext.lanes == (16 if request.param == "avx512" else 8)
     monkeypatch.setattr(blocks, "native", lambda: ext)
     return ext
