@@ -35,10 +35,11 @@ def add_parser(sub: Any) -> None:
 
 def rows() -> list[dict[str, Any]]:
     """Each build of the table: its name, module, path, whether it is built, runs here and is in use."""
-    from maas.kernels import blocks, q8_linear
-    from maas.kernels.native import BUILDS
+    from maas.kernels.native import BUILDS, first_loading
 
-    used = {getattr(ext, "__name__", None) for ext in (blocks.native(), q8_linear.native())}
+    used = {
+        getattr(first_loading(kind, warn=False), "__name__", None) for kind in ("block_linear", "q8_linear")
+    }
     return [
         {
             "name": b.name,

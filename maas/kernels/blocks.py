@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maas.kernels.mapped import anonymous
-from maas.kernels.native import BUILDS, cpu_flags, load, wide
+from maas.kernels.native import cpu_flags, first_loading
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,7 @@ FORMATS = {
 def native() -> Any | None:
     """The installed extension (the AVX-512 build where the CPU has it, else AVX2), or None where it is not
     built (then the reference runs)."""
-    if wide():
-        ext = load(BUILDS["maas_block_linear_avx512"])
-        if ext is not None:
-            return ext
-    return load(BUILDS["maas_block_linear_avx2"])
+    return first_loading("block_linear")
 
 
 # formats the integer kernel (csrc/int_linear.cpp) takes, by 32-weight blocks or K-quant sub-blocks, and the

@@ -107,39 +107,43 @@ def wide() -> bool:
     return os.environ.get("MAAS_NATIVE_ISA", "auto") != "avx2" and cpu_has_avx512()
 
 
-_warned: set[str] = set()
+_warned: set[str] = set()  # builds already warned about, once a process
 
 
-def _warn_once(name: str, message: str) -> None:
-    if name not in _warned:
-        _warned.add(name)
-        log.warning(message)
-
-
-def load(build: Build) -> ModuleType | None:
-    """The installed build, imported; None (and one warning) where it is missing or does not load, or with
-    MAAS_NO_NATIVE=1. Never compiles."""
+def load(build: Build, warn: bool = True) -> ModuleType | None:
+    """The installed build, imported; None (and, with `warn`, one warning) where it is missing or does not
+    load, or with MAAS_NO_NATIVE=1. Never compiles."""
     if os.environ.get("MAAS_NO_NATIVE") == "1":
         return None
     path = build.path()
     if not path.exists():
-        _warn_once(
-            build.name,
-            f"native kernel {build.name} is not built for this install's sources (run `maas kernels build`); "
-            "using the torch reference",
+        problem = "is not built for this install's sources"
+    else:
+        try:
+            ext = _import(build.module, path)
+            log.debug("native kernel %s loaded from %s", build.name, path)
+            return ext
+        except Exception as e:  # built against another torch, a damaged file
+            problem = f"at {path} does not load ({str(e).splitlines()[0]})"
+    if warn and build.name not in _warned:
+        _warned.add(build.name)
+        log.warning(
+            "native kernel %s %s (run `maas kernels build`); using the torch reference", build.name, problem
         )
-        return None
-    try:
-        ext = _import(build.module, path)
-    except Exception as e:  # built against another torch, a damaged file
-        _warn_once(
-            build.name,
-            f"native kernel {build.name} at {path} does not load ({str(e).splitlines()[0]}); run "
-            "`maas kernels build`; using the torch reference",
-        )
-        return None
-    log.debug("native kernel %s loaded from %s", build.name, path)
-    return ext
+    return None
+
+
+def first_loading(kind: str, warn: bool = True) -> ModuleType | None:
+    """The build of `kind` ("block_linear", "q8_linear") that runs here: the AVX-512 block build where the CPU
+    has AVX-512 (`wide()`), else the AVX2 one; None where none loads."""
+    names = [f"maas_{kind}"] if kind == "q8_linear" else ["maas_block_linear_avx2"]
+    if kind == "block_linear" and wide():
+        names.insert(0, "maas_block_linear_avx512")
+    for name in names:
+        ext = load(BUILDS[name], warn)
+        if ext is not None:
+            return ext
+    return None
 
 
 def _import(module: str, path: Path) -> ModuleType:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maas.kernels.native import BUILDS, load
+from maas.kernels.native import first_loading
 
 BLOCK = 32
 
@@ -24,7 +24,7 @@ BLOCK = 32
 @lru_cache(maxsize=1)
 def native() -> Any | None:
     """The installed extension, or None where it is not built (then the reference runs)."""
-    return load(BUILDS["maas_q8_linear"])
+    return first_loading("q8_linear")
 
 
 def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
