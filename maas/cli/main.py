@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from maas.cli import (
         bench,
         compare,
+        data,
         distill,
         embed,
         eval,
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_parser(sub)
     compare.add_parser(sub)
     distill.add_parser(sub)
+    data.add_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
     kernels.add_parser(sub)

@@ -1,0 +1,1 @@
+"""Corpora prepared for training: read, cleaned, deduplicated, tokenized and packed into blocks."""
