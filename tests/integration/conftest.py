@@ -85,3 +85,15 @@ def client(server: Server):
 
 
 MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (2 cores, UI off) for the whole test session."""
+    pytest.importorskip("pyspark", reason="PySpark is not installed (pip install 'maas[spark]')")
+    from maas.data.spark import session
+
+    s = session("local[2]")
+    s.conf.set("spark.sql.shuffle.partitions", "4")
+    yield s
+    s.stop()
