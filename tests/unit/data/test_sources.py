@@ -63,3 +63,13 @@ def test_bad_sources_are_clear_errors(tmp_path: Path) -> None:
     src = list_sources([str(bad)])
     with pytest.raises(InvalidRequestError, match="byte 17: not JSON"):
         list(read(chunks(src, ReadOptions("line"))[0], ReadOptions("line")))
+
+
+def test_parquet_rows_are_documents(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["one", "", None, "two"], "n": [1, 2, 3, 4]}), tmp_path / "d.parquet")
+    src = list_sources([str(tmp_path / "d.parquet")])
+    opts = ReadOptions("paragraph", "text")
+    assert [d for c in chunks(src, opts, 1) for d in read(c, opts)] == [((0, 0), "one"), ((0, 3), "two")]
