@@ -21,6 +21,7 @@ from maas.errors import InvalidRequestError
 log = logging.getLogger("maas.data")
 
 DEDUP = ("none", "exact", "near")
+TOKENIZER = "tokenizer.json"  # the exact tokenizer, beside the shards
 SHARD_BYTES = 64 << 20
 
 
@@ -74,6 +75,7 @@ class Plan:
     eos_id: int
     vocab_size: int
     max_context: int | None
+    tokenizer_config: dict[str, Any] = field(default_factory=dict)  # bos/eos tokens, chat template
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -87,9 +89,9 @@ class Plan:
         return {s: SplitWriter(self.options.out, s, block, self.dtype, per_shard) for s in SPLITS}
 
 
-def tokenizer_of(ref: str) -> tuple[str, str, int, int, int | None]:
-    """(tokenizer JSON, name, EOS id, vocabulary size, the model's context) of a model name or path, or of a
-    tokenizer.json file."""
+def tokenizer_of(ref: str) -> tuple[str, str, int, int, int | None, dict[str, Any]]:
+    """(tokenizer JSON, name, EOS id, vocabulary size, the model's context, its bos/eos tokens and chat
+    template) of a model name or path, or of a tokenizer.json file."""
     from tokenizers import Tokenizer as HFTokenizer
 
     from maas.formats.detect import open_model_files
@@ -103,19 +105,29 @@ def tokenizer_of(ref: str) -> tuple[str, str, int, int, int | None]:
         except Exception as e:
             raise InvalidRequestError(f"--tokenizer {ref}: not a tokenizer.json ({e})") from None
         eos = hf.token_to_id("</s>") or hf.token_to_id("<|endoftext|>") or 0
-        return hf.to_str(), p.name, int(eos), int(hf.get_vocab_size(with_added_tokens=True)), None
+        return hf.to_str(), p.name, int(eos), int(hf.get_vocab_size(with_added_tokens=True)), None, {}
     name, path = resolve(ref)
     files = open_model_files(path)
     tok = Tokenizer.from_source(files.tokenizer)
     eos = tok.eos_token_ids[0] if tok.eos_token_ids else 0
     context = files.config.get("max_position_embeddings") if isinstance(files.config, dict) else None
-    return tok.hf.to_str(), name, int(eos), int(tok.vocab_size), context
+    src = files.tokenizer
+    config = {"bos_token": src.bos_token, "eos_token": src.eos_token, "add_bos_token": src.add_bos_token,
+              "chat_template": src.chat_template}  # fmt: skip
+    return (
+        tok.hf.to_str(),
+        name,
+        int(eos),
+        int(tok.vocab_size),
+        context,
+        {k: v for k, v in config.items() if v},
+    )
 
 
 def make_plan(options: PrepareOptions) -> Plan:
     """List the sources and load the tokenizer (every user mistake found here, before any work)."""
     options.check()
-    tok_json, tok_name, eos, vocab, context = tokenizer_of(options.tokenizer)
+    tok_json, tok_name, eos, vocab, context, tok_config = tokenizer_of(options.tokenizer)
     if context and options.block_size > int(context):
         raise InvalidRequestError(
             f"--block-size {options.block_size} is larger than the model's context ({context})"
@@ -123,7 +135,7 @@ def make_plan(options: PrepareOptions) -> Plan:
     sources = list_sources(list(options.sources))
     read = ReadOptions(options.split_by, options.text_field)
     return Plan(options, sources, chunks(sources, read), read, CleanOptions(options.min_chars), tok_json,
-                tok_name, eos, vocab, context)  # fmt: skip
+                tok_name, eos, vocab, context, tok_config)  # fmt: skip
 
 
 def inputs_of(plan: Plan) -> dict[str, Any]:
@@ -136,6 +148,13 @@ def inputs_of(plan: Plan) -> dict[str, Any]:
         "tokenizer": {"name": plan.tokenizer_name, "digest": "sha256:" + _sha(plan.tokenizer_json)},
         "sources": [{"url": s.url, "bytes": s.size, "digest": digest(s)} for s in plan.sources],
     }
+
+
+def _write_text(url: str, text: str) -> None:
+    import fsspec
+
+    with fsspec.open(url, "wb") as f:
+        f.write(text.encode("utf-8"))
 
 
 def _sha(text: str) -> str:
@@ -155,6 +174,7 @@ def finish(
             f"nothing to train on: {writers['train'].tokens_in} training tokens make no block of {plan.options.block_size}"
         )
     tok = load_tokenizer(plan.tokenizer_json)
+    _write_text(f"{plan.options.out.rstrip('/')}/{TOKENIZER}", plan.tokenizer_json)
     whole = hashlib.sha256()
     for s in SPLITS:
         whole.update(writers[s].digest().encode())
@@ -179,6 +199,7 @@ def finish(
         "documents": dict(plan.counts),
         "stats": stats.report(lambda i: tok.id_to_token(i) or ""),
         **inputs,
+        "tokenizer_config": plan.tokenizer_config,
         "engine": {
             "name": plan.options.engine,
             "partitions": plan.options.partitions,

@@ -272,8 +272,38 @@ def _blocks(ids: list[int], block: int) -> Split:
     return Split(x, y)
 
 
+def _prepared(cfg: TrainConfig, url: str) -> Data:
+    """A dataset made by `maas data prepare`, streamed from its shards (nothing read up front)."""
+    from tokenizers import Tokenizer
+
+    from maas.data import manifest
+    from maas.data.blocks import windows
+
+    m = manifest.read(url)
+    block = int(m["block_size"])
+    if cfg.data.block_size != block:
+        raise ConfigError(f"{url} holds blocks of {block} tokens: set data.block_size: {block}")
+    splits = {s: windows(url, s, m["splits"][s], block, m["dtype"]) for s in ("train", "val", "test")}
+    if len(splits["train"][0]) == 0:
+        raise ConfigError(f"{url}: the training split has no whole block")
+    train = Split(*splits["train"])  # type: ignore[arg-type]
+    val = Split(*splits["val"]) if len(splits["val"][0]) else Split(train.x[:0], train.y[:0])  # type: ignore[arg-type]
+    test = Split(*splits["test"]) if len(splits["test"][0]) else val  # type: ignore[arg-type]
+    tokenizer = Tokenizer.from_str(read_bytes(f"{url.rstrip('/')}/tokenizer.json").decode("utf-8"))
+    info: dict[str, Any] = {"tokens": m["tokens"], "vocab_size": m["vocab_size"], "documents": m["documents"],
+                            "dataset": url, "streamed": True}  # fmt: skip
+    if m.get("tokenizer_config"):
+        info["tokenizer_config"] = m["tokenizer_config"]
+    return Data(task="lm", train=train, val=val, test=test, digest=m["digest"], tokenizer=tokenizer,
+                eos_id=int(m["eos_id"]), unigram_ppl=m["stats"]["unigram_perplexity"], info=info)  # fmt: skip
+
+
 def _text(cfg: TrainConfig) -> Data:
+    from maas.data import manifest
+
     url = cfg.path(cfg.data.train or "")
+    if manifest.exists(url):
+        return _prepared(cfg, url)
     raw = read_bytes(url)
     digest = hashlib.sha256(raw)
     docs = _documents(raw, url, cfg.data.text_field, cfg.data.max_documents)
