@@ -17,7 +17,7 @@ def test_help_on_every_verb():
     listed = [v for v in verbs if v.isalpha() and v.islower()]
     assert {"serve", "run", "train", "quantize", "prune", "distill", "models", "bench"} <= set(listed)
     for verb in ["serve", "run", "embed", "predict", "train", "export", "eval", "quantize", "prune", "compare",
-                 "distill", "models", "bench", "kernels", "info"]:  # fmt: skip
+                 "distill", "models", "bench", "kernels", "info", "data"]:  # fmt: skip
         r = run(verb, "--help")
         assert r.returncode == 0 and "usage: maas" in r.stdout, verb
         assert verb in top.stdout, f"`maas --help` does not list {verb}"
