@@ -33,7 +33,11 @@ def documents(plan: Plan) -> list[Doc]:
     plan.counts.update(read=read, removed_by_cleaning=read - len(docs))
     if plan.options.dedup in ("exact", "near"):
         seen: set[str] = set()
-        kept = [d for d in docs if not (d[2] in seen or seen.add(d[2]))]  # type: ignore[func-returns-value]
+        kept = []
+        for d in docs:  # in key order: the first of each text stays
+            if d[2] not in seen:
+                seen.add(d[2])
+                kept.append(d)
         plan.counts["exact_duplicates"] = len(docs) - len(kept)
         docs = kept
     if plan.options.dedup == "near":
