@@ -38,13 +38,15 @@ def session(master: str) -> Any:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     try:
-        return (
+        spark = (
             SparkSession.builder.master(master)
             .appName("maas data prepare")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .getOrCreate()
         )
+        spark.sparkContext.setLogLevel("ERROR")
+        return spark
     except Exception as e:  # no Java, a master that does not answer
         raise InvalidRequestError(
             f"cannot start Spark on {master}: {str(e).splitlines()[0]} (Java 17+ needed)"
