@@ -149,8 +149,9 @@ def first_loading(kind: str, warn: bool = True) -> ModuleType | None:
 def _import(module: str, path: Path) -> ModuleType:
     import torch  # noqa: F401  (the extension links against torch's libraries, loaded first)
 
-    if module in sys.modules:
-        return sys.modules[module]
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded
     spec = importlib.util.spec_from_file_location(module, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"no extension module at {path}")

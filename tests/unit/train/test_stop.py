@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -24,7 +23,7 @@ def _signal_at(monkeypatch: pytest.MonkeyPatch, step: int, *sigs: signal.Signals
         after(self, *a)  # type: ignore[arg-type]
         if self.pos.step == step:
             for s in sigs:
-                os.kill(os.getpid(), s)
+                signal.raise_signal(s)  # its handler has run when this returns (os.kill may merge two)
 
     monkeypatch.setattr(Trainer, "_after_step", hooked)
 
