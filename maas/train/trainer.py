@@ -361,7 +361,11 @@ class Trainer:
         step, val = self.last_val
         if step != self.pos.step or not reuse_val:
             val = self.evaluate(self.data.val, "val")
-        metrics = {**val, **self.evaluate(self.data.test, "test")}
+        if self.data.test is self.data.val:  # no test split of its own: the same rows, not evaluated twice
+            test = {k.replace("val_", "test_", 1): v for k, v in val.items()}
+        else:
+            test = self.evaluate(self.data.test, "test")
+        metrics = {**val, **test}
         if self.data.unigram_ppl is not None:
             metrics["unigram_perplexity"] = self.data.unigram_ppl
         if self.ctx.is_main:

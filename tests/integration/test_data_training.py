@@ -67,12 +67,12 @@ def final(tmp_path: Path, name: str) -> dict:
 
 
 def test_training_on_the_prepared_dataset_learns_as_from_the_text(dataset: Path, tmp_path: Path) -> None:
-    a = train(tmp_path, "prepared", str(dataset), 60)
+    a = train(tmp_path, "prepared", str(dataset), 40)
     assert a.returncode == 0, a.stderr
-    b = train(tmp_path, "text", str(WIKI / "valid.txt"), 60, extra="val_fraction: 0.1")
+    b = train(tmp_path, "text", str(WIKI / "valid.txt"), 40, extra="val_fraction: 0.1")
     assert b.returncode == 0, b.stderr
     streamed, text = final(tmp_path, "prepared")["val_loss"], final(tmp_path, "text")["val_loss"]
-    print(f"validation loss after 60 steps: prepared {streamed:.3f}, text file {text:.3f}")
+    print(f"validation loss after 40 steps: prepared {streamed:.3f}, text file {text:.3f}")
     assert abs(streamed - text) / text < 0.08
 
 
@@ -86,12 +86,12 @@ def test_two_ranks_read_disjoint_blocks(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_a_stopped_run_resumes_at_the_exact_block(dataset: Path, tmp_path: Path) -> None:
-    whole = train(tmp_path, "whole", str(dataset), 40, trace=tmp_path / "t-whole")
+    whole = train(tmp_path, "whole", str(dataset), 24, trace=tmp_path / "t-whole")
     assert whole.returncode == 0, whole.stderr
     expected = next(iter(rows(tmp_path / "t-whole").values()))
     cfg_out = tmp_path / "stopped"
     cfg = tmp_path / "stopped.yaml"
-    cfg.write_text(CONFIG.format(train=str(dataset), extra="", steps=40, out=cfg_out))
+    cfg.write_text(CONFIG.format(train=str(dataset), extra="", steps=24, out=cfg_out))
     trace = tmp_path / "t-stopped"
     trace.mkdir()
     env = {**os.environ, "MAAS_HOME": str(tmp_path / "home"), "MAAS_DATA_TRACE": str(trace)}
