@@ -361,11 +361,9 @@ class Trainer:
         step, val = self.last_val
         if step != self.pos.step or not reuse_val:
             val = self.evaluate(self.data.val, "val")
-        if self.data.test is self.data.val:  # no test split of its own: the same rows, not evaluated twice
-            test = {k.replace("val_", "test_", 1): v for k, v in val.items()}
-        else:
-            test = self.evaluate(self.data.test, "test")
-        metrics = {**val, **test}
+        same = self.data.test is self.data.val  # no test split of its own: not evaluated twice
+        test = {k.replace("val_", "test_", 1): v for k, v in val.items()} if same else None
+        metrics = {**val, **(test or self.evaluate(self.data.test, "test"))}
         if self.data.unigram_ppl is not None:
             metrics["unigram_perplexity"] = self.data.unigram_ppl
         if self.ctx.is_main:
