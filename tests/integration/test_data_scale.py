@@ -25,9 +25,10 @@ def paragraphs() -> list[str]:
     return [p.strip() for p in text.split("\n") if len(p.split()) >= 20]
 
 
-def synthetic(path: Path, copies: int, seed: int = 0) -> set[str]:
-    """Copies of WikiText's paragraphs with their words shuffled (no two alike), and a near copy (3% of the
-    words replaced) of one paragraph in twenty, planted later; the planted texts."""
+def synthetic(path: Path, copies: int, seed: int = 0, every: int = 60) -> set[str]:
+    """Copies of WikiText's paragraphs with their words shuffled (no two alike), and a near copy of one
+    paragraph in twenty among those of at least `every` words, with one word in `every` replaced (about 0.8
+    Jaccard similarity of word 5-grams, above near_dup's 0.7), planted later; the planted texts."""
     rng = random.Random(seed)
     base = paragraphs()
     docs: list[str] = []
@@ -39,7 +40,9 @@ def synthetic(path: Path, copies: int, seed: int = 0) -> set[str]:
     planted = []
     for d in rng.sample(docs, len(docs) // 20):
         words = d.split()
-        for i in rng.sample(range(len(words)), max(1, len(words) * 3 // 100)):
+        if len(words) < every:
+            continue
+        for i in rng.sample(range(len(words)), len(words) // every):
             words[i] = rng.choice(["alpha", "beta", "gamma"])
         planted.append(" ".join(words))
     path.write_text("\n\n".join(docs + planted) + "\n")
