@@ -26,11 +26,18 @@ def same(m: dict) -> tuple:
     return m["tokens"], m["blocks"], m["digest"], m["splits"]["val"]["digest"], m["documents"]["kept"]
 
 
-@pytest.mark.parametrize("dedup", ["exact", "near"])
-def test_local_and_spark_at_1_2_5_partitions_write_the_same_blocks(spark, tmp_path: Path, dedup: str) -> None:
+@pytest.mark.parametrize(
+    ("dedup", "partitions"),
+    [("near", (5,)), pytest.param("exact", (1, 2, 5), marks=pytest.mark.slow),
+     pytest.param("near", (1, 2), marks=pytest.mark.slow)],
+)  # fmt: skip
+def test_local_and_spark_write_the_same_blocks(
+    spark, tmp_path: Path, dedup: str, partitions: tuple[int, ...]
+) -> None:
+    """The default run: near dedup, Spark at 5 partitions; `-m slow`: exact at 1, 2, 5 and near at 1, 2."""
     local = prepare(options(tmp_path / "local", dedup=dedup))
     assert local["blocks"] > 1000 and local["documents"]["exact_duplicates"] > 0
-    for n in (1, 2, 5):
+    for n in partitions:
         m = prepare(options(tmp_path / f"spark{n}", dedup=dedup, engine="spark", partitions=n))
         assert same(m) == same(local), f"{n} partitions"
         assert m["documents"] == local["documents"]  # the same counts at every step

@@ -66,6 +66,7 @@ def final(tmp_path: Path, name: str) -> dict:
     return json.loads((tmp_path / name / "metrics.jsonl").read_text().strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_training_on_the_prepared_dataset_learns_as_from_the_text(dataset: Path, tmp_path: Path) -> None:
     a = train(tmp_path, "prepared", str(dataset), 40)
     assert a.returncode == 0, a.stderr
@@ -83,6 +84,17 @@ def test_two_ranks_read_disjoint_blocks(dataset: Path, tmp_path: Path) -> None:
     assert len(per_rank) == 2, per_rank.keys()
     a, b = (set(v) for v in per_rank.values())
     assert len(a) == len(b) == 10 * 8 and not a & b
+
+
+@pytest.mark.slow
+def test_parameter_server_workers_read_disjoint_blocks(dataset: Path, tmp_path: Path) -> None:
+    r = train(tmp_path, "ps", str(dataset), 6, "--strategy", "ps", "--num-servers", "1", "--nproc", "2",
+              trace=tmp_path / "trace")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    per_worker = rows(tmp_path / "trace")
+    assert len(per_worker) == 2, per_worker.keys()  # the server process reads no data
+    a, b = (set(v) for v in per_worker.values())
+    assert len(a) == len(b) == 6 * 8 and not a & b
 
 
 def test_a_stopped_run_resumes_at_the_exact_block(dataset: Path, tmp_path: Path) -> None:
