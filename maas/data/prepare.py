@@ -77,6 +77,7 @@ class Plan:
     max_context: int | None
     tokenizer_config: dict[str, Any] = field(default_factory=dict)  # bos/eos tokens, chat template
     counts: dict[str, int] = field(default_factory=dict)
+    fsspec_conf: dict[str, Any] = field(default_factory=dict)  # the driver's fsspec settings, for executors
 
     @property
     def dtype(self) -> Any:
@@ -134,8 +135,11 @@ def make_plan(options: PrepareOptions) -> Plan:
         )
     sources = list_sources(list(options.sources))
     read = ReadOptions(options.split_by, options.text_field)
+    import fsspec.config
+
     return Plan(options, sources, chunks(sources, read), read, CleanOptions(options.min_chars), tok_json,
-                tok_name, eos, vocab, context, tok_config)  # fmt: skip
+                tok_name, eos, vocab, context, tok_config,
+                fsspec_conf={k: dict(v) for k, v in fsspec.config.conf.items()})  # fmt: skip
 
 
 def inputs_of(plan: Plan) -> dict[str, Any]:

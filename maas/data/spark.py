@@ -53,6 +53,15 @@ def session(master: str) -> Any:
         ) from None
 
 
+def _configured(plan: Plan) -> Plan:
+    """In an executor: the driver's fsspec settings (endpoints, credentials) applied, once a process."""
+    import fsspec.config
+
+    for protocol, kwargs in plan.fsspec_conf.items():
+        fsspec.config.conf.setdefault(protocol, {}).update(kwargs)
+    return plan
+
+
 def _first(a: Doc, b: Doc) -> Doc:
     return a if a[0] <= b[0] else b
 
@@ -64,7 +73,9 @@ def run(plan: Plan) -> tuple[dict[str, SplitWriter], TokenStats]:
     total = sum(s.size for s in plan.sources)
     pieces = chunks(plan.sources, plan.read, max(MIN_CHUNK, math.ceil(total / n)))
     bplan = sc.broadcast(plan)
-    read = sc.parallelize(pieces, max(1, min(n, len(pieces)))).flatMap(lambda c: read_clean(c, bplan.value))
+    read = sc.parallelize(pieces, max(1, min(n, len(pieces)))).flatMap(
+        lambda c: read_clean(c, _configured(bplan.value))
+    )
     read.persist()
     docs = read.filter(lambda kt: kt[1] is not None).map(lambda kt: (kt[0], kt[1], content_hash(kt[1])))
     plan.counts["read"] = read.count()
@@ -80,7 +91,7 @@ def run(plan: Plan) -> tuple[dict[str, SplitWriter], TokenStats]:
         docs = docs.filter(lambda d: d[0] not in drop.value)
     out = f"{plan.options.out.rstrip('/')}/_pieces"
     written = docs.sortBy(lambda d: d[0], numPartitions=n).mapPartitionsWithIndex(
-        lambda i, part: [_write_piece(i, part, bplan.value, out)]
+        lambda i, part: [_write_piece(i, part, _configured(bplan.value), out)]
     )
     results = sorted(written.collect(), key=lambda r: r[0])
     read.unpersist()

@@ -78,3 +78,30 @@ def test_prepare_from_and_to_s3_and_show(
     lx, _ = windows(str(tmp_path / "local"), "train", lm["splits"]["train"], 128, lm["dtype"])
     assert (x[[0, 5, len(x) - 1]] == lx[[0, 5, len(lx) - 1]]).all()
     assert (y[[3]][0, :-1] == x[[3]][0, 1:]).all()
+
+
+def test_spark_prepares_from_and_to_s3_with_the_drivers_settings(
+    s3: dict[str, str], spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executors get the driver's fsspec settings (here: the endpoint and keys) with the plan."""
+    import fsspec.config
+    import s3fs
+
+    from maas.data.prepare import PrepareOptions, prepare
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"], key="test", secret="test")
+    if not fs.exists("corpora2"):
+        fs.mkdir("corpora2")
+    fs.put(str(WIKI / "test.txt"), "corpora2/test.txt")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3["FSSPEC_S3_ENDPOINT_URL"], "key": "test",
+                                                   "secret": "test"})  # fmt: skip
+    opts = {"tokenizer": "smollm2-135m-instruct", "block_size": 128, "val_fraction": 0.1, "dedup": "near"}
+    remote = prepare(PrepareOptions(("s3://corpora2/test.txt",), "s3://datasets/spark", engine="spark",
+                                    partitions=3, **opts))  # type: ignore[arg-type]  # fmt: skip
+    local = prepare(PrepareOptions((str(WIKI / "test.txt"),), str(tmp_path / "local"), **opts))  # type: ignore[arg-type]
+    assert (remote["tokens"], remote["blocks"], remote["digest"]) == (
+        local["tokens"],
+        local["blocks"],
+        local["digest"],
+    )
+    assert fs.exists("datasets/spark/manifest.json") and not fs.exists("datasets/spark/_pieces")
