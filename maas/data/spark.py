@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,18 @@ def _first(a: Doc, b: Doc) -> Doc:
 
 
 def run(plan: Plan) -> tuple[dict[str, SplitWriter], TokenStats]:
-    """Prepare on Spark: the writers (not yet closed) and the token statistics."""
+    """Prepare on Spark: the writers (not yet closed) and the token statistics. A user's mistake found in an
+    executor (a line that is not JSON) comes back as its one-line message, not as Spark's traceback."""
+    try:
+        return _run(plan)
+    except Exception as e:
+        found = re.search(r"maas\.(?:errors|train\.config)\.\w+: (.+)", str(e))
+        if found is None:
+            raise
+        raise InvalidRequestError(found.group(1).strip()) from None
+
+
+def _run(plan: Plan) -> tuple[dict[str, SplitWriter], TokenStats]:
     sc = session(plan.options.master).sparkContext
     n = plan.options.partitions or sc.defaultParallelism
     total = sum(s.size for s in plan.sources)

@@ -72,3 +72,13 @@ def test_the_command_prepares_shows_and_refuses(tmp_path: Path) -> None:
         r = subprocess.run([*MAAS, *argv], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
     assert not (tmp_path / "x" / "manifest.json").exists()
+
+
+def test_a_mistake_found_in_a_spark_executor_is_one_line(spark, tmp_path: Path) -> None:
+    from maas.errors import InvalidRequestError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{not json}\n')
+    with pytest.raises(InvalidRequestError, match=r"bad.jsonl at byte 17: not JSON") as info:
+        prepare(options(tmp_path / "x", sources=(str(bad),), engine="spark", partitions=2))
+    assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
