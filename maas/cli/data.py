@@ -33,6 +33,8 @@ def add_parser(sub: Any) -> None:
     prep.add_argument("--seed", type=int, default=0, help="seed of the split (default %(default)s)")
     prep.add_argument("--dedup", choices=("none", "exact", "near"), default="exact",
                       help="exact: identical documents; near: also MinHash LSH near-duplicates")  # fmt: skip
+    prep.add_argument("--near-threshold", type=float, default=0.7,
+                      help="--dedup near: similarity (word 5-grams) from which documents are duplicates (default %(default)s)")  # fmt: skip
     prep.add_argument("--split-by", choices=("paragraph", "line", "file"), default="paragraph",
                       help="what a document is in a text file (default %(default)s)")  # fmt: skip
     prep.add_argument("--text-field", default="text", help="the text field of JSONL / Parquet rows")
@@ -100,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = PrepareOptions(
         tuple(args.sources), args.out, args.tokenizer, args.block_size, args.engine, args.master,
-        args.partitions, args.val_fraction, args.test_fraction, args.seed, args.dedup, args.split_by,
-        args.text_field, args.min_chars, args.shard_blocks,
+        args.partitions, args.val_fraction, args.test_fraction, args.seed, args.dedup, args.near_threshold,
+        args.split_by, args.text_field, args.min_chars, args.shard_blocks,
     )  # fmt: skip
     m = prepare(options)
     print(json.dumps(m, indent=2) if args.json else _show(m))

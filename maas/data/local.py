@@ -43,9 +43,10 @@ def documents(plan: Plan) -> list[Doc]:
     if plan.options.dedup == "near":
         groups: dict[tuple[int, bytes], list] = defaultdict(list)
         for d in tqdm(docs, desc="minhash", unit="doc", mininterval=2):
-            for band, member in signed(d):
+            for band, member in signed(d, plan.options.near_threshold):
                 groups[band].append(member)
-        drop = near_dup.dropped(e for g in groups.values() for e in near_dup.edges(g))
+        t = plan.options.near_threshold
+        drop = near_dup.dropped(e for g in groups.values() for e in near_dup.edges(g, t))
         plan.counts["near_duplicates"] = len(drop)
         docs = [d for d in docs if d[0] not in drop]
     plan.counts["kept"] = len(docs)

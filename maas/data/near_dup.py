@@ -10,8 +10,10 @@ from collections.abc import Iterable
 import numpy as np
 
 NUM_PERM = 128
-BANDS, ROWS = 16, 8  # candidates from about 0.7 Jaccard similarity on
-THRESHOLD = 0.7  # the estimated similarity a candidate pair must reach
+THRESHOLD = 0.7  # the default similarity a candidate pair must reach (--near-threshold)
+# LSH shapes (bands, rows) of a 128-value signature; a pair of similarity s becomes a candidate with
+# probability 1 - (1 - s^rows)^bands, which turns up at about (1 / bands)^(1 / rows)
+SHAPES = ((8, 16), (16, 8), (32, 4), (64, 2))
 SHINGLE = 5  # words
 SEED = 1
 
@@ -29,9 +31,16 @@ def signature(text: str) -> np.ndarray:
     return m.hashvalues.astype(np.uint32)
 
 
-def band_keys(sig: np.ndarray) -> list[tuple[int, bytes]]:
+def shape(threshold: float) -> tuple[int, int]:
+    """The LSH shape whose candidates turn up at or just below `threshold` (16 x 8 for 0.7)."""
+    fits = [(b, r) for b, r in SHAPES if (1 / b) ** (1 / r) <= threshold + 0.01]
+    return fits[0] if fits else SHAPES[-1]
+
+
+def band_keys(sig: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[int, bytes]]:
     """The (band, digest of the band's rows) keys a document is grouped under."""
-    return [(b, hashlib.sha1(sig[b * ROWS : (b + 1) * ROWS].tobytes()).digest()[:8]) for b in range(BANDS)]
+    bands, rows = shape(threshold)
+    return [(b, hashlib.sha1(sig[b * rows : (b + 1) * rows].tobytes()).digest()[:8]) for b in range(bands)]
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,13 +48,14 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
-def edges(group: list[tuple[Key, np.ndarray]]) -> list[tuple[Key, Key]]:
-    """Within one band group: (first key, other key) for each member similar enough to the first."""
+def edges(group: list[tuple[Key, np.ndarray]], threshold: float = THRESHOLD) -> list[tuple[Key, Key]]:
+    """Within one band group: (first key, other key) for each member at least `threshold` similar to the
+    first."""
     if len(group) < 2:
         return []
     group = sorted(group, key=lambda m: m[0])
     first, sig = group[0]
-    return [(first, k) for k, s in group[1:] if similarity(sig, s) >= THRESHOLD]
+    return [(first, k) for k, s in group[1:] if similarity(sig, s) >= threshold]
 
 
 def dropped(pairs: Iterable[tuple[Key, Key]]) -> set[Key]:

@@ -40,6 +40,7 @@ class PrepareOptions:
     test_fraction: float = 0.0
     seed: int = 0
     dedup: str = "exact"
+    near_threshold: float = 0.7  # --dedup near: estimated Jaccard similarity of word 5-grams
     split_by: str = "paragraph"
     text_field: str = "text"
     min_chars: int = 1
@@ -53,6 +54,8 @@ class PrepareOptions:
             raise InvalidRequestError("--val-fraction and --test-fraction must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise InvalidRequestError("--val-fraction plus --test-fraction leaves nothing to train on")
+        if not 0.1 <= self.near_threshold <= 1:
+            raise InvalidRequestError("--near-threshold must be in [0.1, 1]")
         if self.dedup not in DEDUP:
             raise InvalidRequestError(f"--dedup must be one of {', '.join(DEDUP)}")
         if self.split_by not in SPLIT_BY:

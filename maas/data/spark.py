@@ -97,7 +97,13 @@ def _run(plan: Plan) -> tuple[dict[str, SplitWriter], TokenStats]:
         docs = docs.map(lambda d: (d[2], d)).reduceByKey(_first, n).values().persist()
         plan.counts["exact_duplicates"] = cleaned - docs.count()
     if plan.options.dedup == "near":
-        pairs = docs.flatMap(signed).groupByKey(n).flatMap(lambda g: near_dup.edges(list(g[1]))).collect()
+        t = plan.options.near_threshold
+        pairs = (
+            docs.flatMap(lambda d: signed(d, t))
+            .groupByKey(n)
+            .flatMap(lambda g: near_dup.edges(list(g[1]), t))
+        )
+        pairs = pairs.collect()
         drop = sc.broadcast(near_dup.dropped(pairs))
         plan.counts["near_duplicates"] = len(drop.value)
         docs = docs.filter(lambda d: d[0] not in drop.value)

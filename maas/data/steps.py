@@ -27,10 +27,10 @@ def read_clean(chunk: Chunk, plan: Plan) -> Iterator[tuple[Key, str | None]]:
         yield key, clean(text, plan.clean)
 
 
-def signed(doc: Doc) -> Iterator[tuple[tuple[int, bytes], tuple[Key, np.ndarray]]]:
+def signed(doc: Doc, threshold: float) -> Iterator[tuple[tuple[int, bytes], tuple[Key, np.ndarray]]]:
     """(band key, (document key, signature)) for each band of the document's MinHash."""
     sig = near_dup.signature(doc[1])
-    for band in near_dup.band_keys(sig):
+    for band in near_dup.band_keys(sig, threshold):
         yield band, (doc[0], sig)
 
 

@@ -39,3 +39,24 @@ def test_planted_near_duplicates_are_found_and_the_first_is_kept() -> None:
 def test_the_kept_document_does_not_depend_on_the_order_of_pairs() -> None:
     pairs = [((0, 5), (0, 9)), ((0, 9), (0, 2)), ((1, 0), (0, 5))]
     assert near_dup.dropped(pairs) == near_dup.dropped(reversed(pairs)) == {(0, 5), (0, 9), (1, 0)}
+
+
+def test_the_threshold_decides_what_is_a_near_duplicate() -> None:
+    rng = random.Random(1)
+    vocab = [f"w{i}" for i in range(5000)]
+    originals = [" ".join(rng.choice(vocab) for _ in range(20)) for _ in range(100)]
+    copies = {(1, i): perturb(t, rng, edits=1) for i, t in enumerate(originals)}  # about 0.5 similar
+
+    def found(threshold: float) -> int:
+        groups = defaultdict(list)
+        for key, text in [*(((0, i), t) for i, t in enumerate(originals)), *copies.items()]:
+            sig = near_dup.signature(text)
+            for band in near_dup.band_keys(sig, threshold):
+                groups[band].append((key, sig))
+        return len(
+            near_dup.dropped(e for g in groups.values() for e in near_dup.edges(g, threshold)) & set(copies)
+        )
+
+    assert near_dup.shape(0.7) == (16, 8) and near_dup.shape(0.45) == (32, 4)
+    strict, loose = found(0.7), found(0.4)
+    assert strict < 30 and loose > 80, (strict, loose)
