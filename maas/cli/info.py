@@ -153,6 +153,9 @@ def collect() -> dict[str, Any]:
 
 
 def _text(i: dict[str, Any]) -> str:
+    from maas.cli.kernels import table_lines
+    from maas.cli.models import _size
+
     t, c, r = i["torch"], i["cpu"], i["registry"]
     lines = [
         f"maas       {i['maas']} (python {i['python']}, {i['executable']})",
@@ -163,16 +166,13 @@ def _text(i: dict[str, Any]) -> str:
         f"gpus       {', '.join(t['gpus']) or 'none'}",
         f"kernels    {i['kernels']['dir']}",
     ]
-    for b in i["kernels"]["builds"]:
-        state = "built" if b["built"] else "missing"
-        where = "runs here" if b["runs_here"] else "not for this CPU"
-        lines.append(f"  {b['name']:<26} {state:<8} {where:<17} {'in use' if b['in_use'] else ''}".rstrip())
+    lines += table_lines(i["kernels"]["builds"])
     answers = {True: "answers", False: f"does not answer ({r.get('error', '')})", None: r.get("note", "")}
     lines += [
         f"MAAS_HOME  {r['home']}",
         f"  catalog  {r['database']}: {answers[r['answers']]}",
         f"  blobs    {r['storage']}",
-        f"  models   {len(r['models'])}, {r['size_bytes'] / 1e6:.1f} MB" + (": " if r["models"] else "")
+        f"  models   {len(r['models'])}, {_size(r['size_bytes'])}" + (": " if r["models"] else "")
         + ", ".join(r["models"]),
         "extras     " + ", ".join(f"{k} {v or '-'}" for k, v in i["extras"].items()),
         f"server     {i['server']['url']}: " + ("answers" if i["server"]["answers"] else "not running"),

@@ -53,6 +53,16 @@ def rows() -> list[dict[str, Any]]:
     ]
 
 
+def table_lines(table: list[dict[str, Any]]) -> list[str]:
+    """One indented line a build: name, built or missing, whether it runs here, whether it is in use."""
+    out = []
+    for r in table:
+        state = "built" if r["built"] else "missing"
+        where = "runs here" if r["runs_here"] else "not for this CPU"
+        out.append(f"  {r['name']:<26} {state:<8} {where:<17} {'in use' if r['in_use'] else ''}".rstrip())
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch a `maas kernels` verb."""
     from maas.kernels.build import build_all
@@ -63,11 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"dir": str(kernels_dir()), "builds": table}, indent=2))
             return 0
-        print(f"kernels in {kernels_dir()}")
-        for r in table:
-            state = "built" if r["built"] else "missing"
-            where = "runs here" if r["runs_here"] else "not for this CPU"
-            print(f"  {r['name']:<26} {state:<8} {where:<17} {'in use' if r['in_use'] else ''}".rstrip())
+        print("\n".join([f"kernels in {kernels_dir()}", *table_lines(table)]))
         return 0
     outcomes = build_all(force=args.force, say=lambda s: print(s, file=sys.stderr, flush=True))
     for o in outcomes:

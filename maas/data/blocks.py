@@ -69,6 +69,7 @@ class Windows:
     def __init__(self, stream: TokenStream, block: int, shift: int, name: str = ""):
         self.stream, self.block, self.shift, self.name = stream, block, shift, name
         self.rows = max(0, (len(stream) - 1) // block)
+        self.trace = os.environ.get("MAAS_DATA_TRACE") if shift == 0 else None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,8 +86,8 @@ class Windows:
             return self[[idx]][0]
         else:
             rows = np.asarray(idx, dtype=np.int64).reshape(-1).tolist()
-        if self.shift == 0 and (trace := os.environ.get("MAAS_DATA_TRACE")):
-            with open(os.path.join(trace, f"{self.name}-{os.getpid()}.txt"), "a") as f:
+        if self.trace:
+            with open(os.path.join(self.trace, f"{self.name}-{os.getpid()}.txt"), "a") as f:
                 f.write(" ".join(map(str, rows)) + "\n")
         out = np.empty((len(rows), self.block), dtype=np.int64)
         for k, i in enumerate(rows):

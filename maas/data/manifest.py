@@ -47,7 +47,9 @@ def write(out: str, manifest: dict[str, Any]) -> None:
 
     data = json.dumps(manifest, indent=2).encode("utf-8")
     fs, path = fsspec.core.url_to_fs(url_of(out))
-    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or type(fs).__name__ == "LocalFileSystem":
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
         tmp = path + ".tmp"
         with fs.open(tmp, "wb") as f:
             f.write(data)

@@ -98,9 +98,7 @@ def tokenizer_of(ref: str) -> tuple[str, str, int, int, int | None, dict[str, An
     template) of a model name or path, or of a tokenizer.json file."""
     from tokenizers import Tokenizer as HFTokenizer
 
-    from maas.formats.detect import open_model_files
-    from maas.store.locate import resolve
-    from maas.text.tokenizer import Tokenizer
+    from maas.data.tokenizer import model_tokenizer, special_tokens
 
     p = Path(ref).expanduser()
     if p.is_file() and p.suffix == ".json":
@@ -110,22 +108,9 @@ def tokenizer_of(ref: str) -> tuple[str, str, int, int, int | None, dict[str, An
             raise InvalidRequestError(f"--tokenizer {ref}: not a tokenizer.json ({e})") from None
         eos = hf.token_to_id("</s>") or hf.token_to_id("<|endoftext|>") or 0
         return hf.to_str(), p.name, int(eos), int(hf.get_vocab_size(with_added_tokens=True)), None, {}
-    name, path = resolve(ref)
-    files = open_model_files(path)
-    tok = Tokenizer.from_source(files.tokenizer)
+    name, tok, context = model_tokenizer(ref)
     eos = tok.eos_token_ids[0] if tok.eos_token_ids else 0
-    context = files.config.get("max_position_embeddings") if isinstance(files.config, dict) else None
-    src = files.tokenizer
-    config = {"bos_token": src.bos_token, "eos_token": src.eos_token, "add_bos_token": src.add_bos_token,
-              "chat_template": src.chat_template}  # fmt: skip
-    return (
-        tok.hf.to_str(),
-        name,
-        int(eos),
-        int(tok.vocab_size),
-        context,
-        {k: v for k, v in config.items() if v},
-    )
+    return tok.hf.to_str(), name, int(eos), int(tok.vocab_size), context, special_tokens(tok)
 
 
 def make_plan(options: PrepareOptions) -> Plan:

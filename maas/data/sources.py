@@ -104,7 +104,8 @@ def read(chunk: Chunk, options: ReadOptions) -> Iterator[tuple[tuple[int, int], 
     with fsspec.open(s.url, "rb") as f:
         if options.split_by == "file":
             text = f.read().decode("utf-8", errors="replace")
-            yield from (((s.index, 0), _doc(text, s, 0, options)),) if text.strip() else ()
+            if text.strip():
+                yield (s.index, 0), _doc(text, s, 0, options)
             return
         for offset, text in _units(f, chunk, options.split_by == "paragraph" and s.format == "text"):
             yield (s.index, offset), _doc(text, s, offset, options)

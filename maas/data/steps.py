@@ -12,7 +12,6 @@ from maas.data import near_dup
 from maas.data.clean import clean, split_of
 from maas.data.pack import load_tokenizer, tokenize
 from maas.data.sources import Chunk, read
-from maas.data.stats import TokenStats
 
 if TYPE_CHECKING:
     from maas.data.prepare import Plan
@@ -46,13 +45,3 @@ def tokenized(docs: Iterable[Doc], plan: Plan) -> Iterator[tuple[str, np.ndarray
     docs = list(docs) if not isinstance(docs, list) else docs
     for doc, tokens in zip(docs, tokenize((d[1] for d in docs), tok, plan.eos_id, plan.dtype), strict=True):
         yield split_name(doc, plan), tokens
-
-
-def count(tokens: Iterable[tuple[str, np.ndarray]], plan: Plan) -> tuple[TokenStats, dict[str, int]]:
-    """Token statistics and documents a split."""
-    stats = TokenStats(plan.vocab_size)
-    per_split: dict[str, int] = {}
-    for split, t in tokens:
-        stats.add(t)
-        per_split[split] = per_split.get(split, 0) + 1
-    return stats, per_split

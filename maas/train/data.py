@@ -228,16 +228,6 @@ def train_bpe(lines: list[str], vocab_size: int) -> Any:
     return tok
 
 
-def _base_tokenizer(name: str) -> Any:
-    """The tokenizer of a registered or built-in model."""
-    from maas.formats.detect import open_model_files
-    from maas.store.locate import resolve
-    from maas.text.tokenizer import Tokenizer
-
-    files = open_model_files(resolve(name)[1])
-    return Tokenizer.from_source(files.tokenizer)
-
-
 def _documents(raw: bytes, url: str, text_field: str, limit: int | None) -> list[str]:
     """Documents of a corpus: non-empty lines of a text file, or the `text_field` of each object
     of a JSONL file (`.jsonl` / `.ndjson`)."""
@@ -312,15 +302,11 @@ def _text(cfg: TrainConfig) -> Data:
         eos_id = int(hf.token_to_id(EOS))
         vocab = int(hf.get_vocab_size())
     else:
-        base = _base_tokenizer(cfg.data.tokenizer)
+        from maas.data.tokenizer import model_tokenizer, special_tokens
+
+        _, base, _ = model_tokenizer(cfg.data.tokenizer)
         eos_id = base.eos_token_ids[0] if base.eos_token_ids else 0
-        src = base.source
-        tok_config = {
-            "bos_token": src.bos_token,
-            "eos_token": src.eos_token,
-            "add_bos_token": src.add_bos_token,
-            "chat_template": src.chat_template,
-        }
+        tok_config = special_tokens(base)
         vocab = int(base.vocab_size)
         hf = base.hf
 
@@ -344,7 +330,7 @@ def _text(cfg: TrainConfig) -> Data:
         test_ids = val_ids
     info: dict[str, Any] = {"tokens": len(ids), "vocab_size": vocab, "documents": len(docs)}
     if cfg.data.tokenizer != "bpe":
-        info["tokenizer_config"] = {k: v for k, v in tok_config.items() if v is not None}
+        info["tokenizer_config"] = tok_config
     train = _blocks(train_ids, block)
     val = _blocks(val_ids, block) if len(val_ids) > block else Split(train.x[:0], train.y[:0])
     counts = np.bincount(np.asarray(train_ids), minlength=vocab).astype(np.float64) + 1.0
